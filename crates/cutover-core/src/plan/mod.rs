@@ -1,0 +1,862 @@
+//! The plan: what an apply will change and the exact procedure it will follow.
+//!
+//! [`plan`] is a pure function of the desired stack and the observed state. Its output is
+//! both the dry-run an operator reads (`cutover plan`, as text, JSON or a markdown checklist)
+//! and the list of steps the engine executes and journals, so what was reviewed is what runs.
+//!
+//! The JSON form is a stable, documented schema (`cutover.plan/v1`, see docs/plan-json.md):
+//! fields are only ever added.
+
+pub mod render;
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::graph;
+use crate::spec::{CustomStep, DataKind, Phase, SchemaVersion, Service, Stack, Strategy, Value};
+
+/// The schema name of the JSON plan.
+pub const PLAN_SCHEMA: &str = "cutover.plan/v1";
+
+/// What runs now, as far as cutover knows it.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The release that is live, if any.
+    pub release: Option<u64>,
+    /// Its resolved stack.
+    pub stack: Option<Stack>,
+    /// The image each of its services runs, by ID (`sha256:…`) when known.
+    pub image_ids: IndexMap<String, String>,
+}
+
+/// Facts about the desired images, when the runtime could resolve them.
+#[derive(Clone, Debug, Default)]
+pub struct Resolved {
+    /// Service → image ID the new release would start.
+    pub image_ids: IndexMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Always [`PLAN_SCHEMA`].
+    pub schema: String,
+    pub stack: String,
+    pub environment: Option<String>,
+    /// The live release, or `None` for a first deploy.
+    pub from_release: Option<u64>,
+    /// The revision the new release will get.
+    pub to_release: u64,
+    /// False when applying would change nothing.
+    pub changes: bool,
+    /// Every service, in upgrade (dependency) order.
+    pub services: Vec<ServiceChange>,
+    /// Data that gets a restore point.
+    pub data: Vec<DataPlan>,
+    /// The procedure, phase by phase.
+    pub procedure: Vec<PlanPhase>,
+    /// What a revert does, should any step fail after quiesce.
+    pub revert: Vec<PlanStep>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// New service.
+    Create,
+    /// New image or configuration.
+    Upgrade,
+    /// Unchanged, but stopped while a restore point is taken, then started again.
+    Restart,
+    /// Nothing happens to it.
+    Unchanged,
+    /// In the live release but not in the stack any more.
+    Remove,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRef {
+    pub reference: String,
+    /// `sha256:…` when known.
+    pub id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyChangeKind {
+    Added,
+    Changed,
+    Removed,
+}
+
+/// One environment key that changes. Secret values are shown as their `${NAME}` reference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyChange {
+    pub key: String,
+    pub change: KeyChangeKind,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub secret: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DowntimeKind {
+    /// Traffic keeps flowing (blue-green, or a new service).
+    None,
+    /// The service is down for at most `max`.
+    Window,
+    /// Until an operator runs `cutover upgrade-service`.
+    Deferred,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downtime {
+    pub kind: DowntimeKind,
+    /// Upper bound in seconds for a window, not counting the restore point.
+    pub max_seconds: Option<u64>,
+    /// Why, in words.
+    pub because: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceChange {
+    pub service: String,
+    pub action: Action,
+    /// Services of one wave do not depend on each other.
+    pub wave: usize,
+    pub strategy: Strategy,
+    pub image_from: Option<ImageRef>,
+    pub image_to: Option<ImageRef>,
+    pub env: Vec<KeyChange>,
+    /// Other settings that change: `command`, `ports`, `volumes`, `health`, ...
+    pub config: Vec<String>,
+    pub downtime: Downtime,
+    /// Stopped while a restore point of its data is taken.
+    pub quiesced: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPlan {
+    pub name: String,
+    pub describe: String,
+    pub writers: Vec<String>,
+    /// How the restore point is taken and restored.
+    pub method: String,
+    pub schema_version: Option<SchemaVersion>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanPhase {
+    pub phase: Phase,
+    pub steps: Vec<PlanStep>,
+}
+
+/// One step, as the engine runs it and the journal records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// Stable within a plan: `upgrade.recreate.daemon`. The journal keys on it.
+    pub id: String,
+    pub phase: Phase,
+    pub title: String,
+    pub action: StepKind,
+    /// May run again after a crash without asking.
+    pub rerun_safe: bool,
+}
+
+impl Eq for PlanStep {}
+
+/// The engine's instruction set. Every step is idempotent unless marked otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StepKind {
+    /// A step from the stack file.
+    Custom {
+        step: CustomStep,
+    },
+    /// Make sure the image is present locally (pull if needed); record its ID.
+    EnsureImage {
+        service: String,
+        image: String,
+    },
+    /// Connect to the data's server or open its file.
+    CheckData {
+        data: String,
+    },
+    /// The live service is healthy before anything is touched.
+    CheckHealthy {
+        service: String,
+    },
+    /// Read the schema version; compare with `expect` when given.
+    CheckSchemaVersion {
+        data: String,
+        expect: Option<String>,
+    },
+    /// Answer 503 with the maintenance page on every route of the stack.
+    MaintenanceOn,
+    MaintenanceOff,
+    /// Stop a service (SIGTERM, grace, SIGKILL).
+    Stop {
+        service: String,
+    },
+    TakeRestorePoint {
+        data: String,
+    },
+    /// Start a new service.
+    Create {
+        service: String,
+    },
+    /// Stop old, start new, wait for health.
+    Recreate {
+        service: String,
+    },
+    /// Start new beside old, wait for health, switch traffic, drain, stop old.
+    BlueGreen {
+        service: String,
+    },
+    /// Start an unchanged service that was stopped for a restore point.
+    Start {
+        service: String,
+    },
+    /// Leave on the old release until `cutover upgrade-service`.
+    MarkPending {
+        service: String,
+    },
+    Remove {
+        service: String,
+    },
+    /// Record the release as deployed.
+    RecordRelease,
+    /// Revert: put a data set back to its restore point.
+    RestoreData {
+        data: String,
+    },
+    /// Revert: run the previous release's exact image again.
+    StartPrevious {
+        service: String,
+    },
+    /// Revert: compare what runs with what ran before the upgrade.
+    CompareWithBefore,
+}
+
+/// Makes the plan. Pure: no I/O, same input, same plan.
+pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
+    let previous = observed.stack.as_ref();
+    let deps: IndexMap<String, Vec<String>> = desired
+        .services
+        .iter()
+        .map(|(n, s)| (n.clone(), s.depends_on.clone()))
+        .collect();
+    // Validation rejects cycles; should one get here anyway, file order is still an order.
+    let waves =
+        graph::waves(&deps).unwrap_or_else(|_| vec![desired.services.keys().cloned().collect()]);
+
+    // First pass: what changes.
+    let mut changes: IndexMap<String, ServiceChange> = IndexMap::new();
+    for (wave, names) in waves.iter().enumerate() {
+        for name in names {
+            let Some(svc) = desired.services.get(name) else {
+                continue;
+            };
+            let before = previous.and_then(|p| p.services.get(name));
+            changes.insert(
+                name.clone(),
+                service_change(name, wave, svc, before, observed, resolved),
+            );
+        }
+    }
+
+    // Data that gets a restore point: some writer is upgraded (not on a first deploy: there is
+    // nothing to go back to).
+    let mut data = Vec::new();
+    for (name, ds) in &desired.data {
+        let upgraded = ds
+            .writers
+            .iter()
+            .any(|w| changes.get(w).is_some_and(|c| c.action == Action::Upgrade));
+        if !upgraded {
+            continue;
+        }
+        data.push(DataPlan {
+            name: name.clone(),
+            describe: ds.kind.describe(),
+            writers: ds.writers.clone(),
+            method: restore_method(&ds.kind, name),
+            schema_version: ds.schema_version.clone(),
+        });
+        for w in &ds.writers {
+            if let Some(c) = changes.get_mut(w) {
+                c.quiesced = true;
+                if c.action == Action::Unchanged {
+                    c.action = Action::Restart;
+                }
+            }
+        }
+    }
+    for c in changes.values_mut() {
+        if let Some(svc) = desired.services.get(&c.service) {
+            c.downtime = downtime(c, svc, desired.is_routed(&c.service));
+        }
+    }
+    let mut services: Vec<ServiceChange> = changes.into_values().collect();
+    if let Some(prev) = previous {
+        for name in prev.services.keys() {
+            if !desired.services.contains_key(name) {
+                services.push(ServiceChange {
+                    service: name.clone(),
+                    action: Action::Remove,
+                    wave: waves.len(),
+                    strategy: Strategy::Recreate,
+                    image_from: prev.services.get(name).map(|s| ImageRef {
+                        reference: s.image.clone(),
+                        id: observed.image_ids.get(name).cloned(),
+                    }),
+                    image_to: None,
+                    env: Vec::new(),
+                    config: Vec::new(),
+                    downtime: Downtime {
+                        kind: DowntimeKind::Window,
+                        max_seconds: None,
+                        because: "removed from the stack".into(),
+                    },
+                    quiesced: false,
+                });
+            }
+        }
+    }
+    let changes_anything = services
+        .iter()
+        .any(|s| !matches!(s.action, Action::Unchanged));
+    let procedure = if changes_anything {
+        procedure(desired, previous, &services, &data)
+    } else {
+        Vec::new()
+    };
+    let revert = if changes_anything {
+        revert_steps(desired, &services, &data)
+    } else {
+        Vec::new()
+    };
+    Plan {
+        schema: PLAN_SCHEMA.to_string(),
+        stack: desired.name.clone(),
+        environment: desired.environment.clone(),
+        from_release: observed.release,
+        to_release: observed.release.map_or(1, |r| r + 1),
+        changes: changes_anything,
+        services,
+        data,
+        procedure,
+        revert,
+    }
+}
+
+fn service_change(
+    name: &str,
+    wave: usize,
+    svc: &Service,
+    before: Option<&Service>,
+    observed: &Observed,
+    resolved: &Resolved,
+) -> ServiceChange {
+    let image_to = Some(ImageRef {
+        reference: svc.image.clone(),
+        id: resolved.image_ids.get(name).cloned(),
+    });
+    let image_from = before.map(|b| ImageRef {
+        reference: b.image.clone(),
+        id: observed.image_ids.get(name).cloned(),
+    });
+    let env = before
+        .map(|b| env_changes(&b.env, &svc.env))
+        .unwrap_or_default();
+    let config = before.map(|b| config_changes(b, svc)).unwrap_or_default();
+    let image_changed = match (&image_from, &image_to) {
+        (Some(f), Some(t)) => {
+            f.reference != t.reference || matches!((&f.id, &t.id), (Some(a), Some(b)) if a != b)
+        }
+        _ => false,
+    };
+    let action = match before {
+        None => Action::Create,
+        Some(_) if image_changed || !env.is_empty() || !config.is_empty() => Action::Upgrade,
+        Some(_) => Action::Unchanged,
+    };
+    ServiceChange {
+        service: name.to_string(),
+        action,
+        wave,
+        strategy: svc.strategy,
+        image_from,
+        image_to,
+        env,
+        config,
+        downtime: Downtime {
+            kind: DowntimeKind::None,
+            max_seconds: None,
+            because: String::new(),
+        },
+        quiesced: false,
+    }
+}
+
+fn env_changes(
+    before: &IndexMap<String, Value>,
+    after: &IndexMap<String, Value>,
+) -> Vec<KeyChange> {
+    let mut out = Vec::new();
+    for (k, v) in after {
+        match before.get(k) {
+            None => out.push(KeyChange {
+                key: k.clone(),
+                change: KeyChangeKind::Added,
+                from: None,
+                to: Some(v.shown().to_string()),
+                secret: v.is_secret(),
+            }),
+            Some(old) if old != v => out.push(KeyChange {
+                key: k.clone(),
+                change: KeyChangeKind::Changed,
+                from: Some(old.shown().to_string()),
+                to: Some(v.shown().to_string()),
+                secret: v.is_secret() || old.is_secret(),
+            }),
+            Some(_) => {}
+        }
+    }
+    for (k, old) in before {
+        if !after.contains_key(k) {
+            out.push(KeyChange {
+                key: k.clone(),
+                change: KeyChangeKind::Removed,
+                from: Some(old.shown().to_string()),
+                to: None,
+                secret: old.is_secret(),
+            });
+        }
+    }
+    out
+}
+
+fn config_changes(before: &Service, after: &Service) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut diff = |name: &str, changed: bool| {
+        if changed {
+            out.push(name.to_string());
+        }
+    };
+    diff("command", before.command != after.command);
+    diff("ports", before.ports != after.ports);
+    diff("port", before.port != after.port);
+    diff("volumes", before.volumes != after.volumes);
+    diff("depends_on", before.depends_on != after.depends_on);
+    diff("health", before.health != after.health);
+    diff("restart", before.restart != after.restart);
+    out
+}
+
+fn restore_method(kind: &DataKind, name: &str) -> String {
+    match kind {
+        DataKind::Postgres {
+            database, tables, ..
+        } if tables.is_empty() => format!(
+            "CREATE DATABASE {database}__rp_<release> TEMPLATE {database} STRATEGY FILE_COPY; revert renames it back in one transaction"
+        ),
+        DataKind::Postgres { tables, .. } => format!(
+            "copy of tables {} inside the database; revert swaps them back",
+            tables.join(", ")
+        ),
+        DataKind::Sqlite { .. } => {
+            "SQLite online backup to the state dir; revert replaces the file atomically".into()
+        }
+        DataKind::Volume { .. } | DataKind::Directory { .. } => format!(
+            "archive of `{name}` with a checksum of every file; revert verifies it, then swaps the content in"
+        ),
+    }
+}
+
+fn downtime(c: &ServiceChange, svc: &Service, routed: bool) -> Downtime {
+    let health = svc.health.as_ref().map_or(Duration::ZERO, |h| h.deadline);
+    let window = |because: String| Downtime {
+        kind: DowntimeKind::Window,
+        max_seconds: Some((svc.stop_grace + health).as_secs()),
+        because,
+    };
+    let bound = format!(
+        "stop (≤ {}) + start until healthy (≤ {})",
+        humantime::format_duration(svc.stop_grace),
+        humantime::format_duration(health)
+    );
+    match c.action {
+        Action::Unchanged => Downtime {
+            kind: DowntimeKind::None,
+            max_seconds: None,
+            because: "unchanged".into(),
+        },
+        Action::Create => Downtime {
+            kind: DowntimeKind::None,
+            max_seconds: None,
+            because: "new service".into(),
+        },
+        Action::Remove => window("removed".into()),
+        Action::Restart => window(format!(
+            "stopped while the restore point is taken: {bound}, plus the restore point"
+        )),
+        Action::Upgrade if c.quiesced => window(format!(
+            "writes data that gets a restore point: {bound}, plus the restore point"
+        )),
+        Action::Upgrade => match svc.strategy {
+            Strategy::BlueGreen => Downtime {
+                kind: DowntimeKind::None,
+                max_seconds: None,
+                because: "blue-green: the old container serves until the new one is healthy".into(),
+            },
+            Strategy::Manual => Downtime {
+                kind: DowntimeKind::Deferred,
+                max_seconds: None,
+                because: "manual: stays on the old release until `cutover upgrade-service`".into(),
+            },
+            Strategy::Recreate if routed => window(format!("recreate, requests held: {bound}")),
+            Strategy::Recreate => window(format!("recreate: {bound}")),
+        },
+    }
+}
+
+struct Steps {
+    out: Vec<PlanStep>,
+    phase: Phase,
+}
+
+impl Steps {
+    fn push(&mut self, id: impl Into<String>, title: impl Into<String>, action: StepKind) {
+        let rerun_safe = match &action {
+            StepKind::Custom { step } => step.rerun_safe,
+            _ => true,
+        };
+        self.out.push(PlanStep {
+            id: format!("{}.{}", self.phase.as_str(), id.into()),
+            phase: self.phase,
+            title: title.into(),
+            action,
+            rerun_safe,
+        });
+    }
+
+    fn custom(&mut self, stack: &Stack) {
+        for (i, step) in stack.steps.of(self.phase).iter().enumerate() {
+            self.push(
+                format!("custom.{}", i + 1),
+                step.name.clone(),
+                StepKind::Custom { step: step.clone() },
+            );
+        }
+    }
+
+    fn finish(self) -> PlanPhase {
+        PlanPhase {
+            phase: self.phase,
+            steps: self.out,
+        }
+    }
+}
+
+fn phase(p: Phase) -> Steps {
+    Steps {
+        out: Vec::new(),
+        phase: p,
+    }
+}
+
+fn procedure(
+    desired: &Stack,
+    previous: Option<&Stack>,
+    services: &[ServiceChange],
+    data: &[DataPlan],
+) -> Vec<PlanPhase> {
+    let mut phases = Vec::new();
+    let changing = |c: &&ServiceChange| matches!(c.action, Action::Create | Action::Upgrade);
+
+    let mut p = phase(Phase::Plan);
+    p.custom(desired);
+    phases.push(p.finish());
+
+    let mut p = phase(Phase::Preflight);
+    for c in services.iter().filter(changing) {
+        if let Some(img) = &c.image_to {
+            p.push(
+                format!("image.{}", c.service),
+                format!("image {} of `{}` is present", img.reference, c.service),
+                StepKind::EnsureImage {
+                    service: c.service.clone(),
+                    image: img.reference.clone(),
+                },
+            );
+        }
+    }
+    for d in data {
+        p.push(
+            format!("data.{}", d.name),
+            format!("{} is reachable", d.describe),
+            StepKind::CheckData {
+                data: d.name.clone(),
+            },
+        );
+    }
+    if let Some(prev) = previous {
+        for c in services.iter().filter(|c| c.action != Action::Create) {
+            if prev
+                .services
+                .get(&c.service)
+                .is_some_and(|s| s.health.is_some())
+            {
+                p.push(
+                    format!("healthy.{}", c.service),
+                    format!("`{}` is healthy now", c.service),
+                    StepKind::CheckHealthy {
+                        service: c.service.clone(),
+                    },
+                );
+            }
+        }
+        for d in data {
+            // The live schema must match what the live release expects.
+            let expect = prev
+                .data
+                .get(&d.name)
+                .and_then(|ds| ds.schema_version.as_ref())
+                .map(|sv| sv.expect.clone());
+            if let Some(expect) = expect {
+                p.push(
+                    format!("schema.{}", d.name),
+                    format!(
+                        "schema version of `{}` matches the live release{}",
+                        d.name,
+                        expect
+                            .as_deref()
+                            .map(|e| format!(" ({e})"))
+                            .unwrap_or_default()
+                    ),
+                    StepKind::CheckSchemaVersion {
+                        data: d.name.clone(),
+                        expect,
+                    },
+                );
+            }
+        }
+    }
+    p.custom(desired);
+    phases.push(p.finish());
+
+    let mut p = phase(Phase::Quiesce);
+    p.custom(desired);
+    let window_on_route = services
+        .iter()
+        .any(|c| c.downtime.kind == DowntimeKind::Window && desired.is_routed(&c.service));
+    if desired.traffic.is_some() && window_on_route {
+        p.push(
+            "maintenance",
+            "maintenance page on (503 + Retry-After)",
+            StepKind::MaintenanceOn,
+        );
+    }
+    for c in services.iter().rev().filter(|c| c.quiesced) {
+        p.push(
+            format!("stop.{}", c.service),
+            format!(
+                "stop `{}` (it writes data that gets a restore point)",
+                c.service
+            ),
+            StepKind::Stop {
+                service: c.service.clone(),
+            },
+        );
+    }
+    phases.push(p.finish());
+
+    let mut p = phase(Phase::RestorePoint);
+    for d in data {
+        p.push(
+            d.name.clone(),
+            format!("restore point of {}", d.describe),
+            StepKind::TakeRestorePoint {
+                data: d.name.clone(),
+            },
+        );
+    }
+    phases.push(p.finish());
+
+    let mut p = phase(Phase::Upgrade);
+    for c in services {
+        let s = c.service.clone();
+        let (id, title, action) = match (c.action, c.strategy) {
+            (Action::Unchanged, _) => continue,
+            (Action::Create, _) => (
+                "create",
+                format!("start `{s}`"),
+                StepKind::Create { service: s.clone() },
+            ),
+            (Action::Restart, _) => (
+                "start",
+                format!("start `{s}` again"),
+                StepKind::Start { service: s.clone() },
+            ),
+            (Action::Remove, _) => (
+                "remove",
+                format!("remove `{s}`"),
+                StepKind::Remove { service: s.clone() },
+            ),
+            (Action::Upgrade, Strategy::Manual) => (
+                "pending",
+                format!("`{s}` stays on the old release until `cutover upgrade-service {s}`"),
+                StepKind::MarkPending { service: s.clone() },
+            ),
+            (Action::Upgrade, _) if c.quiesced => (
+                "recreate",
+                format!("start `{s}` on {}, wait until healthy", image_of(c)),
+                StepKind::Recreate { service: s.clone() },
+            ),
+            (Action::Upgrade, Strategy::BlueGreen) => (
+                "blue-green",
+                format!(
+                    "start `{s}` on {} beside the old one, wait until healthy, switch traffic, drain, stop the old one",
+                    image_of(c)
+                ),
+                StepKind::BlueGreen { service: s.clone() },
+            ),
+            (Action::Upgrade, Strategy::Recreate) => (
+                "recreate",
+                format!("recreate `{s}` on {}, wait until healthy", image_of(c)),
+                StepKind::Recreate { service: s.clone() },
+            ),
+        };
+        p.push(format!("{id}.{}", c.service), title, action);
+    }
+    p.custom(desired);
+    phases.push(p.finish());
+
+    let mut p = phase(Phase::Verify);
+    for d in data {
+        if let Some(sv) = &d.schema_version {
+            p.push(
+                format!("schema.{}", d.name),
+                match &sv.expect {
+                    Some(e) => format!("schema version of `{}` is {e}", d.name),
+                    None => format!("schema version of `{}` is readable", d.name),
+                },
+                StepKind::CheckSchemaVersion {
+                    data: d.name.clone(),
+                    expect: sv.expect.clone(),
+                },
+            );
+        }
+    }
+    p.custom(desired);
+    phases.push(p.finish());
+
+    let mut p = phase(Phase::Release);
+    if phases
+        .iter()
+        .flat_map(|ph| &ph.steps)
+        .any(|s| s.action == StepKind::MaintenanceOn)
+    {
+        p.push(
+            "maintenance",
+            "maintenance page off",
+            StepKind::MaintenanceOff,
+        );
+    }
+    p.custom(desired);
+    p.push(
+        "record",
+        "record the release as deployed",
+        StepKind::RecordRelease,
+    );
+    phases.push(p.finish());
+
+    phases.retain(|ph| !ph.steps.is_empty());
+    phases
+}
+
+fn image_of(c: &ServiceChange) -> String {
+    c.image_to
+        .as_ref()
+        .map_or_else(|| "?".into(), |i| i.reference.clone())
+}
+
+fn revert_steps(desired: &Stack, services: &[ServiceChange], data: &[DataPlan]) -> Vec<PlanStep> {
+    let mut p = phase(Phase::Revert);
+    // Undo in reverse dependency order: what was started last goes first.
+    for c in services.iter().rev() {
+        let s = c.service.clone();
+        match (c.action, c.strategy) {
+            (Action::Create, _) => p.push(
+                format!("remove.{s}"),
+                format!("remove the new `{s}`"),
+                StepKind::Remove { service: s },
+            ),
+            (Action::Upgrade, Strategy::Manual) if !c.quiesced => {}
+            (Action::Upgrade | Action::Restart, _) => p.push(
+                format!("stop.{s}"),
+                format!("stop `{s}`"),
+                StepKind::Stop { service: s },
+            ),
+            (Action::Unchanged | Action::Remove, _) => {}
+        }
+    }
+    for d in data {
+        p.push(
+            format!("restore.{}", d.name),
+            format!("restore {} to its restore point", d.describe),
+            StepKind::RestoreData {
+                data: d.name.clone(),
+            },
+        );
+    }
+    p.custom(desired);
+    for c in services {
+        let s = c.service.clone();
+        let restart = match (c.action, c.strategy) {
+            (Action::Upgrade, Strategy::Manual) => c.quiesced,
+            (Action::Upgrade | Action::Restart | Action::Remove, _) => true,
+            (Action::Create | Action::Unchanged, _) => false,
+        };
+        if restart {
+            let img = c
+                .image_from
+                .as_ref()
+                .map_or_else(|| "its previous image".to_string(), |i| i.reference.clone());
+            p.push(
+                format!("start.{s}"),
+                format!("start `{s}` on {img} again (the same image ID), wait until healthy"),
+                StepKind::StartPrevious { service: s },
+            );
+        }
+    }
+    let maintenance = services
+        .iter()
+        .any(|c| c.downtime.kind == DowntimeKind::Window && desired.is_routed(&c.service));
+    if desired.traffic.is_some() && maintenance {
+        p.push(
+            "maintenance",
+            "maintenance page off",
+            StepKind::MaintenanceOff,
+        );
+    }
+    p.push(
+        "compare",
+        "compare images, env, schema version and data with the state before the upgrade",
+        StepKind::CompareWithBefore,
+    );
+    p.out
+}
+
+impl Plan {
+    /// All steps in execution order.
+    pub fn steps(&self) -> impl Iterator<Item = &PlanStep> {
+        self.procedure.iter().flat_map(|p| p.steps.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests;

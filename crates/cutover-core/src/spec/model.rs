@@ -1,0 +1,631 @@
+//! The validated stack: what the plan and the engine work from.
+//!
+//! Everything here has been checked: names resolve, durations parsed, variables expanded. It
+//! is also what a release records (serialized as JSON), so it crosses a boundary: secrets are
+//! stored as references (`${DB_PASSWORD}`), never as values.
+
+use std::fmt;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A string value after interpolation.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Plain(String),
+    Secret(SecretValue),
+}
+
+/// A value that took a secret in. `shown` is the value with every secret left as its
+/// `${NAME}` reference; the real value is only reachable through [`SecretValue::expose`].
+#[derive(Clone)]
+pub struct SecretValue {
+    shown: String,
+    value: Option<SecretString>,
+}
+
+impl SecretValue {
+    pub fn new(shown: String, value: Option<SecretString>) -> Self {
+        SecretValue { shown, value }
+    }
+
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The real value; `None` when this came back from the store, which never holds secrets.
+    pub fn expose(&self) -> Option<&str> {
+        self.value.as_ref().map(|v| v.expose_secret())
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({:?})", self.shown)
+    }
+}
+
+impl Value {
+    /// The value as it may be printed: secrets as their references.
+    pub fn shown(&self) -> &str {
+        match self {
+            Value::Plain(s) => s,
+            Value::Secret(s) => s.shown(),
+        }
+    }
+
+    pub fn is_secret(&self) -> bool {
+        matches!(self, Value::Secret(_))
+    }
+
+    /// The value to hand to a container or a database driver. `None` for a secret whose
+    /// value is not known here (a release read back from the store).
+    pub fn expose(&self) -> Option<&str> {
+        match self {
+            Value::Plain(s) => Some(s),
+            Value::Secret(s) => s.expose(),
+        }
+    }
+}
+
+/// Equal when they would print the same: two secrets compare by reference, not by value.
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        self.is_secret() == other.is_secret() && self.shown() == other.shown()
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct SecretRef<'a> {
+            secret: &'a str,
+        }
+        match self {
+            Value::Plain(v) => s.serialize_str(v),
+            Value::Secret(v) => SecretRef { secret: v.shown() }.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Plain(String),
+            Secret { secret: String },
+        }
+        Ok(match Repr::deserialize(d)? {
+            Repr::Plain(v) => Value::Plain(v),
+            Repr::Secret { secret } => Value::Secret(SecretValue::new(secret, None)),
+        })
+    }
+}
+
+/// Durations are written as `10s`, `2m`, `1h30m` in files and JSON alike.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+/// A stack, validated and resolved for one environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    pub name: String,
+    /// The `--env` overlay it was resolved with.
+    pub environment: Option<String>,
+    pub protected: bool,
+    pub services: IndexMap<String, Service>,
+    pub data: IndexMap<String, DataSet>,
+    pub checks: IndexMap<String, Check>,
+    pub steps: Steps,
+    pub traffic: Option<Traffic>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub image: String,
+    pub command: Option<Command>,
+    pub env: IndexMap<String, Value>,
+    pub ports: Vec<PortMapping>,
+    pub port: Option<u16>,
+    pub volumes: Vec<Mount>,
+    pub depends_on: Vec<String>,
+    pub strategy: Strategy,
+    pub health: Option<Health>,
+    #[serde(with = "duration")]
+    pub stop_grace: Duration,
+    pub restart: RestartPolicy,
+}
+
+/// A command: an argv, or a string for `/bin/sh -c` (Docker's "shell form").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Exec(Vec<String>),
+    Shell(String),
+}
+
+impl Command {
+    /// The argv to run.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Command::Exec(v) => v.clone(),
+            Command::Shell(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Exec(v) => write!(f, "{}", v.join(" ")),
+            Command::Shell(s) => write!(f, "sh -c {s:?}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// `[IP:]HOST:CONTAINER[/PROTO]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_ip: Option<String>,
+    pub host: u16,
+    pub container: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for PortMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(ip) = &self.host_ip {
+            write!(f, "{ip}:")?;
+        }
+        write!(f, "{}:{}", self.host, self.container)?;
+        if self.protocol == Protocol::Udp {
+            f.write_str("/udp")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MountSource {
+    /// A Docker named volume.
+    Volume(String),
+    /// A host path, absolute after resolution against the stack file's directory.
+    Bind(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: MountSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl fmt::Display for Mount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let src = match &self.source {
+            MountSource::Volume(v) | MountSource::Bind(v) => v,
+        };
+        write!(f, "{src}:{}", self.target)?;
+        if self.read_only {
+            f.write_str(":ro")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a service moves from one release to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Stop the old container, start the new one. For singletons that own state.
+    Recreate,
+    /// Start the new one beside the old, wait for health, switch traffic, stop the old.
+    BlueGreen,
+    /// Stay on the old release until `cutover upgrade-service NAME`.
+    Manual,
+}
+
+impl Strategy {
+    pub const ALL: [&'static str; 3] = ["recreate", "blue-green", "manual"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Recreate => "recreate",
+            Strategy::BlueGreen => "blue-green",
+            Strategy::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    UnlessStopped,
+    OnFailure,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub probe: Probe,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    #[serde(with = "duration")]
+    pub start_period: Duration,
+    #[serde(with = "duration")]
+    pub deadline: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    Http {
+        path: String,
+        port: u16,
+        expect_status: u16,
+        body_contains: Option<String>,
+    },
+    Tcp {
+        port: u16,
+    },
+    Command(Command),
+}
+
+impl fmt::Display for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Probe::Http {
+                path,
+                port,
+                expect_status,
+                body_contains,
+            } => {
+                write!(f, "GET :{port}{path} → {expect_status}")?;
+                if let Some(b) = body_contains {
+                    write!(f, " containing {b:?}")?;
+                }
+                Ok(())
+            }
+            Probe::Tcp { port } => write!(f, "TCP :{port}"),
+            Probe::Command(c) => write!(f, "`{c}` exits 0"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataSet {
+    pub kind: DataKind,
+    /// Services stopped while the restore point is taken.
+    pub writers: Vec<String>,
+    pub schema_version: Option<SchemaVersion>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    Postgres {
+        url: Value,
+        database: String,
+        tables: Vec<String>,
+    },
+    Sqlite {
+        path: String,
+    },
+    Volume {
+        name: String,
+    },
+    Directory {
+        path: String,
+    },
+}
+
+impl DataKind {
+    pub fn describe(&self) -> String {
+        match self {
+            DataKind::Postgres {
+                database, tables, ..
+            } if tables.is_empty() => format!("PostgreSQL database `{database}`"),
+            DataKind::Postgres {
+                database, tables, ..
+            } => format!("PostgreSQL tables {} of `{database}`", tables.join(", ")),
+            DataKind::Sqlite { path } => format!("SQLite file {path}"),
+            DataKind::Volume { name } => format!("Docker volume `{name}`"),
+            DataKind::Directory { path } => format!("directory {path}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    pub query: String,
+    pub expect: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub kind: CheckKind,
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    pub retries: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    Http {
+        /// Either a full URL, or a path on a service's port.
+        url: Option<String>,
+        service: Option<String>,
+        path: Option<String>,
+        status: u16,
+        body_contains: Option<String>,
+        body_regex: Option<String>,
+    },
+    Tcp {
+        target: String,
+    },
+    Sql {
+        data: String,
+        query: String,
+        expect: Option<String>,
+    },
+    Exec {
+        service: String,
+        command: Command,
+        output_contains: Option<String>,
+    },
+    Command(Command),
+    Logs {
+        service: String,
+        absent: Option<String>,
+        present: Option<String>,
+    },
+    ContainerHealth {
+        service: String,
+    },
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckKind::Http {
+                url,
+                service,
+                path,
+                status,
+                body_contains,
+                body_regex,
+            } => {
+                match (url, service) {
+                    (Some(u), _) => write!(f, "GET {u}")?,
+                    (None, Some(s)) => write!(f, "GET {s}{}", path.as_deref().unwrap_or("/"))?,
+                    (None, None) => f.write_str("GET ?")?,
+                }
+                write!(f, " → {status}")?;
+                if let Some(b) = body_contains {
+                    write!(f, " containing {b:?}")?;
+                }
+                if let Some(r) = body_regex {
+                    write!(f, " matching /{r}/")?;
+                }
+                Ok(())
+            }
+            CheckKind::Tcp { target } => write!(f, "TCP {target}"),
+            CheckKind::Sql {
+                data,
+                query,
+                expect,
+            } => {
+                write!(f, "SQL on {data}: {query}")?;
+                if let Some(e) = expect {
+                    write!(f, " = {e:?}")?;
+                }
+                Ok(())
+            }
+            CheckKind::Exec {
+                service,
+                command,
+                output_contains,
+            } => {
+                write!(f, "in {service}: `{command}`")?;
+                if let Some(o) = output_contains {
+                    write!(f, " prints {o:?}")?;
+                }
+                Ok(())
+            }
+            CheckKind::Command(c) => write!(f, "`{c}` exits 0"),
+            CheckKind::Logs {
+                service,
+                absent,
+                present,
+            } => {
+                write!(f, "logs of {service}")?;
+                if let Some(a) = absent {
+                    write!(f, " never show {a:?}")?;
+                }
+                if let Some(p) = present {
+                    write!(f, " show {p:?}")?;
+                }
+                Ok(())
+            }
+            CheckKind::ContainerHealth { service } => write!(f, "{service} reports healthy"),
+        }
+    }
+}
+
+/// The phases of an operation, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Plan,
+    Preflight,
+    Quiesce,
+    RestorePoint,
+    Upgrade,
+    Verify,
+    Release,
+    Revert,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Plan => "plan",
+            Phase::Preflight => "preflight",
+            Phase::Quiesce => "quiesce",
+            Phase::RestorePoint => "restore_point",
+            Phase::Upgrade => "upgrade",
+            Phase::Verify => "verify",
+            Phase::Release => "release",
+            Phase::Revert => "revert",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Phase::Plan => "Plan",
+            Phase::Preflight => "Preflight",
+            Phase::Quiesce => "Quiesce",
+            Phase::RestorePoint => "Restore point",
+            Phase::Upgrade => "Upgrade",
+            Phase::Verify => "Verify",
+            Phase::Release => "Release",
+            Phase::Revert => "Revert",
+        }
+    }
+}
+
+/// Custom steps by phase. Restore points are built in: there is no custom phase for them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Steps {
+    pub plan: Vec<CustomStep>,
+    pub preflight: Vec<CustomStep>,
+    pub quiesce: Vec<CustomStep>,
+    pub upgrade: Vec<CustomStep>,
+    pub verify: Vec<CustomStep>,
+    pub release: Vec<CustomStep>,
+    pub revert: Vec<CustomStep>,
+}
+
+impl Steps {
+    pub fn of(&self, phase: Phase) -> &[CustomStep] {
+        match phase {
+            Phase::Plan => &self.plan,
+            Phase::Preflight => &self.preflight,
+            Phase::Quiesce => &self.quiesce,
+            Phase::RestorePoint => &[],
+            Phase::Upgrade => &self.upgrade,
+            Phase::Verify => &self.verify,
+            Phase::Release => &self.release,
+            Phase::Revert => &self.revert,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CustomStep {
+    pub name: String,
+    pub action: StepAction,
+    #[serde(with = "duration::option", default)]
+    pub timeout: Option<Duration>,
+    /// May run again after a crash without asking.
+    pub rerun_safe: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepAction {
+    Manual { text: String },
+    Approval { text: String },
+    Run { command: Command },
+    Exec { service: String, command: Command },
+    Sql { data: String, query: String },
+    Http { check: CheckKind },
+    Check { check: String },
+    Wait { check: String },
+}
+
+impl fmt::Display for StepAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepAction::Manual { text } => write!(f, "confirm: {text}"),
+            StepAction::Approval { text } => write!(f, "approval by a second person: {text}"),
+            StepAction::Run { command } => write!(f, "run `{command}`"),
+            StepAction::Exec { service, command } => write!(f, "in {service}: `{command}`"),
+            StepAction::Sql { data, query } => write!(f, "SQL on {data}: {query}"),
+            StepAction::Http { check } => write!(f, "{check}"),
+            StepAction::Check { check } => write!(f, "check `{check}`"),
+            StepAction::Wait { check } => write!(f, "wait until `{check}` passes"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub listen: String,
+    pub routes: Vec<Route>,
+    #[serde(with = "duration")]
+    pub max_hold: Duration,
+    pub maintenance_page: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub service: String,
+}
+
+impl Stack {
+    /// Services routed by the traffic layer.
+    pub fn is_routed(&self, service: &str) -> bool {
+        self.traffic
+            .as_ref()
+            .is_some_and(|t| t.routes.iter().any(|r| r.service == service))
+    }
+}

@@ -1,0 +1,77 @@
+//! Wall clock and timestamp formatting.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::Millis;
+
+/// Milliseconds since the Unix epoch now (0 if the clock is before 1970).
+pub(crate) fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(duration_millis)
+        .unwrap_or(0)
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub(crate) fn duration_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// RFC 3339 UTC with second precision, e.g. `2023-11-14T22:13:20Z`.
+pub(crate) fn format_millis(ms: Millis) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(format_millis(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_millis(1_700_000_000_999), "2023-11-14T22:13:20Z");
+        assert_eq!(format_millis(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(format_millis(-1), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn extreme_values_do_not_panic() {
+        assert!(!format_millis(i64::MAX).is_empty());
+        assert!(!format_millis(i64::MIN).is_empty());
+    }
+
+    #[test]
+    fn now_is_after_2020() {
+        assert!(now_millis() > 1_577_836_800_000);
+    }
+
+    #[test]
+    fn durations_saturate() {
+        assert_eq!(duration_millis(Duration::from_secs(2)), 2000);
+        assert_eq!(duration_millis(Duration::MAX), i64::MAX);
+    }
+}

@@ -1,0 +1,142 @@
+//! The command line, defined once: help, the man page and shell completions all come from
+//! these types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit;
+
+/// Upgrades of self-hosted, stateful container applications, run as code: preflight,
+/// quiesce, a restore point of the data, the upgrade, verification — and an automatic revert
+/// of images and data when anything fails.
+#[derive(Debug, Parser)]
+#[command(name = "cutover", version, after_long_help = exit::TABLE, propagate_version = true)]
+pub struct Cli {
+    /// The stack file.
+    #[arg(
+        short = 'f',
+        long = "file",
+        global = true,
+        default_value = "cutover.yaml",
+        env = "CUTOVER_FILE"
+    )]
+    pub file: PathBuf,
+
+    /// The environment overlay to apply (a key of `environments:` in the stack file).
+    #[arg(long = "env", global = true, value_name = "NAME", env = "CUTOVER_ENV")]
+    pub environment: Option<String>,
+
+    /// Where releases, the journal and restore points are kept [default: .cutover/ beside the
+    /// stack file].
+    #[arg(long, global = true, value_name = "DIR", env = "CUTOVER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// When to color the output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// For scripts: a documented, stable schema.
+    Json,
+    /// A checklist to paste into a ticket (`plan` only).
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+/// Overrides for a one-off upgrade.
+#[derive(Debug, Args, Default, Clone)]
+pub struct SetArgs {
+    /// Override a value: SERVICE.image=REF, SERVICE.strategy=S, SERVICE.env.KEY=VALUE or
+    /// vars.NAME=VALUE. Repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConfirmArgs {
+    /// Do not ask for confirmation. Required when not on a terminal.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Why: recorded with the release.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the stack file and report every problem with its file:line:column.
+    Validate,
+
+    /// Show what an apply would do: changes, restore points, the procedure, the revert.
+    Plan {
+        #[command(flatten)]
+        set: SetArgs,
+    },
+
+    /// Upgrade the stack to what the stack file says, reverting on failure.
+    Apply {
+        #[command(flatten)]
+        set: SetArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
+    },
+
+    /// What runs now: the live release, the lease, unfinished operations.
+    Status,
+
+    /// The releases of the stack, newest first.
+    History {
+        /// How many releases to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+
+    /// Go back to a recorded release (the previous one by default).
+    Rollback {
+        /// The release to go back to.
+        revision: Option<u64>,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
+    },
+
+    /// Continue, or revert, an operation that was interrupted (cutover itself crashed).
+    Resume,
+
+    /// Stop the running operation at the next step boundary and revert it.
+    Abort,
+
+    /// Remove the stack's lease. Only for a lease whose holder is known to be gone.
+    Unlock {
+        /// Remove the lease even if its holder may still be alive.
+        #[arg(long)]
+        force: bool,
+    },
+
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff).
+    Man,
+}

@@ -1,0 +1,114 @@
+//! One module per verb. Each takes the parsed command line and returns an exit code or an
+//! error (which `exit::report` prints and classifies).
+
+mod apply;
+mod docs;
+mod history;
+mod later;
+mod plan;
+mod status;
+mod unlock;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cutover_core::plan::Observed;
+use cutover_core::spec::{self, LoadOptions, Loaded, Stack};
+use cutover_store::{Release, Store};
+use indexmap::IndexMap;
+
+use crate::cli::{Cli, Command};
+
+pub fn run(cli: &Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Validate => validate::run(cli),
+        Command::Plan { set } => plan::run(cli, &set.sets),
+        Command::Apply { set, confirm } => apply::run(cli, &set.sets, confirm),
+        Command::Status => status::run(cli),
+        Command::History { limit } => history::run(cli, *limit),
+        Command::Rollback { revision, confirm } => later::rollback(cli, *revision, confirm),
+        Command::Resume => later::resume(cli),
+        Command::Abort => later::abort(cli),
+        Command::Unlock { force } => unlock::run(cli, *force),
+        Command::Completions { shell } => docs::completions(*shell),
+        Command::Man => docs::man(),
+    }
+}
+
+/// Loads and validates the stack file; diagnostics come back as the error.
+pub fn load(cli: &Cli, sets: &[String]) -> anyhow::Result<Loaded> {
+    let opts = LoadOptions {
+        environment: cli.environment.clone(),
+        sets: sets.to_vec(),
+        ..LoadOptions::from_process()
+    };
+    let loaded = spec::load(&cli.file, &opts)?;
+    if !loaded.warnings.items.is_empty() && cli.output == crate::cli::OutputFormat::Text {
+        eprintln!("{}", loaded.warnings);
+    }
+    Ok(loaded)
+}
+
+/// `--state-dir`, or `.cutover/` beside the stack file.
+pub fn state_dir(cli: &Cli) -> PathBuf {
+    cli.state_dir.clone().unwrap_or_else(|| {
+        cli.file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(".cutover")
+    })
+}
+
+pub fn open_store(cli: &Cli, stack: &str) -> anyhow::Result<Store> {
+    let dir = state_dir(cli);
+    Store::open(&dir, stack).with_context(|| format!("cannot open the state in {}", dir.display()))
+}
+
+/// The stack name without validating the whole file: read-only verbs (`status`, `history`,
+/// `unlock`) must work even when the file has a mistake in it.
+pub fn stack_name(cli: &Cli) -> anyhow::Result<String> {
+    match load(cli, &[]) {
+        Ok(l) => Ok(l.stack.name),
+        Err(e) => {
+            #[derive(serde::Deserialize)]
+            struct NameOnly {
+                name: Option<String>,
+            }
+            let text = std::fs::read_to_string(&cli.file)
+                .with_context(|| format!("cannot read {}", cli.file.display()))?;
+            let name = serde_saphyr::from_str::<NameOnly>(&text)
+                .ok()
+                .and_then(|n| n.name)
+                .ok_or(e)?;
+            Ok(name)
+        }
+    }
+}
+
+/// What the live release says runs.
+pub fn observed(store: &Store) -> anyhow::Result<Observed> {
+    let Some(rel) = store.current_release()? else {
+        return Ok(Observed::default());
+    };
+    observed_from(&rel)
+}
+
+pub fn observed_from(rel: &Release) -> anyhow::Result<Observed> {
+    let stack: Stack = serde_json::from_str(&rel.spec_json)
+        .with_context(|| format!("release {} has an unreadable spec", rel.revision))?;
+    let image_ids: IndexMap<String, String> =
+        serde_json::from_str(&rel.images_json).unwrap_or_default();
+    Ok(Observed {
+        release: Some(rel.revision),
+        stack: Some(stack),
+        image_ids,
+    })
+}
+
+/// Formats a timestamp (unix millis) as RFC 3339, to the second.
+pub fn when(millis: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}

@@ -1,0 +1,19 @@
+//! `cutover`: upgrades of self-hosted, stateful container applications, run as code.
+//!
+//! This file only parses the command line, sets up output, dispatches to one module per verb
+//! and turns the outcome into an exit code (see [`exit`]).
+
+mod cli;
+mod commands;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = commands::run(&cli);
+    exit::report(result)
+}
