@@ -1,1 +1,290 @@
+//! The plan: ordering, what changes, restore points and the revert, on small stacks.
 
+use std::collections::HashMap;
+
+use super::*;
+use crate::spec::{LoadOptions, load_str};
+
+fn stack(text: &str, env: &[(&str, &str)]) -> Stack {
+    let opts = LoadOptions {
+        process_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+        ..LoadOptions::default()
+    };
+    match load_str(std::path::Path::new("/srv/stack/cutover.yaml"), text, &opts) {
+        Ok(l) => l.stack,
+        Err(d) => panic!("test stack must be valid:\n{d}"),
+    }
+}
+
+fn live(s: &Stack, release: u64) -> Observed {
+    Observed {
+        release: Some(release),
+        stack: Some(s.clone()),
+        image_ids: IndexMap::new(),
+    }
+}
+
+fn ids(plan: &Plan) -> Vec<&str> {
+    plan.steps().map(|s| s.id.as_str()).collect()
+}
+
+const GROUPER: &str = "\
+name: grouper
+secrets: { PW: { env: PW } }
+services:
+  ui:
+    image: grouper:${V}
+    port: 8080
+    depends_on: [daemon]
+    strategy: blue-green
+    env: { MODE: ui, PASSWORD: '${PW}' }
+  daemon:
+    image: grouper:${V}
+    env: { MODE: daemon, OLD: x }
+data:
+  db:
+    postgres: { url: 'postgres://admin:${PW}@db/grouper', database: grouper }
+    writers: [daemon]
+    schema_version: { query: select 1, expect: '${V}' }
+traffic:
+  routes: [{ service: ui }]
+";
+
+#[test]
+fn a_first_deploy_creates_everything_in_dependency_order_without_restore_points() {
+    let s = stack(GROUPER, &[("V", "1"), ("PW", "a")]);
+    let p = plan(&s, &Observed::default(), &Resolved::default());
+    assert!(p.changes);
+    assert_eq!((p.from_release, p.to_release), (None, 1));
+    let order: Vec<(&str, Action)> = p
+        .services
+        .iter()
+        .map(|c| (c.service.as_str(), c.action))
+        .collect();
+    assert_eq!(
+        order,
+        vec![("daemon", Action::Create), ("ui", Action::Create)]
+    );
+    assert!(p.data.is_empty(), "nothing to go back to on a first deploy");
+    assert_eq!(
+        ids(&p),
+        vec![
+            "preflight.image.daemon",
+            "preflight.image.ui",
+            "upgrade.create.daemon",
+            "upgrade.create.ui",
+            "release.record",
+        ]
+    );
+    let revert: Vec<&str> = p.revert.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        revert,
+        vec!["revert.remove.ui", "revert.remove.daemon", "revert.compare"]
+    );
+}
+
+#[test]
+fn an_upgrade_quiesces_writers_takes_a_restore_point_and_verifies_the_schema() {
+    let before = stack(GROUPER, &[("V", "1"), ("PW", "a")]);
+    let after = stack(
+        &GROUPER.replace("OLD: x", "NEW: y"),
+        &[("V", "2"), ("PW", "a")],
+    );
+    let p = plan(&after, &live(&before, 7), &Resolved::default());
+    assert_eq!((p.from_release, p.to_release), (Some(7), 8));
+    assert_eq!(p.data.len(), 1);
+    assert_eq!(p.data[0].writers, vec!["daemon"]);
+    let daemon = &p.services[0];
+    assert_eq!(daemon.action, Action::Upgrade);
+    assert!(daemon.quiesced);
+    assert_eq!(daemon.downtime.kind, DowntimeKind::Window);
+    let keys: Vec<(&str, &KeyChangeKind)> = daemon
+        .env
+        .iter()
+        .map(|k| (k.key.as_str(), &k.change))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("NEW", &KeyChangeKind::Added),
+            ("OLD", &KeyChangeKind::Removed)
+        ]
+    );
+    let ui = &p.services[1];
+    assert_eq!(
+        ui.downtime.kind,
+        DowntimeKind::None,
+        "blue-green and not a writer"
+    );
+    assert_eq!(
+        ids(&p),
+        vec![
+            "preflight.image.daemon",
+            "preflight.image.ui",
+            "preflight.data.db",
+            "preflight.schema.db",
+            "quiesce.stop.daemon",
+            "restore_point.db",
+            "upgrade.recreate.daemon",
+            "upgrade.blue-green.ui",
+            "verify.schema.db",
+            "release.record",
+        ]
+    );
+    let schema = p
+        .steps()
+        .find(|s| s.id == "verify.schema.db")
+        .map(|s| &s.action);
+    assert_eq!(
+        schema,
+        Some(&StepKind::CheckSchemaVersion {
+            data: "db".into(),
+            expect: Some("2".into())
+        })
+    );
+    let pre = p
+        .steps()
+        .find(|s| s.id == "preflight.schema.db")
+        .map(|s| &s.action);
+    assert_eq!(
+        pre,
+        Some(&StepKind::CheckSchemaVersion {
+            data: "db".into(),
+            expect: Some("1".into())
+        }),
+        "preflight checks the live schema against the live release"
+    );
+    let revert: Vec<&str> = p.revert.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        revert,
+        vec![
+            "revert.stop.ui",
+            "revert.stop.daemon",
+            "revert.restore.db",
+            "revert.start.daemon",
+            "revert.start.ui",
+            "revert.compare",
+        ]
+    );
+}
+
+#[test]
+fn nothing_changes_when_the_stack_is_what_runs() {
+    let s = stack(GROUPER, &[("V", "1"), ("PW", "a")]);
+    let p = plan(&s, &live(&s, 3), &Resolved::default());
+    assert!(!p.changes);
+    assert!(p.procedure.is_empty() && p.revert.is_empty() && p.data.is_empty());
+    assert!(p.services.iter().all(|c| c.action == Action::Unchanged));
+}
+
+#[test]
+fn a_moved_tag_is_an_upgrade_when_the_image_id_differs() {
+    let s = stack(GROUPER, &[("V", "1"), ("PW", "a")]);
+    let mut obs = live(&s, 3);
+    obs.image_ids.insert("daemon".into(), "sha256:aaaa".into());
+    let resolved = Resolved {
+        image_ids: [("daemon".to_string(), "sha256:bbbb".to_string())]
+            .into_iter()
+            .collect(),
+    };
+    let p = plan(&s, &obs, &resolved);
+    let daemon = &p.services[0];
+    assert_eq!(daemon.action, Action::Upgrade);
+    assert_eq!(
+        daemon.image_from.as_ref().and_then(|i| i.id.as_deref()),
+        Some("sha256:aaaa")
+    );
+    assert_eq!(
+        daemon.image_to.as_ref().and_then(|i| i.id.as_deref()),
+        Some("sha256:bbbb")
+    );
+}
+
+#[test]
+fn secret_env_values_appear_only_as_references() {
+    let before = stack(GROUPER, &[("V", "1"), ("PW", "old-secret")]);
+    let after = stack(
+        &GROUPER.replace("PASSWORD: '${PW}'", "PASSWORD: 'v2-${PW}'"),
+        &[("V", "1"), ("PW", "new-secret")],
+    );
+    let p = plan(&after, &live(&before, 1), &Resolved::default());
+    let ui = p.services.iter().find(|c| c.service == "ui").expect("ui");
+    assert_eq!(ui.env.len(), 1);
+    let k = &ui.env[0];
+    assert!(k.secret);
+    assert_eq!(
+        (k.from.as_deref(), k.to.as_deref()),
+        (Some("${PW}"), Some("v2-${PW}"))
+    );
+    let all = format!(
+        "{}{}{}",
+        serde_json::to_string(&p).expect("json"),
+        render::text(&p, false),
+        render::markdown(&p)
+    );
+    assert!(
+        !all.contains("old-secret") && !all.contains("new-secret"),
+        "a secret value leaked into the plan output"
+    );
+}
+
+#[test]
+fn manual_services_wait_and_removed_services_go() {
+    let before = stack(
+        "name: s\nservices:\n  a: { image: 'x:1', strategy: manual }\n  gone: { image: y }\n",
+        &[],
+    );
+    let after = stack(
+        "name: s\nservices:\n  a: { image: 'x:2', strategy: manual }\n",
+        &[],
+    );
+    let p = plan(&after, &live(&before, 1), &Resolved::default());
+    let actions: Vec<(&str, Action, DowntimeKind)> = p
+        .services
+        .iter()
+        .map(|c| (c.service.as_str(), c.action, c.downtime.kind))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("a", Action::Upgrade, DowntimeKind::Deferred),
+            ("gone", Action::Remove, DowntimeKind::Window),
+        ]
+    );
+    assert_eq!(
+        ids(&p),
+        vec![
+            "preflight.image.a",
+            "upgrade.pending.a",
+            "upgrade.remove.gone",
+            "release.record"
+        ]
+    );
+}
+
+#[test]
+fn unchanged_writers_are_restarted_around_the_restore_point() {
+    let text = "\
+name: s
+services:
+  api: { image: 'api:${V}' }
+  worker: { image: 'worker:1' }
+data:
+  files: { sqlite: { path: app.db } }
+";
+    let before = stack(text, &[("V", "1")]);
+    let after = stack(text, &[("V", "2")]);
+    let p = plan(&after, &live(&before, 1), &Resolved::default());
+    let worker = &p.services[1];
+    assert_eq!(
+        worker.action,
+        Action::Restart,
+        "default writers: every service"
+    );
+    assert!(ids(&p).contains(&"quiesce.stop.worker"));
+    assert!(ids(&p).contains(&"upgrade.start.worker"));
+    assert_eq!(p.data[0].describe, "SQLite file /srv/stack/app.db");
+}

@@ -6,52 +6,11 @@
 //! from one written in the stack file. Keys we do not import are reported as warnings, never
 //! silently dropped.
 
-use std::fmt;
-
 use indexmap::IndexMap;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 
-use super::raw::{RawHealth, RawService, StringOrList};
+use super::raw::{RawHealth, RawService, Scalar, StringOrList};
 use super::source::{Located, Text};
-
-/// A YAML scalar of any type, as the text it was written as (`8080`, `true`, `"x"`; null is "").
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scalar(pub String);
-
-impl<'de> Deserialize<'de> for Scalar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Scalar;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, number or boolean")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar(String::new()))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Scalar, E> {
-                Ok(Scalar(String::new()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
 
 /// A compose file: only `services` is imported.
 #[derive(Debug, Default, Deserialize)]
@@ -127,7 +86,7 @@ fn text_at<T>(at: &Located<T>, value: String) -> Text {
 }
 
 impl ComposeService {
-    /// The service as cutover sees it. `Err` carries a message for values we cannot import.
+    /// The service as cutover sees it.
     pub fn into_raw(self) -> RawService {
         let env = self.environment.map(|e| {
             let at = e.at;
@@ -218,10 +177,11 @@ impl ComposeService {
                 let at = t.at;
                 match t.value {
                     StringOrList::One(s) => Some(Located::new(StringOrList::One(s), at)),
-                    StringOrList::Many(v) => match v.first().map(String::as_str) {
+                    StringOrList::Many(v) => match v.first().map(|s| s.0.as_str()) {
                         Some("CMD") => Some(Located::new(StringOrList::Many(v[1..].to_vec()), at)),
                         Some("CMD-SHELL") => {
-                            Some(Located::new(StringOrList::One(v[1..].join(" ")), at))
+                            let words: Vec<&str> = v[1..].iter().map(|s| s.0.as_str()).collect();
+                            Some(Located::new(StringOrList::One(words.join(" ")), at))
                         }
                         _ => None, // ["NONE"] or empty: no check
                     },

@@ -187,7 +187,7 @@ mod tests {
         let at = |p: &[&str]| m.get(&key(p)).map(|l| (l.line, l.col));
         assert_eq!(at(&["name"]), Some((1, 1)));
         assert_eq!(at(&["services", "web", "image"]), Some((4, 5)));
-        assert_eq!(at(&["services", "web", "env", "B"]), Some((5, 18)));
+        assert_eq!(at(&["services", "web", "env", "B"]), Some((5, 17)));
         assert_eq!(at(&["services", "db"]), Some((6, 3)));
         assert_eq!(at(&["services", "db", "ports", "0", "q"]), Some((9, 9)));
         assert_eq!(at(&["services", "nope"]), None);

@@ -311,7 +311,7 @@ impl Cx {
         self.known_keys
             .iter()
             .map(|k| (strsim::damerau_levenshtein(name, k), *k))
-            .filter(|(d, k)| *d <= 2 && *d < k.len())
+            .filter(|(d, k)| *d <= 2 && d * 2 < k.len())
             .min()
             .map(|(_, k)| k)
     }
@@ -609,7 +609,7 @@ impl Cx {
                 }
                 let mut argv = Vec::with_capacity(v.len());
                 for a in v {
-                    argv.push(self.plain(&Located::new(a.clone(), c.at), vars)?);
+                    argv.push(self.plain(&Located::new(a.0.clone(), c.at), vars)?);
                 }
                 Command::Exec(argv)
             }
@@ -1025,7 +1025,7 @@ impl Cx {
         let best = names
             .iter()
             .map(|n| (strsim::damerau_levenshtein(name, n), *n))
-            .filter(|(d, _)| *d <= 2)
+            .filter(|(d, n)| *d <= 2 && d * 2 < n.len())
             .min();
         match best {
             Some((_, n)) => format!("did you mean `{n}`?"),
@@ -1565,9 +1565,14 @@ fn syntax_message(e: &serde_saphyr::Error) -> String {
     let rendered = e.without_snippet().render();
     let first = rendered.lines().next().unwrap_or_default().trim();
     // "line 4 column 12: expected string scalar" → "expected string scalar"
-    match first.split_once(": ") {
-        Some((pos, rest)) if pos.starts_with("line ") => rest.to_string(),
-        _ => first.to_string(),
+    let message = match first.split_once(": ") {
+        Some((pos, rest)) if pos.starts_with("line ") => rest,
+        _ => first,
+    };
+    // serde's own messages may end with " at line 9, column 36": we show the place already.
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
     }
 }
 

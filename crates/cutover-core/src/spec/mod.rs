@@ -15,3 +15,6 @@ pub mod source;
 pub use diag::{DiagKind, Diagnostic, Diagnostics};
 pub use load::{LoadOptions, Loaded, load, load_str};
 pub use model::*;
+
+#[cfg(test)]
+mod tests;

@@ -10,12 +10,53 @@ use serde::Deserialize;
 
 use super::source::{Located, Text};
 
-/// `command: ["gsh", "-check"]` or `command: gsh -check`.
+/// `command: ["gsh", "-check"]` or `command: gsh -check`. List items may be written as
+/// numbers or booleans (`[sleep, 5]`, `[true]`): they are taken as written.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum StringOrList {
     One(String),
-    Many(Vec<String>),
+    Many(Vec<Scalar>),
+}
+
+/// A YAML scalar of any type, as the text it was written as (`8080`, `true`, `"x"`; null is "").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scalar(pub String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, Visitor};
+        use std::fmt;
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_unit<E: Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new()))
+            }
+            fn visit_none<E: Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The whole stack file.

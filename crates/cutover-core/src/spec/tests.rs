@@ -1,0 +1,482 @@
+//! Validation: one test per kind of mistake, each asserting where it is reported and what it
+//! says. Stacks are loaded from text as if read from `cutover.yaml` in a temp dir.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+
+fn opts(env: &[(&str, &str)]) -> LoadOptions {
+    LoadOptions {
+        process_env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+        ..LoadOptions::default()
+    }
+}
+
+/// `line:col kind: message (hint)` for each diagnostic.
+fn problems_with(text: &str, opts: &LoadOptions) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cutover.yaml");
+    match load_str(&path, text, opts) {
+        Ok(_) => Vec::new(),
+        Err(d) => d
+            .items
+            .iter()
+            .map(|i| {
+                let hint = i
+                    .hint
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                format!(
+                    "{}:{} {:?}: {}{hint}",
+                    i.at.line, i.at.col, i.kind, i.message
+                )
+            })
+            .collect(),
+    }
+}
+
+fn problems(text: &str) -> Vec<String> {
+    problems_with(text, &opts(&[]))
+}
+
+fn ok(text: &str) -> Stack {
+    let dir = tempfile::tempdir().expect("temp dir");
+    match load_str(
+        &dir.path().join("cutover.yaml"),
+        text,
+        &opts(&[("TAG", "2.0")]),
+    ) {
+        Ok(l) => l.stack,
+        Err(d) => panic!("expected a valid stack, got:\n{d}"),
+    }
+}
+
+#[test]
+fn unknown_keys_are_all_reported_at_their_own_place_with_a_suggestion() {
+    let text = "\
+name: shop
+services:
+  web:
+    image: nginx
+    imgae: nginx:2
+    helth: {}
+  db:
+    image: postgres
+    portz: [1]
+servces: {}
+";
+    assert_eq!(
+        problems(text),
+        vec![
+            "5:5 UnknownKey: unknown key `services.web.imgae` (did you mean `image`?)",
+            "6:5 UnknownKey: unknown key `services.web.helth` (did you mean `health`?)",
+            "9:5 UnknownKey: unknown key `services.db.portz` (did you mean `port`?)",
+            "10:1 UnknownKey: unknown key `servces` (did you mean `services`?)",
+        ]
+    );
+}
+
+#[test]
+fn a_wrong_type_is_a_syntax_error_at_the_value() {
+    let text = "name: shop\nservices:\n  web:\n    image: [nginx]\n";
+    let p = problems(text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("4:12 Syntax: "), "{p:?}");
+}
+
+#[test]
+fn broken_yaml_is_reported_where_the_parser_stopped() {
+    let p = problems("name: shop\nservices:\n  web: [\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("Syntax"), "{p:?}");
+    assert!(p[0].starts_with('3') || p[0].starts_with('4'), "{p:?}");
+}
+
+#[test]
+fn dangling_depends_on_names_the_missing_service_and_the_closest_one() {
+    let text = "\
+name: shop
+services:
+  daemon: { image: app }
+  ui:
+    image: app
+    depends_on: [deamon, cache]
+";
+    assert_eq!(
+        problems(text),
+        vec![
+            "6:18 DanglingReference: service `ui` depends on `deamon`, which is not defined (did you mean `daemon`?)",
+            "6:26 DanglingReference: service `ui` depends on `cache`, which is not defined (services: daemon, ui)",
+        ]
+    );
+}
+
+#[test]
+fn every_dependency_cycle_is_reported_once() {
+    let text = "\
+name: shop
+services:
+  a: { image: x, depends_on: [b] }
+  b: { image: x, depends_on: [c] }
+  c: { image: x, depends_on: [a] }
+  d: { image: x, depends_on: [d] }
+";
+    assert_eq!(
+        problems(text),
+        vec![
+            "3:31 DependencyCycle: dependency cycle: a → b → c → a (break the cycle: a service cannot wait for itself)",
+            "6:31 DependencyCycle: service `d` depends on itself",
+        ]
+    );
+}
+
+#[test]
+fn two_services_cannot_publish_one_host_port() {
+    let text = "\
+name: shop
+services:
+  a: { image: x, ports: ['8080:80'] }
+  b: { image: x, ports: ['9090:90', '8080:81'] }
+  c: { image: x, ports: ['127.0.0.1:8080:80', '8080:80/udp'] }
+";
+    let p = problems(text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].starts_with("4:37 DuplicatePort: host port 8080 is already published by `a` ("),
+        "{p:?}"
+    );
+    assert!(p[0].contains("cutover.yaml:3:26)"), "{p:?}");
+}
+
+#[test]
+fn an_undefined_variable_is_reported_where_it_is_used() {
+    let text = "\
+name: shop
+services:
+  web:
+    image: nginx:${TAG}
+    env:
+      A: ${TAG}-${FLAVOR}
+      B: ${ALSO:-fine}
+";
+    assert_eq!(
+        problems(text),
+        vec![
+            "4:12 UndefinedVariable: variable `TAG` is not defined (set TAG in the environment, an env file or `vars`, or write ${TAG:-default})",
+            "6:10 UndefinedVariable: variable `TAG` is not defined (set TAG in the environment, an env file or `vars`, or write ${TAG:-default})",
+            "6:10 UndefinedVariable: variable `FLAVOR` is not defined (set FLAVOR in the environment, an env file or `vars`, or write ${FLAVOR:-default})",
+        ]
+    );
+    assert!(problems_with(text, &opts(&[("TAG", "1"), ("FLAVOR", "x")])).is_empty());
+}
+
+#[test]
+fn blue_green_needs_a_route_a_port_and_no_fixed_host_port() {
+    let text = "\
+name: shop
+services:
+  ui: { image: x, strategy: blue-green }
+  api: { image: x, strategy: blue-green, ports: ['80:80'], port: 80 }
+traffic:
+  routes: [{ service: api }]
+";
+    assert_eq!(
+        problems(text),
+        vec![
+            "3:29 StrategyNotUsable: `ui` uses blue-green but no traffic route leads to it (add `traffic: { routes: [{ service: ui }] }`, or use `strategy: recreate`)",
+            "4:30 StrategyNotUsable: `api` uses blue-green but publishes fixed host ports: old and new cannot run side by side (remove `ports` and let the traffic route reach it)",
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_strategy_lists_the_choices() {
+    let p = problems("name: s\nservices:\n  a: { image: x, strategy: rolling }\n");
+    assert_eq!(
+        p,
+        vec![
+            "3:28 InvalidValue: unknown strategy `rolling` (one of: recreate, blue-green, manual)"
+        ]
+    );
+}
+
+#[test]
+fn bad_durations_ports_and_mounts_are_each_reported() {
+    let text = "\
+name: s
+services:
+  a:
+    image: x
+    stop_grace: soon
+    ports: ['80:0']
+    volumes: ['data:relative']
+";
+    let p = problems(text);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(
+        p[0].starts_with("5:17 InvalidValue: `soon` is not a duration"),
+        "{p:?}"
+    );
+    assert!(p[1].starts_with("6:13 InvalidValue: port `80:0`"), "{p:?}");
+    assert!(
+        p[2].starts_with("7:15 InvalidValue: volume `data:relative`"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn a_service_without_image_is_missing_one() {
+    let p = problems("name: s\nservices:\n  a: { command: [x] }\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("Missing: service `a` has no `image`"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn secrets_are_refused_where_values_are_printed() {
+    let text = "\
+name: s
+secrets:
+  PW: { env: PW }
+services:
+  a:
+    image: x:${PW}
+    env: { DB_PASSWORD: '${PW}' }
+";
+    let p = problems_with(text, &opts(&[("PW", "hunter2")]));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("6:12 SecretNotAllowed"), "{p:?}");
+    assert!(!p[0].contains("hunter2"));
+}
+
+#[test]
+fn step_and_check_references_are_checked() {
+    let text = "\
+name: s
+services:
+  a: { image: x }
+checks:
+  up: { container_health: a }
+steps:
+  verify:
+    - wait: upp
+    - exec: { service: b, command: [true] }
+    - run: make release
+";
+    let p = problems(text);
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(
+        p[0].starts_with("8:13 DanglingReference: step 1 of `verify` names check `upp`"),
+        "{p:?}"
+    );
+    assert!(
+        p[1].contains("step 2 of `verify` names service `b`"),
+        "{p:?}"
+    );
+    assert!(
+        p[2].starts_with("10:12 InvalidValue: step 3 of `verify`: `run` is a string"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_unknown_environment_is_a_command_line_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let o = LoadOptions {
+        environment: Some("prodd".into()),
+        ..LoadOptions::default()
+    };
+    let text = "name: s\nservices: { a: { image: x } }\nenvironments: { prod: {} }\n";
+    let err = load_str(&dir.path().join("cutover.yaml"), text, &o).expect_err("unknown env");
+    assert_eq!(
+        err.to_string(),
+        "command line: --env prodd: no such environment\n  hint: defined environments: prod"
+    );
+}
+
+#[test]
+fn diagnostics_render_as_file_line_column() {
+    let err = load_str(
+        Path::new("stacks/shop.yaml"),
+        "name: s\nservices:\n  a: { image: x, depends_on: [b] }\n",
+        &opts(&[]),
+    )
+    .expect_err("dangling");
+    assert_eq!(
+        err.to_string(),
+        "stacks/shop.yaml:3:31: service `a` depends on `b`, which is not defined\n  hint: services: a"
+    );
+}
+
+#[test]
+fn environments_overlay_the_base_and_set_wins_over_both() {
+    let text = "\
+name: s
+vars: { tag: '1.0' }
+services:
+  api:
+    image: app:${tag}
+    env: { LOG: info, KEEP: yes }
+environments:
+  staging:
+    vars: { tag: '1.1-rc' }
+    services:
+      api: { env: { LOG: debug } }
+";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cutover.yaml");
+    let o = LoadOptions {
+        environment: Some("staging".into()),
+        ..LoadOptions::default()
+    };
+    let s = load_str(&path, text, &o).expect("valid").stack;
+    let api = &s.services["api"];
+    assert_eq!(api.image, "app:1.1-rc");
+    assert_eq!(api.env["LOG"].shown(), "debug");
+    assert_eq!(api.env["KEEP"].shown(), "yes");
+    let o = LoadOptions {
+        environment: Some("staging".into()),
+        sets: vec!["api.image=app:hotfix".into(), "api.env.LOG=warn".into()],
+        ..LoadOptions::default()
+    };
+    let s = load_str(&path, text, &o).expect("valid").stack;
+    assert_eq!(s.services["api"].image, "app:hotfix");
+    assert_eq!(s.services["api"].env["LOG"].shown(), "warn");
+    let o = LoadOptions {
+        sets: vec!["apj.image=x".into()],
+        ..LoadOptions::default()
+    };
+    let err = load_str(&path, text, &o).expect_err("unknown service");
+    assert!(
+        err.to_string()
+            .contains("--set apj.image=x: no service `apj`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn process_env_beats_env_files_and_stack_vars_can_default_from_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join(".env"), "TAG=from-file\nREGION=eu\n").expect("write .env");
+    let text = "name: s\nvars: { region: '${REGION:-us}' }\nservices:\n  a: { image: 'x:${TAG}-${region}' }\n";
+    let path = dir.path().join("cutover.yaml");
+    let s = load_str(&path, text, &opts(&[])).expect("valid").stack;
+    assert_eq!(s.services["a"].image, "x:from-file-eu");
+    let s = load_str(&path, text, &opts(&[("TAG", "from-env")]))
+        .expect("valid")
+        .stack;
+    assert_eq!(s.services["a"].image, "x:from-env-eu");
+}
+
+#[test]
+fn secrets_from_files_are_masked_and_missing_ones_only_noted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("pw"), "s3cret\n").expect("write secret");
+    let text = "\
+name: s
+secrets:
+  PW: { file: pw }
+  TOKEN: { env: NOT_SET_ANYWHERE }
+services:
+  a:
+    image: x
+    env: { URL: 'postgres://u:${PW}@db/x', T: '${TOKEN}' }
+";
+    let loaded = load_str(&dir.path().join("cutover.yaml"), text, &opts(&[])).expect("valid");
+    let env = &loaded.stack.services["a"].env;
+    assert_eq!(env["URL"].shown(), "postgres://u:${PW}@db/x");
+    assert_eq!(env["URL"].expose(), Some("postgres://u:s3cret@db/x"));
+    assert_eq!(env["T"].expose(), None);
+    assert_eq!(loaded.missing_secrets.len(), 1);
+    assert_eq!(loaded.missing_secrets[0].0, "TOKEN");
+    let json = serde_json::to_string(&loaded.stack).expect("json");
+    assert!(!json.contains("s3cret"), "{json}");
+}
+
+#[test]
+fn compose_services_are_imported_and_extended() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        "\
+services:
+  db:
+    image: postgres:15
+    environment: [POSTGRES_DB=app, 'EMPTY=']
+    healthcheck: { test: ['CMD-SHELL', 'pg_isready'], interval: 5s }
+  web:
+    image: web:1
+    ports: ['8080:80', { target: 443, published: 8443 }]
+    depends_on: { db: { condition: service_healthy } }
+    volumes: ['./conf:/etc/web:ro', 'data:/var/lib/web']
+    deploy: { replicas: 2 }
+",
+    )
+    .expect("write compose");
+    let text = "\
+name: s
+include_compose: docker-compose.yml
+services:
+  web: { image: 'web:2', strategy: recreate, stop_grace: 30s }
+";
+    let loaded = load_str(&dir.path().join("cutover.yaml"), text, &opts(&[])).expect("valid");
+    let s = &loaded.stack;
+    assert_eq!(s.services.keys().collect::<Vec<_>>(), vec!["db", "web"]);
+    let db = &s.services["db"];
+    assert_eq!(db.env["POSTGRES_DB"].shown(), "app");
+    assert_eq!(
+        db.health.as_ref().map(|h| &h.probe),
+        Some(&Probe::Command(Command::Shell("pg_isready".into())))
+    );
+    let web = &s.services["web"];
+    assert_eq!(web.image, "web:2");
+    assert_eq!(web.depends_on, vec!["db"]);
+    assert_eq!(web.ports.len(), 2);
+    assert_eq!(web.ports[1].host, 8443);
+    assert_eq!(web.stop_grace, std::time::Duration::from_secs(30));
+    assert!(web.volumes[0].read_only);
+    assert_eq!(loaded.warnings.items.len(), 1, "{}", loaded.warnings);
+    assert!(
+        loaded.warnings.items[0]
+            .message
+            .contains("services.web.deploy")
+    );
+    assert_eq!(loaded.warnings.items[0].at.line, 11);
+}
+
+#[test]
+fn the_design_sketch_example_is_accepted() {
+    let s = ok("\
+name: grouper
+protected: true
+services:
+  daemon:
+    image: registry.example.org/grouper:${TAG}
+    strategy: recreate
+  ui:
+    image: registry.example.org/grouper:${TAG}
+    port: 8080
+    strategy: blue-green
+    depends_on: [daemon]
+    health: { http: /status, expect_status: 200, deadline: 120s }
+traffic:
+  listen: 0.0.0.0:443
+  routes: [{ host: grouper.example.org, service: ui }]
+");
+    assert!(s.protected);
+    assert_eq!(s.services["ui"].strategy, Strategy::BlueGreen);
+    assert_eq!(
+        s.services["ui"]
+            .health
+            .as_ref()
+            .map(|h| h.deadline.as_secs()),
+        Some(120)
+    );
+}
