@@ -1087,3 +1087,44 @@ fn dep_cycle(n: usize) -> String {
     }
     out
 }
+
+#[test]
+#[ignore]
+fn survey_tmp() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    use std::collections::BTreeMap;
+    let mut runner = TestRunner::default();
+    let strat = (stack_doc().prop_map(|y| y.document()), load_options());
+    let mut tally: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    let mut ok = 0;
+    let mut errs = 0;
+    for _ in 0..20000 {
+        let (doc, opts) = strat.new_tree(&mut runner).expect("tree").current();
+        match load(&doc, &opts) {
+            Ok(l) => {
+                ok += 1;
+                if let Err(e) = exercise(&l.stack) {
+                    println!("EXERCISE FAIL {e}\n{doc}");
+                }
+            }
+            Err(d) => {
+                errs += 1;
+                for it in &d.items {
+                    if it.at.source != SourceId::COMMAND_LINE && it.at.line == 0 {
+                        let m: String = it.message.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+                        let m = m.split('`').enumerate().map(|(i, p)| if i % 2 == 1 { "`X`" } else { p }).collect::<String>();
+                        let m = format!("{:?}: {m}", it.kind);
+                        let e = tally.entry(m).or_insert((0, doc.clone()));
+                        e.0 += 1;
+                        if doc.len() < e.1.len() { e.1 = doc.clone(); }
+                    }
+                }
+            }
+        }
+    }
+    println!("ok {ok} err {errs}");
+    for (m, (n, doc)) in tally {
+        println!("=== {n} {m}\n{doc}");
+    }
+}

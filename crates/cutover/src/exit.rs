@@ -14,8 +14,11 @@ use cutover_core::spec::Diagnostics;
 use cutover_store::StoreError;
 
 pub const OK: u8 = 0;
+// Returned by apply and rollback once they can change containers (issue #3).
+#[allow(dead_code)]
 pub const REVERTED: u8 = 1;
 pub const INVALID: u8 = 2;
+#[allow(dead_code)]
 pub const REVERT_FAILED: u8 = 3;
 pub const LOCKED: u8 = 4;
 

@@ -81,7 +81,7 @@ pub struct DiagnosticJson<'a> {
 impl Diagnostics {
     /// Items sorted by file, line, column, for reading top to bottom.
     pub fn sorted(mut self) -> Self {
-        self.items.sort_by(|a, b| a.at.cmp(&b.at));
+        self.items.sort_by_key(|d| d.at);
         self
     }
 

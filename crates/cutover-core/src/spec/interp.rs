@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn reports_every_undefined_variable() {
-        let err = interpolate("${A}/${HOST}/${B}", &vars()).unwrap_err();
+        let err = interpolate("${A}/${HOST}/${B}", &vars()).expect_err("must fail");
         assert_eq!(
             err,
             vec![
@@ -218,7 +218,7 @@ mod tests {
                 InterpError::Undefined("B".into())
             ]
         );
-        let err = interpolate("${NOPE:?set it in .env}", &vars()).unwrap_err();
+        let err = interpolate("${NOPE:?set it in .env}", &vars()).expect_err("must fail");
         assert_eq!(
             err,
             vec![InterpError::Required {
@@ -227,7 +227,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            interpolate("${HOST", &vars()).unwrap_err(),
+            interpolate("${HOST", &vars()).expect_err("must fail"),
             vec![InterpError::Unterminated]
         );
     }
