@@ -4,6 +4,7 @@
 //! **Architecture invariant:** this crate deliberately knows nothing of Docker, PostgreSQL or
 //! HTTP. It describes *what* to do; adapters in other crates do it.
 
+pub mod engine;
 pub mod graph;
 pub mod plan;
 pub mod spec;

@@ -1112,12 +1112,22 @@ fn survey_tmp() {
                 errs += 1;
                 for it in &d.items {
                     if it.at.source != SourceId::COMMAND_LINE && it.at.line == 0 {
-                        let m: String = it.message.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
-                        let m = m.split('`').enumerate().map(|(i, p)| if i % 2 == 1 { "`X`" } else { p }).collect::<String>();
+                        let m: String = it
+                            .message
+                            .chars()
+                            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                            .collect();
+                        let m = m
+                            .split('`')
+                            .enumerate()
+                            .map(|(i, p)| if i % 2 == 1 { "`X`" } else { p })
+                            .collect::<String>();
                         let m = format!("{:?}: {m}", it.kind);
                         let e = tally.entry(m).or_insert((0, doc.clone()));
                         e.0 += 1;
-                        if doc.len() < e.1.len() { e.1 = doc.clone(); }
+                        if doc.len() < e.1.len() {
+                            e.1 = doc.clone();
+                        }
                     }
                 }
             }
