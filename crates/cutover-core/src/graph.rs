@@ -7,27 +7,49 @@ use indexmap::IndexMap;
 ///
 /// `Err` holds one dependency cycle, as the path `a → b → … → a`.
 pub fn waves(deps: &IndexMap<String, Vec<String>>) -> Result<Vec<Vec<String>>, Vec<String>> {
-    let mut done: Vec<&str> = Vec::with_capacity(deps.len());
-    let mut waves = Vec::new();
-    while done.len() < deps.len() {
-        let wave: Vec<String> = deps
-            .iter()
-            .filter(|(name, _)| !done.contains(&name.as_str()))
-            .filter(|(_, ds)| {
-                ds.iter()
-                    .all(|d| done.contains(&d.as_str()) || !deps.contains_key(d))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        if wave.is_empty() {
-            return Err(find_cycle(deps, &done));
-        }
-        for name in &wave {
-            if let Some((k, _)) = deps.get_key_value(name) {
-                done.push(k.as_str());
+    // Kahn's algorithm, one wave at a time: O(services + edges). Unknown names are ignored
+    // (validation reports them).
+    let index = |n: &str| deps.get_index_of(n);
+    let mut waiting_on: Vec<usize> = vec![0; deps.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); deps.len()];
+    for (i, (_, ds)) in deps.iter().enumerate() {
+        for d in ds {
+            if let Some(j) = index(d) {
+                waiting_on[i] += 1;
+                dependents[j].push(i);
             }
         }
-        waves.push(wave);
+    }
+    let mut wave: Vec<usize> = (0..deps.len()).filter(|i| waiting_on[*i] == 0).collect();
+    let mut placed = 0;
+    let mut waves = Vec::new();
+    while !wave.is_empty() {
+        placed += wave.len();
+        let mut next = Vec::new();
+        for &i in &wave {
+            for &k in &dependents[i] {
+                waiting_on[k] -= 1;
+                if waiting_on[k] == 0 {
+                    next.push(k);
+                }
+            }
+        }
+        next.sort_unstable();
+        waves.push(
+            wave.iter()
+                .filter_map(|&i| deps.get_index(i).map(|(n, _)| n.clone()))
+                .collect(),
+        );
+        wave = next;
+    }
+    if placed < deps.len() {
+        let done: Vec<&str> = waiting_on
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| **w == 0)
+            .filter_map(|(i, _)| deps.get_index(i).map(|(n, _)| n.as_str()))
+            .collect();
+        return Err(find_cycle(deps, &done));
     }
     Ok(waves)
 }

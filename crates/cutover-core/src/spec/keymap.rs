@@ -126,6 +126,22 @@ impl KeyMap {
                 Self::value_done(&mut stack, &mut path);
             }
         }
+        // Keys merged in with `<<: {...}` belong to the mapping that merges them.
+        let merged: Vec<(Vec<Segment>, Loc)> = keys
+            .iter()
+            .filter(|(p, _)| p.iter().any(|s| matches!(s, Segment::Key(k) if k == "<<")))
+            .map(|(p, l)| {
+                let flat = p
+                    .iter()
+                    .filter(|s| !matches!(s, Segment::Key(k) if k == "<<"))
+                    .cloned()
+                    .collect();
+                (flat, *l)
+            })
+            .collect();
+        for (p, l) in merged {
+            keys.entry(p).or_insert(l);
+        }
         KeyMap { keys }
     }
 

@@ -93,6 +93,7 @@ fn load_text(
     let Some(mut raw) = cx.parse::<RawStack>(text, source, Strictness::Strict) else {
         return Err(cx.finish_err());
     };
+    cx.keys = KeyMap::build(text, source);
     let given = cx
         .sources
         .path(source)
@@ -195,6 +196,9 @@ struct Cx {
     known_keys: BTreeSet<&'static str>,
     /// Where each `depends_on` edge was written, to place cycle errors.
     dep_locs: HashMap<(String, String), Loc>,
+    /// Where every key of the stack file is: the place of an entry that has no value of its
+    /// own to point at.
+    keys: KeyMap,
 }
 
 impl Cx {
@@ -214,7 +218,20 @@ impl Cx {
             base,
             known_keys: super::fields::all_keys(),
             dep_locs: HashMap::new(),
+            keys: KeyMap::default(),
         }
+    }
+
+    /// Where the key at `path` of the stack file is, or its nearest written ancestor.
+    fn key_at(&self, path: &[&str]) -> Loc {
+        let segs: Vec<Segment> = path
+            .iter()
+            .map(|p| match p.parse::<usize>() {
+                Ok(i) if p.chars().all(|c| c.is_ascii_digit()) => Segment::Index(i),
+                _ => Segment::Key((*p).to_string()),
+            })
+            .collect();
+        self.keys.nearest(&segs).unwrap_or_default()
     }
 
     fn error(&mut self, kind: DiagKind, at: Loc, message: impl Into<String>) -> &mut Diagnostic {
@@ -510,8 +527,7 @@ impl Cx {
                         .env
                         .as_ref()
                         .or(secret.file.as_ref())
-                        .map(|t| t.at)
-                        .unwrap_or_default();
+                        .map_or_else(|| self.key_at(&["secrets", name]), |t| t.at);
                     self.error(
                         DiagKind::InvalidValue,
                         at,
@@ -675,10 +691,10 @@ impl Cx {
         let traffic = raw.traffic.as_ref().map(|t| self.traffic(t, vars));
         let mut services = IndexMap::new();
         for (name, s) in &raw.services {
-            let at = s.image.as_ref().map(|t| t.at).unwrap_or(Loc {
-                source: SourceId(0),
-                ..Loc::default()
-            });
+            let at = s
+                .image
+                .as_ref()
+                .map_or_else(|| self.key_at(&["services", name]), |t| t.at);
             self.name_ok("service", name, at);
             if let Some(svc) = self.service(name, s, vars, at) {
                 services.insert(name.clone(), svc);
@@ -696,7 +712,8 @@ impl Cx {
         };
         self.check_services(&raw, &stack);
         for (name, d) in &raw.data {
-            self.name_ok("data", name, d_loc(d));
+            let at = d_loc(d).unwrap_or_else(|| self.key_at(&["data", name]));
+            self.name_ok("data", name, at);
             if let Some(ds) = self.data(name, d, vars, &raw) {
                 stack.data.insert(name.clone(), ds);
             }
@@ -962,7 +979,10 @@ impl Cx {
                 }
             }
             if svc.strategy == Strategy::BlueGreen {
-                let at = s.strategy.as_ref().map(|t| t.at).unwrap_or_default();
+                let at = s
+                    .strategy
+                    .as_ref()
+                    .map_or_else(|| self.key_at(&["services", name]), |t| t.at);
                 if !stack.is_routed(name) {
                     self.error(
                         DiagKind::StrategyNotUsable,
@@ -1069,7 +1089,7 @@ impl Cx {
     }
 
     fn data(&mut self, name: &str, d: &RawData, vars: &Vars, raw: &RawStack) -> Option<DataSet> {
-        let at = d_loc(d);
+        let at = d_loc(d).unwrap_or_else(|| self.key_at(&["data", name]));
         let kinds = [d.postgres.is_some(), d.sqlite.is_some(), d.volume.is_some()];
         if kinds.iter().filter(|k| **k).count() != 1 {
             self.error(
@@ -1170,7 +1190,7 @@ impl Cx {
     }
 
     fn check(&mut self, name: &str, c: &RawCheck, vars: &Vars, raw: &RawStack) -> Option<Check> {
-        let at = check_loc(c);
+        let at = check_loc(c).unwrap_or_else(|| self.key_at(&["checks", name]));
         let count = [
             c.http.is_some(),
             c.tcp.is_some(),
@@ -1335,7 +1355,8 @@ impl Cx {
         vars: &Vars,
         raw: &RawStack,
     ) -> Option<CustomStep> {
-        let at = step_loc(s);
+        let index = i.to_string();
+        let at = step_loc(s).unwrap_or_else(|| self.key_at(&["steps", phase, &index]));
         let what = format!("step {} of `{phase}`", i + 1);
         let count = [
             s.manual.is_some(),
@@ -1500,8 +1521,7 @@ impl Cx {
                         .host
                         .as_ref()
                         .or(r.path.as_ref())
-                        .map(|t| t.at)
-                        .unwrap_or_default();
+                        .map_or_else(|| self.key_at(&["traffic", "routes"]), |t| t.at);
                     self.error(DiagKind::Missing, at, "a route needs `service`");
                     return None;
                 };
@@ -1576,7 +1596,7 @@ fn syntax_message(e: &serde_saphyr::Error) -> String {
     }
 }
 
-fn d_loc(d: &RawData) -> Loc {
+fn d_loc(d: &RawData) -> Option<Loc> {
     d.postgres
         .as_ref()
         .and_then(|p| p.url.as_ref().or(p.database.as_ref()))
@@ -1586,20 +1606,18 @@ fn d_loc(d: &RawData) -> Loc {
             .as_ref()
             .and_then(|v| v.name.as_ref().or(v.path.as_ref())))
         .map(|t| t.at)
-        .unwrap_or_default()
 }
 
-fn check_loc(c: &RawCheck) -> Loc {
+fn check_loc(c: &RawCheck) -> Option<Loc> {
     c.tcp
         .as_ref()
         .or(c.container_health.as_ref())
         .or(c.timeout.as_ref())
         .map(|t| t.at)
         .or(c.command.as_ref().map(|t| t.at))
-        .unwrap_or_default()
 }
 
-fn step_loc(s: &RawStep) -> Loc {
+fn step_loc(s: &RawStep) -> Option<Loc> {
     s.name
         .as_ref()
         .or(s.manual.as_ref())
@@ -1608,7 +1626,6 @@ fn step_loc(s: &RawStep) -> Loc {
         .or(s.wait.as_ref())
         .map(|t| t.at)
         .or(s.run.as_ref().map(|r| r.at))
-        .unwrap_or_default()
 }
 
 /// `[IP:]HOST:CONTAINER[/PROTO]` or a bare `CONTAINER` (published on the same host port).
