@@ -165,22 +165,28 @@ fn wait_for(path: &Path, pred: impl Fn(&str) -> bool) {
     panic!("timed out waiting on {}", path.display());
 }
 
+/// Starts `apply --yes` that holds the lease for `hold_ms` (a test hook), and returns once its
+/// plan is printed (the lease is taken right after).
+fn spawn_holding_apply(d: &Dir, hold_ms: u64, stderr: Stdio) -> std::process::Child {
+    let out = d.path.join("first.out");
+    let child = d
+        .cmd(&["apply", "--yes"])
+        .env("CUTOVER_TEST_HOLD_LEASE_MS", hold_ms.to_string())
+        .stdout(std::fs::File::create(&out).expect("out file"))
+        .stderr(stderr)
+        .spawn()
+        .expect("first apply starts");
+    wait_for(&out, |s| s.contains("Procedure"));
+    child
+}
+
 #[test]
 fn two_concurrent_applies_one_holds_the_lease_the_other_exits_4_naming_it() {
     let d = Dir::with_stack(STACK);
     // The first apply holds the lease for a while (a test hook), with its output in a file so
     // we know when it holds it.
-    let out = d.path.join("first.out");
-    let first = d
-        .cmd(&["apply", "--yes"])
-        .env("CUTOVER_TEST_HOLD_LEASE_MS", "4000")
-        .stdout(std::fs::File::create(&out).expect("out file"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("first apply starts");
+    let first = spawn_holding_apply(&d, 4000, Stdio::piped());
     let first_pid = first.id();
-    // The plan is printed before the lease is taken; wait for it, then for the lease itself.
-    wait_for(&out, |s| s.contains("Procedure"));
     let start = Instant::now();
     let second = loop {
         let o = d.run(&["apply", "--yes"]);
@@ -215,15 +221,7 @@ fn two_concurrent_applies_one_holds_the_lease_the_other_exits_4_naming_it() {
 #[test]
 fn a_lease_of_a_killed_process_is_taken_over() {
     let d = Dir::with_stack(STACK);
-    let out = d.path.join("first.out");
-    let mut first = d
-        .cmd(&["apply", "--yes"])
-        .env("CUTOVER_TEST_HOLD_LEASE_MS", "30000")
-        .stdout(std::fs::File::create(&out).expect("out file"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("first apply starts");
-    wait_for(&out, |s| s.contains("Procedure"));
+    let mut first = spawn_holding_apply(&d, 30000, Stdio::null());
     let start = Instant::now();
     loop {
         let st = d.run(&["status", "-o", "json"]);
