@@ -8,3 +8,4 @@ pub mod engine;
 pub mod graph;
 pub mod plan;
 pub mod spec;
+pub mod traffic;

@@ -127,6 +127,28 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the images a release records: the IDs actually started are known only once
+    /// every image is present, after the release was inserted. Fails with
+    /// [`StoreError::ReleaseNotFound`] for an unknown revision.
+    pub fn set_release_images(&self, revision: u64, images_json: &str) -> Result<(), StoreError> {
+        let rev = int(revision, "revision")?;
+        let now = self.now();
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE releases SET images_json = ?1, updated_at = ?2 WHERE stack = ?3 AND revision = ?4",
+                params![images_json, now, self.stack, rev],
+            )
+            .map_err(sql("cannot update the release images"))?;
+        if changed == 0 {
+            return Err(StoreError::ReleaseNotFound {
+                stack: self.stack.clone(),
+                revision,
+            });
+        }
+        Ok(())
+    }
+
     /// The release with that revision, if it exists.
     pub fn release(&self, revision: u64) -> Result<Option<Release>, StoreError> {
         let rev = int(revision, "revision")?;
@@ -201,6 +223,28 @@ mod tests {
         assert!(db.releases(10)?.iter().all(|r| r.stack == "db"));
         assert_eq!(web.releases(10)?.len(), 4);
         assert_eq!(db.release(3)?, None, "web's revision 3 is not db's");
+        Ok(())
+    }
+
+    #[test]
+    fn images_are_replaced_on_that_release_only() -> Result<(), StoreError> {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let store = open(tmp.path(), "web");
+        store.insert_release(&new_release(ReleaseStatus::Deployed))?;
+        store.insert_release(&new_release(ReleaseStatus::Pending))?;
+        store.set_release_images(2, r#"{"app":"sha256:2"}"#)?;
+        assert_eq!(
+            store.release(2)?.expect("2").images_json,
+            r#"{"app":"sha256:2"}"#
+        );
+        assert_ne!(
+            store.release(1)?.expect("1").images_json,
+            r#"{"app":"sha256:2"}"#
+        );
+        assert!(matches!(
+            store.set_release_images(9, "{}"),
+            Err(StoreError::ReleaseNotFound { revision: 9, .. })
+        ));
         Ok(())
     }
 

@@ -100,8 +100,27 @@ pub enum Command {
         confirm: ConfirmArgs,
     },
 
-    /// What runs now: the live release, the lease, unfinished operations.
+    /// What runs now: the live release, each service's containers, the lease, unfinished
+    /// operations.
     Status,
+
+    /// Upgrade one `strategy: manual` service that the live release left on its old image.
+    UpgradeService {
+        /// The service.
+        service: String,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
+    },
+
+    /// Remove the stack's containers and network. Volumes and the state (releases, journal)
+    /// are kept unless asked.
+    Down {
+        /// Also remove the named volumes the stack's containers mounted.
+        #[arg(long)]
+        volumes: bool,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
+    },
 
     /// The releases of the stack, newest first.
     History {

@@ -257,7 +257,7 @@ fn status_history_and_unlock_read_the_real_store() {
     let o = d.run(&["status"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("release   none deployed yet"),
+        stdout(&o).contains("release   none deployed"),
         "{}",
         stdout(&o)
     );

@@ -622,6 +622,35 @@ pub struct Route {
 }
 
 impl Stack {
+    /// Gives the secrets of a stack read back from the store (which never holds secret
+    /// values) their values from `current`, matching by reference (`${NAME}` as written).
+    /// Returns the references it could not find, so a caller can refuse with a reason.
+    pub fn rebind_secrets(&mut self, current: &Stack) -> Vec<String> {
+        let mut known: IndexMap<String, Value> = IndexMap::new();
+        for svc in current.services.values() {
+            for v in svc.env.values() {
+                if v.is_secret() && v.expose().is_some() {
+                    known.insert(v.shown().to_string(), v.clone());
+                }
+            }
+        }
+        let mut missing = Vec::new();
+        for svc in self.services.values_mut() {
+            for v in svc.env.values_mut() {
+                if v.is_secret() && v.expose().is_none() {
+                    match known.get(v.shown()) {
+                        Some(found) => *v = found.clone(),
+                        None if !missing.contains(&v.shown().to_string()) => {
+                            missing.push(v.shown().to_string());
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        missing
+    }
+
     /// Services routed by the traffic layer.
     pub fn is_routed(&self, service: &str) -> bool {
         self.traffic

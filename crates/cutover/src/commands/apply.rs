@@ -1,60 +1,383 @@
-//! `cutover apply`: validate, plan, confirm, take the lease, run the procedure.
+//! `cutover apply`, `rollback` and `upgrade-service`: plan, confirm, take the lease, record
+//! the release, run the procedure through the engine, revert on failure.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::anyhow;
-use cutover_core::plan::{self, Plan, Resolved, render};
-use cutover_store::Holder;
+use anyhow::{Context, anyhow};
+use cutover_core::engine::{self, Outcome};
+use cutover_core::plan::{self, Observed, Plan, PlanPhase, PlanStep, Resolved, StepKind, render};
+use cutover_core::spec::{Phase, Stack, Strategy};
+use cutover_core::traffic::NoProxy;
+use cutover_docker::Runtime;
+use cutover_store::{Holder, NewRelease, OperationStatus, ReleaseStatus, Store};
+use indexmap::IndexMap;
 
 use crate::cli::{Cli, ConfirmArgs, OutputFormat};
 use crate::commands;
 use crate::exit::{self, with_code};
 use crate::output;
+use crate::runner::{ReleaseImages, Runner, StoreJournal, unsupported};
 
-/// How long a lease lives without renewal. The engine renews it while it runs.
+/// How long a lease lives without renewal. A thread renews it while the operation runs.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
+const RENEW_EVERY: Duration = Duration::from_secs(15);
 
 pub fn run(cli: &Cli, sets: &[String], confirm: &ConfirmArgs) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, sets)?;
-    if !loaded.missing_secrets.is_empty() {
-        let list: Vec<String> = loaded
-            .missing_secrets
+    refuse_missing_secrets(&loaded.missing_secrets)?;
+    let store = commands::open_store(cli, &loaded.stack.name)?;
+    let observed = commands::observed(&store)?;
+    let rt = commands::tokio()?;
+    let docker = commands::connect(&rt)?;
+    let resolved = resolve(&rt, &docker, &loaded.stack, &IndexMap::new())?;
+    let plan = plan::plan(&loaded.stack, &observed, &resolved);
+    operate(
+        cli,
+        Op {
+            kind: "apply",
+            store: &store,
+            rt: &rt,
+            docker: &docker,
+            desired: &loaded.stack,
+            observed: &observed,
+            plan,
+            pins: IndexMap::new(),
+            confirm,
+            record_release: true,
+        },
+    )
+}
+
+/// `cutover rollback [REV]`: deploy a recorded release again, with the exact image IDs it
+/// ran, as a new release (like Helm). Data stays as it is until restore points land (#4).
+pub fn rollback(cli: &Cli, revision: Option<u64>, confirm: &ConfirmArgs) -> anyhow::Result<u8> {
+    let loaded = commands::load(cli, &[])?;
+    refuse_missing_secrets(&loaded.missing_secrets)?;
+    let name = loaded.stack.name.clone();
+    let store = commands::open_store(cli, &name)?;
+    if let Some(r) = revision
+        && store.release(r)?.is_none()
+    {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!("stack `{name}` has no release {r}; `cutover history` lists them"),
+        ));
+    }
+    let observed = commands::observed(&store)?;
+    let Some(current) = observed.release else {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!("stack `{name}` has no deployed release to roll back from"),
+        ));
+    };
+    let target = match revision {
+        Some(r) => r,
+        None => store
+            .releases(1000)?
             .iter()
-            .map(|(n, why)| format!("`{n}` ({why})"))
-            .collect();
+            .filter(|r| r.revision < current)
+            .find(|r| {
+                matches!(
+                    r.status,
+                    ReleaseStatus::Superseded | ReleaseStatus::Deployed
+                )
+            })
+            .map(|r| r.revision)
+            .ok_or_else(|| {
+                with_code(
+                    exit::INVALID,
+                    anyhow!("stack `{name}` has no earlier deployed release to roll back to"),
+                )
+            })?,
+    };
+    let Some(rel) = store.release(target)? else {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!("stack `{name}` has no release {target}; `cutover history` lists them"),
+        ));
+    };
+    if !matches!(
+        rel.status,
+        ReleaseStatus::Superseded | ReleaseStatus::Deployed
+    ) {
         return Err(with_code(
             exit::INVALID,
             anyhow!(
-                "secrets not available: {}; nothing was changed",
-                list.join(", ")
+                "release {target} was never deployed (it is {}); only deployed releases are rollback targets",
+                rel.status.as_str()
             ),
         ));
     }
+    let mut desired: Stack = serde_json::from_str(&rel.spec_json)
+        .with_context(|| format!("release {target} has an unreadable spec"))?;
+    let missing = desired.rebind_secrets(&loaded.stack);
+    if !missing.is_empty() {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!(
+                "release {target} uses secrets the stack file no longer declares: {}; nothing was changed",
+                missing.join(", ")
+            ),
+        ));
+    }
+    let pins = ReleaseImages::from_json(&rel.images_json).ids();
+    let rt = commands::tokio()?;
+    let docker = commands::connect(&rt)?;
+    let resolved = resolve(&rt, &docker, &desired, &pins)?;
+    let plan = plan::plan(&desired, &observed, &resolved);
+    operate(
+        cli,
+        Op {
+            kind: "rollback",
+            store: &store,
+            rt: &rt,
+            docker: &docker,
+            desired: &desired,
+            observed: &observed,
+            plan,
+            pins,
+            confirm,
+            record_release: true,
+        },
+    )
+}
+
+/// `cutover upgrade-service NAME`: the pending part of the live release, for one
+/// `strategy: manual` service. Recreates it on the image the release recorded; reverts to
+/// the container it ran on failure.
+pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyhow::Result<u8> {
+    let loaded = commands::load(cli, &[])?;
+    refuse_missing_secrets(&loaded.missing_secrets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
     let observed = commands::observed(&store)?;
-    let plan = plan::plan(&loaded.stack, &observed, &Resolved::default());
-    if !plan.changes {
+    let (Some(current), Some(live)) = (observed.release, observed.stack.as_ref()) else {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!("stack `{}` has no deployed release", loaded.stack.name),
+        ));
+    };
+    let Some(svc) = live.services.get(service) else {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!("release {current} has no service `{service}`"),
+        ));
+    };
+    if svc.strategy != Strategy::Manual {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!(
+                "`{service}` uses strategy {}: `cutover apply` upgrades it; upgrade-service is for strategy manual",
+                svc.strategy.as_str()
+            ),
+        ));
+    }
+    let images = ReleaseImages::from_json(
+        &store
+            .release(current)?
+            .map(|r| r.images_json)
+            .unwrap_or_default(),
+    );
+    let Some(want) = images.0.get(service).cloned() else {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!("release {current} recorded no image for `{service}`"),
+        ));
+    };
+    let rt = commands::tokio()?;
+    let docker = commands::connect(&rt)?;
+    let running = rt.block_on(docker.containers(&loaded.stack.name))?;
+    if running
+        .iter()
+        .any(|c| c.service == service && c.running() && c.image_id == want.id)
+    {
         output::print(&format!(
-            "stack `{}`: nothing to do, release {} already runs what the stack file says\n",
-            plan.stack,
-            plan.from_release.unwrap_or(0)
+            "`{service}` already runs {} ({}): nothing to do\n",
+            want.reference, want.id
         ))?;
         return Ok(exit::OK);
     }
-    if cli.output == OutputFormat::Text {
-        output::print(&render::text(&plan, output::color(cli)))?;
+    let mut desired = live.clone();
+    let missing = desired.rebind_secrets(&loaded.stack);
+    if !missing.is_empty() {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!(
+                "release {current} uses secrets the stack file no longer declares: {}",
+                missing.join(", ")
+            ),
+        ));
     }
-    confirm_or_refuse(&plan, confirm, "apply")?;
+    let step = |phase: Phase, id: &str, title: String, action: StepKind| PlanStep {
+        id: format!("{}.{id}", phase.as_str()),
+        phase,
+        title,
+        action,
+        rerun_safe: true,
+    };
+    let s = service.to_string();
+    let plan = Plan {
+        schema: plan::PLAN_SCHEMA.into(),
+        stack: desired.name.clone(),
+        environment: desired.environment.clone(),
+        from_release: Some(current),
+        to_release: current,
+        changes: true,
+        services: Vec::new(),
+        data: Vec::new(),
+        procedure: vec![
+            PlanPhase {
+                phase: Phase::Preflight,
+                steps: vec![step(
+                    Phase::Preflight,
+                    &format!("image.{s}"),
+                    format!("image {} of `{s}` is present", want.reference),
+                    StepKind::EnsureImage {
+                        service: s.clone(),
+                        image: want.reference.clone(),
+                    },
+                )],
+            },
+            PlanPhase {
+                phase: Phase::Upgrade,
+                steps: vec![step(
+                    Phase::Upgrade,
+                    &format!("recreate.{s}"),
+                    format!("recreate `{s}` on {}, wait until healthy", want.reference),
+                    StepKind::Recreate { service: s.clone() },
+                )],
+            },
+        ],
+        revert: vec![
+            step(
+                Phase::Revert,
+                &format!("stop.{s}"),
+                format!("stop the new `{s}`"),
+                StepKind::Stop { service: s.clone() },
+            ),
+            step(
+                Phase::Revert,
+                &format!("start.{s}"),
+                format!("start `{s}` on its previous image again"),
+                StepKind::StartPrevious { service: s.clone() },
+            ),
+            step(
+                Phase::Revert,
+                "compare",
+                "compare images with the state before".into(),
+                StepKind::CompareWithBefore,
+            ),
+        ],
+    };
+    let pins = IndexMap::from([(s.clone(), want.id.clone())]);
+    operate(
+        cli,
+        Op {
+            kind: "upgrade-service",
+            store: &store,
+            rt: &rt,
+            docker: &docker,
+            desired: &desired,
+            observed: &observed,
+            plan,
+            pins,
+            confirm,
+            record_release: false,
+        },
+    )
+}
+
+fn refuse_missing_secrets(missing: &[(String, String)]) -> anyhow::Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = missing
+        .iter()
+        .map(|(n, why)| format!("`{n}` ({why})"))
+        .collect();
+    Err(with_code(
+        exit::INVALID,
+        anyhow!(
+            "secrets not available: {}; nothing was changed",
+            list.join(", ")
+        ),
+    ))
+}
+
+/// The image IDs the desired services would run, for those whose image is already here
+/// (the plan shows them; `EnsureImage` pulls the rest in preflight).
+fn resolve(
+    rt: &tokio::runtime::Runtime,
+    docker: &Runtime,
+    stack: &Stack,
+    pins: &IndexMap<String, String>,
+) -> anyhow::Result<Resolved> {
+    let mut image_ids = IndexMap::new();
+    for (name, svc) in &stack.services {
+        let reference = pins.get(name).unwrap_or(&svc.image);
+        if let Some(info) = rt.block_on(docker.inspect_image(reference))? {
+            image_ids.insert(name.clone(), info.id);
+        }
+    }
+    Ok(Resolved { image_ids })
+}
+
+struct Op<'a> {
+    kind: &'a str,
+    store: &'a Store,
+    rt: &'a tokio::runtime::Runtime,
+    docker: &'a Runtime,
+    desired: &'a Stack,
+    observed: &'a Observed,
+    plan: Plan,
+    pins: IndexMap<String, String>,
+    confirm: &'a ConfirmArgs,
+    /// Make a new release (apply, rollback); `upgrade-service` completes the live one.
+    record_release: bool,
+}
+
+fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
+    if !op.plan.changes {
+        output::print(&format!(
+            "stack `{}`: nothing to do, release {} already runs what was asked\n",
+            op.plan.stack,
+            op.plan.from_release.unwrap_or(0)
+        ))?;
+        return Ok(exit::OK);
+    }
+    if op.record_release {
+        op.plan.to_release = commands::next_revision(op.store)?;
+    }
+    let missing: Vec<String> = op
+        .plan
+        .steps()
+        .chain(&op.plan.revert)
+        .filter_map(|s| unsupported(s).map(|what| format!("{} ({what})", s.id)))
+        .collect();
+    if cli.output == OutputFormat::Text {
+        output::print(&render::text(&op.plan, output::color(cli)))?;
+    }
+    if !missing.is_empty() {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!(
+                "this plan needs steps this build cannot do yet: {}; nothing was changed",
+                missing.join(", ")
+            ),
+        ));
+    }
+    confirm_or_refuse(&op.plan, op.confirm, op.kind)?;
 
     let holder = Holder::current();
-    let grant = store.acquire_lease(&holder, "apply", LEASE_TTL)?;
+    let grant = op.store.acquire_lease(&holder, op.kind, LEASE_TTL)?;
     if let Some(old) = &grant.took_over {
         eprintln!(
             "cutover: took over a stale lease of {}@{} (pid {}), recorded in the lease log",
             old.holder.user, old.holder.host, old.holder.pid
         );
     }
+    let renewer = renew_in_background(cli, &op.plan.stack, grant.lease.token.clone());
     // Test hook: hold the lease for a while, so a test can race a second apply against it.
     if let Some(ms) = std::env::var("CUTOVER_TEST_HOLD_LEASE_MS")
         .ok()
@@ -62,14 +385,157 @@ pub fn run(cli: &Cli, sets: &[String], confirm: &ConfirmArgs) -> anyhow::Result<
     {
         std::thread::sleep(Duration::from_millis(ms));
     }
-    let outcome = Err(with_code(
-        exit::INVALID,
-        anyhow!(
-            "apply cannot change containers yet: the Docker runtime adapter is not built (issue #3); the lease was taken and released, nothing was changed"
+    let result = run_locked(cli, &op, &holder);
+    drop(renewer);
+    op.store.release_lease(&grant.lease.token)?;
+    result
+}
+
+fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
+    let release = if op.record_release {
+        let spec_json = serde_json::to_string(op.desired)?;
+        let images = ReleaseImages::default().to_json();
+        let rel = op.store.insert_release(&NewRelease {
+            spec_json: &spec_json,
+            images_json: &images,
+            created_by: &holder.user,
+            host: &holder.host,
+            reason: op.confirm.reason.as_deref(),
+            status: ReleaseStatus::Pending,
+        })?;
+        rel.revision
+    } else {
+        op.plan.to_release
+    };
+    let operation = op.store.begin_operation(op.kind, Some(release), holder)?;
+    // The revert target: what runs now. Stopped containers of older releases are not.
+    let before: Vec<_> = op
+        .rt
+        .block_on(op.docker.containers(&op.desired.name))?
+        .into_iter()
+        .filter(|c| c.running())
+        .collect();
+    let mut runner = Runner {
+        rt: op.rt,
+        docker: op.docker,
+        store: op.store,
+        desired: op.desired,
+        previous: op.observed.stack.as_ref(),
+        release,
+        from_release: op.observed.release,
+        pins: op.pins.clone(),
+        images: ReleaseImages::default(),
+        before,
+        traffic: Box::new(NoProxy),
+    };
+    let mut journal = StoreJournal {
+        store: op.store,
+        operation: operation.id,
+        progress: cli.output == OutputFormat::Text,
+    };
+    eprintln!(
+        "{} {} of stack `{}` (operation {}):",
+        op.kind,
+        if op.record_release {
+            format!("release {release}")
+        } else {
+            format!("within release {release}")
+        },
+        op.desired.name,
+        operation.id
+    );
+    let outcome = engine::execute(&op.plan, &mut runner, &mut journal);
+    let (op_status, rel_status, code, summary) = match &outcome {
+        Outcome::Succeeded => (
+            OperationStatus::Succeeded,
+            None,
+            exit::OK,
+            format!("{} succeeded: release {release} runs", op.kind),
         ),
-    ));
-    store.release_lease(&grant.lease.token)?;
-    outcome
+        Outcome::Refused(f) => (
+            OperationStatus::Failed,
+            Some(ReleaseStatus::Failed),
+            exit::INVALID,
+            format!(
+                "{} refused in {}: {}\nnothing was changed",
+                op.kind,
+                f.phase.as_str(),
+                f.error
+            ),
+        ),
+        Outcome::Reverted(f) => (
+            OperationStatus::Reverted,
+            Some(ReleaseStatus::Reverted),
+            exit::REVERTED,
+            format!(
+                "{} failed at {}: {}\nreverted: the stack runs what it ran before (release {})",
+                op.kind,
+                f.step,
+                f.error,
+                op.observed.release.map_or("none".into(), |r| r.to_string())
+            ),
+        ),
+        Outcome::RevertFailed {
+            failure,
+            revert_failures,
+        } => (
+            OperationStatus::RevertFailed,
+            Some(ReleaseStatus::Failed),
+            exit::REVERT_FAILED,
+            format!(
+                "{} failed at {}: {}\nthe revert failed too:\n{}\nan operator must look: `cutover status` shows what runs, `cutover history` the journal",
+                op.kind,
+                failure.step,
+                failure.error,
+                revert_failures
+                    .iter()
+                    .map(|f| format!("  {}: {}", f.step, f.error))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        ),
+    };
+    if op.record_release
+        && let Some(status) = rel_status
+    {
+        op.store.set_release_status(release, status)?;
+        if !runner.images.0.is_empty() {
+            op.store
+                .set_release_images(release, &runner.images.to_json())?;
+        }
+    }
+    let error = (code != exit::OK).then_some(summary.as_str());
+    op.store.finish_operation(operation.id, op_status, error)?;
+    if code == exit::OK {
+        output::print(&format!("{summary}\n"))?;
+        Ok(code)
+    } else {
+        Err(with_code(code, anyhow!(summary)))
+    }
+}
+
+/// Renews the lease every few seconds from a thread with its own store connection, until
+/// the returned guard is dropped.
+fn renew_in_background(cli: &Cli, stack: &str, token: String) -> Option<mpsc::Sender<()>> {
+    let dir = commands::state_dir(cli);
+    let stack = stack.to_string();
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("lease-renewal".into())
+        .spawn(move || {
+            let Ok(store) = Store::open(&dir, &stack) else {
+                return;
+            };
+            // Ends when the sender is dropped (Disconnected) or sends.
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RENEW_EVERY) {
+                if let Err(e) = store.renew_lease(&token, LEASE_TTL) {
+                    eprintln!("cutover: cannot renew the lease: {e}");
+                    return;
+                }
+            }
+        })
+        .ok()
+        .map(|_| tx)
 }
 
 /// Asks on a terminal; without one, `--yes` is required.

@@ -2,28 +2,9 @@
 
 use anyhow::anyhow;
 
-use crate::cli::{Cli, ConfirmArgs};
+use crate::cli::Cli;
 use crate::commands;
 use crate::exit::{self, with_code};
-
-pub fn rollback(cli: &Cli, revision: Option<u64>, _confirm: &ConfirmArgs) -> anyhow::Result<u8> {
-    let name = commands::stack_name(cli)?;
-    let store = commands::open_store(cli, &name)?;
-    if let Some(rev) = revision
-        && store.release(rev)?.is_none()
-    {
-        return Err(with_code(
-            exit::INVALID,
-            anyhow!("stack `{name}` has no release {rev}; `cutover history` lists them"),
-        ));
-    }
-    Err(with_code(
-        exit::INVALID,
-        anyhow!(
-            "rollback needs the Docker runtime (issue #3) and restore points (issue #4); nothing was changed"
-        ),
-    ))
-}
 
 pub fn resume(cli: &Cli) -> anyhow::Result<u8> {
     let name = commands::stack_name(cli)?;

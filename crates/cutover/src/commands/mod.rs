@@ -3,6 +3,7 @@
 
 mod apply;
 mod docs;
+mod down;
 mod history;
 mod later;
 mod plan;
@@ -15,8 +16,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cutover_core::plan::Observed;
 use cutover_core::spec::{self, LoadOptions, Loaded, Stack};
+use cutover_docker::Runtime;
 use cutover_store::{Release, Store};
-use indexmap::IndexMap;
+
+use crate::exit::{self, with_code};
+use crate::runner::ReleaseImages;
 
 use crate::cli::{Cli, Command};
 
@@ -27,7 +31,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Apply { set, confirm } => apply::run(cli, &set.sets, confirm),
         Command::Status => status::run(cli),
         Command::History { limit } => history::run(cli, *limit),
-        Command::Rollback { revision, confirm } => later::rollback(cli, *revision, confirm),
+        Command::Rollback { revision, confirm } => apply::rollback(cli, *revision, confirm),
+        Command::UpgradeService { service, confirm } => {
+            apply::upgrade_service(cli, service, confirm)
+        }
+        Command::Down { volumes, confirm } => down::run(cli, *volumes, confirm),
         Command::Resume => later::resume(cli),
         Command::Abort => later::abort(cli),
         Command::Unlock { force } => unlock::run(cli, *force),
@@ -98,13 +106,32 @@ pub fn observed(store: &Store) -> anyhow::Result<Observed> {
 pub fn observed_from(rel: &Release) -> anyhow::Result<Observed> {
     let stack: Stack = serde_json::from_str(&rel.spec_json)
         .with_context(|| format!("release {} has an unreadable spec", rel.revision))?;
-    let image_ids: IndexMap<String, String> =
-        serde_json::from_str(&rel.images_json).unwrap_or_default();
+    let image_ids = ReleaseImages::from_json(&rel.images_json).ids();
     Ok(Observed {
         release: Some(rel.revision),
         stack: Some(stack),
         image_ids,
     })
+}
+
+/// The revision the next release will get: revisions are never reused, also after a
+/// failed or reverted one.
+pub fn next_revision(store: &Store) -> anyhow::Result<u64> {
+    Ok(store.releases(1)?.first().map_or(1, |r| r.revision + 1))
+}
+
+/// The async runtime the Docker client runs on; commands stay synchronous around it.
+pub fn tokio() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Connects to the Docker Engine; unreachable is exit 2 (nothing was changed).
+pub fn connect(rt: &tokio::runtime::Runtime) -> anyhow::Result<Runtime> {
+    rt.block_on(Runtime::connect())
+        .map_err(|e| with_code(exit::INVALID, anyhow::anyhow!("{e}; nothing was changed")))
 }
 
 /// Formats a timestamp (unix millis) as RFC 3339, to the second.

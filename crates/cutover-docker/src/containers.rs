@@ -1,0 +1,594 @@
+//! Containers and the stack network: observe, create, start, stop, remove, exec, logs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, ContainerUpdateBody, EndpointSettings,
+    HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, ListNetworksOptions,
+    LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+};
+use cutover_core::spec::{Command, MountSource, Protocol, RestartPolicy as Restart, Service};
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::{Runtime, RuntimeError, label};
+
+/// Which of a blue-green pair a container is; services upgraded in place are `Single`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    Single,
+    Blue,
+    Green,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Single => "single",
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+
+    fn parse(s: &str) -> Slot {
+        match s {
+            "blue" => Slot::Blue,
+            "green" => Slot::Green,
+            _ => Slot::Single,
+        }
+    }
+
+    /// The other colour: a new blue-green container takes the slot the live one does not.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green | Slot::Single => Slot::Blue,
+        }
+    }
+}
+
+/// Everything needed to create one container of a service.
+#[derive(Clone, Debug)]
+pub struct ContainerSpec<'a> {
+    pub stack: &'a str,
+    pub service_name: &'a str,
+    pub service: &'a Service,
+    pub release: u64,
+    pub slot: Slot,
+    /// The image ID to run (`sha256:…`).
+    pub image_id: &'a str,
+    /// The environment, secrets resolved: `KEY=value`.
+    pub env: Vec<String>,
+}
+
+/// One container of a stack, as observed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub release: u64,
+    pub slot: Slot,
+    pub image_id: String,
+    pub image_ref: String,
+    /// `running`, `exited`, `created`, ...
+    pub state: String,
+    /// Docker's health status when the container has a HEALTHCHECK.
+    pub health: Option<String>,
+    /// Published ports: container port → host address.
+    pub published: Vec<(u16, SocketAddr)>,
+}
+
+impl ContainerInfo {
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+}
+
+impl Runtime {
+    /// Every container labelled with `stack`, running or not, oldest release first.
+    pub async fn containers(&self, stack: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={stack}", label::STACK)],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot list the containers of stack `{stack}`"
+            )))?;
+        let mut out = Vec::new();
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            // The filter asked the engine; check again, because everything we do next to
+            // these containers depends on it.
+            if labels.get(label::STACK).map(String::as_str) != Some(stack) {
+                continue;
+            }
+            let Some(service) = labels.get(label::SERVICE).cloned() else {
+                continue;
+            };
+            let id = c.id.unwrap_or_default();
+            // The summary's health field is newer than API 1.41: inspect for it.
+            let health = self.health_status(&id).await?;
+            let published = c
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| {
+                    let ip = p.ip.as_deref().unwrap_or("0.0.0.0");
+                    let ip = if ip == "0.0.0.0" || ip == "::" {
+                        "127.0.0.1"
+                    } else {
+                        ip
+                    };
+                    let addr: SocketAddr = format!("{ip}:{}", p.public_port?).parse().ok()?;
+                    Some((p.private_port, addr))
+                })
+                .collect();
+            out.push(ContainerInfo {
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                id,
+                service,
+                release: labels
+                    .get(label::RELEASE)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0),
+                slot: Slot::parse(labels.get(label::SLOT).map_or("", String::as_str)),
+                image_id: c.image_id.unwrap_or_default(),
+                image_ref: labels.get(label::IMAGE_REF).cloned().unwrap_or_default(),
+                state: c.state.map_or_else(
+                    || "unknown".to_string(),
+                    |s: ContainerSummaryStateEnum| s.to_string(),
+                ),
+                health,
+                published,
+            });
+        }
+        out.sort_by(|a, b| (a.release, &a.name).cmp(&(b.release, &b.name)));
+        Ok(out)
+    }
+
+    async fn health_status(&self, id: &str) -> Result<Option<String>, RuntimeError> {
+        let inspect =
+            self.docker
+                .inspect_container(id, None)
+                .await
+                .map_err(RuntimeError::docker(format!(
+                    "cannot inspect container {id}"
+                )))?;
+        Ok(inspect
+            .state
+            .and_then(|s| s.health)
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty() && s != "none"))
+    }
+
+    /// Creates the stack network when it does not exist yet.
+    pub async fn ensure_network(&self, stack: &str) -> Result<String, RuntimeError> {
+        let name = Runtime::network_name(stack);
+        match self
+            .docker
+            .inspect_network(&name, None::<InspectNetworkOptions>)
+            .await
+        {
+            Ok(net) => {
+                let owner = net.labels.unwrap_or_default().get(label::STACK).cloned();
+                if owner.as_deref() != Some(stack) {
+                    return Err(RuntimeError::Docker {
+                        what: format!(
+                            "a network named `{name}` exists but cutover did not create it for stack `{stack}`; rename or remove it"
+                        ),
+                        source: bollard::errors::Error::DockerResponseServerError {
+                            status_code: 409,
+                            message: "network name taken".into(),
+                        },
+                    });
+                }
+                Ok(name)
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: name.clone(),
+                        driver: Some("bridge".into()),
+                        labels: Some(HashMap::from([(
+                            label::STACK.to_string(),
+                            stack.to_string(),
+                        )])),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(RuntimeError::docker(format!(
+                        "cannot create network `{name}`"
+                    )))?;
+                Ok(name)
+            }
+            Err(e) => Err(RuntimeError::docker(format!(
+                "cannot inspect network `{name}`"
+            ))(e)),
+        }
+    }
+
+    /// The container name: `<stack>-<service>-r<release>[-<slot>]`.
+    pub fn container_name(stack: &str, service: &str, release: u64, slot: Slot) -> String {
+        match slot {
+            Slot::Single => format!("{stack}-{service}-r{release}"),
+            s => format!("{stack}-{service}-r{release}-{}", s.as_str()),
+        }
+    }
+
+    /// Creates and starts a container. When one of that name exists already (a step that
+    /// runs again after a crash), it is reused if it runs the same image, else replaced.
+    pub async fn run(&self, spec: &ContainerSpec<'_>) -> Result<String, RuntimeError> {
+        let network = self.ensure_network(spec.stack).await?;
+        let name = Runtime::container_name(spec.stack, spec.service_name, spec.release, spec.slot);
+        if let Ok(existing) = self.docker.inspect_container(&name, None).await {
+            let same_image = existing.image.as_deref() == Some(spec.image_id);
+            let id = existing.id.unwrap_or_default();
+            if same_image {
+                let running = existing.state.and_then(|s| s.running).unwrap_or(false);
+                if !running {
+                    self.start(&id).await?;
+                }
+                return Ok(id);
+            }
+            self.remove(&id).await?;
+        }
+        let svc = spec.service;
+        let labels = HashMap::from([
+            (label::STACK.to_string(), spec.stack.to_string()),
+            (label::SERVICE.to_string(), spec.service_name.to_string()),
+            (label::RELEASE.to_string(), spec.release.to_string()),
+            (label::SLOT.to_string(), spec.slot.as_str().to_string()),
+            (label::IMAGE_REF.to_string(), svc.image.clone()),
+        ]);
+        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for p in &svc.ports {
+            let proto = match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            port_bindings
+                .entry(format!("{}/{proto}", p.container))
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: p.host_ip.clone(),
+                    host_port: Some(p.host.to_string()),
+                });
+        }
+        // The service's own port, when no fixed mapping publishes it: on loopback, on a port
+        // the engine picks, so an old and a new container can both answer during blue-green.
+        if let Some(port) = svc.port {
+            let key = format!("{port}/tcp");
+            port_bindings.entry(key).or_insert_with(|| {
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }])
+            });
+        }
+        let exposed: Vec<String> = port_bindings.keys().cloned().collect();
+        let binds: Vec<String> = svc
+            .volumes
+            .iter()
+            .map(|m| {
+                let src = match &m.source {
+                    MountSource::Volume(v) => v.clone(),
+                    MountSource::Bind(p) => p.clone(),
+                };
+                let ro = if m.read_only { ":ro" } else { "" };
+                format!("{src}:{}{ro}", m.target)
+            })
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(spec.image_id.to_string()),
+            cmd: svc.command.as_ref().map(Command::argv),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            exposed_ports: Some(exposed),
+            stop_timeout: Some(svc.stop_grace.as_secs().try_into().unwrap_or(i64::MAX)),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                port_bindings: Some(port_bindings),
+                restart_policy: Some(restart_policy(svc.restart)),
+                network_mode: Some(network.clone()),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network,
+                    EndpointSettings {
+                        aliases: Some(vec![spec.service_name.to_string()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot create container `{name}`"
+            )))?;
+        self.start(&created.id).await?;
+        Ok(created.id)
+    }
+
+    /// Starts a container (a no-op when it runs).
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(RuntimeError::docker(format!("cannot start container {id}"))(e)),
+        }
+    }
+
+    /// SIGTERM, up to `grace`, then SIGKILL (a no-op when it is not running). The container
+    /// is kept, with its restart policy set to `no`: a daemon restart must not bring an old
+    /// release back beside the new one, and the kept container keeps its image from being
+    /// pruned while it is a rollback target.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let t: i32 = grace.as_secs().try_into().unwrap_or(i32::MAX);
+        match self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(t),
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => {}
+            Err(e) => {
+                return Err(RuntimeError::docker(format!("cannot stop container {id}"))(
+                    e,
+                ));
+            }
+        }
+        self.set_restart(id, Restart::No).await
+    }
+
+    /// Changes a container's restart policy.
+    pub async fn set_restart(&self, id: &str, policy: Restart) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .update_container(
+                id,
+                ContainerUpdateBody {
+                    restart_policy: Some(restart_policy(policy)),
+                    ..Default::default()
+                },
+            )
+            .await
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(RuntimeError::docker(format!(
+                "cannot update the restart policy of container {id}"
+            ))(e)),
+        }
+    }
+
+    /// Removes a container, stopping it first if it runs (a no-op when it is gone).
+    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        match self
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(RuntimeError::docker(format!(
+                "cannot remove container {id}"
+            ))(e)),
+        }
+    }
+
+    /// The last `lines` lines of a container's output (stdout and stderr interleaved).
+    pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, RuntimeError> {
+        let chunks: Vec<_> = self
+            .docker
+            .logs(
+                id,
+                Some(LogsOptions {
+                    stdout: true,
+                    stderr: true,
+                    tail: lines.to_string(),
+                    ..Default::default()
+                }),
+            )
+            .try_collect()
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot read the logs of {id}"
+            )))?;
+        Ok(chunks.iter().map(ToString::to_string).collect())
+    }
+
+    /// Runs `argv` in a running container; returns the exit code and the combined output.
+    pub async fn exec(&self, id: &str, argv: &[String]) -> Result<(i64, String), RuntimeError> {
+        let exec = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(argv.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot exec in container {id}"
+            )))?;
+        let mut output = String::new();
+        if let StartExecResults::Attached {
+            output: mut out, ..
+        } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot exec in container {id}"
+            )))?
+        {
+            while let Some(chunk) = out.next().await {
+                let chunk = chunk.map_err(RuntimeError::docker(format!("exec output of {id}")))?;
+                output.push_str(&chunk.to_string());
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(RuntimeError::docker(format!("cannot inspect exec in {id}")))?;
+        Ok((inspect.exit_code.unwrap_or(-1), output))
+    }
+
+    /// The container's address on the stack network.
+    pub async fn address_on_network(
+        &self,
+        id: &str,
+        stack: &str,
+    ) -> Result<Option<std::net::IpAddr>, RuntimeError> {
+        let inspect =
+            self.docker
+                .inspect_container(id, None)
+                .await
+                .map_err(RuntimeError::docker(format!(
+                    "cannot inspect container {id}"
+                )))?;
+        Ok(inspect
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(&Runtime::network_name(stack)))
+            .and_then(|e| e.ip_address)
+            .and_then(|ip| ip.parse().ok()))
+    }
+
+    /// Removes every container of the stack and its network; with `volumes`, also the named
+    /// volumes its containers mounted. Returns what was removed, for the operator.
+    pub async fn down(&self, stack: &str, volumes: bool) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        let mut volume_names = Vec::new();
+        for c in self.containers(stack).await? {
+            if volumes {
+                let inspect = self
+                    .docker
+                    .inspect_container(&c.id, None)
+                    .await
+                    .map_err(RuntimeError::docker(format!("cannot inspect {}", c.name)))?;
+                for m in inspect.mounts.unwrap_or_default() {
+                    if m.typ.map(|t| t.to_string()).as_deref() == Some("volume")
+                        && let Some(n) = m.name
+                        && !volume_names.contains(&n)
+                    {
+                        volume_names.push(n);
+                    }
+                }
+            }
+            self.remove(&c.id).await?;
+            removed.push(format!("container {}", c.name));
+        }
+        let name = Runtime::network_name(stack);
+        let filters = HashMap::from([
+            (
+                "label".to_string(),
+                vec![format!("{}={stack}", label::STACK)],
+            ),
+            ("name".to_string(), vec![name.clone()]),
+        ]);
+        let nets = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(RuntimeError::docker("cannot list networks"))?;
+        for n in nets {
+            if n.name.as_deref() == Some(name.as_str()) {
+                self.docker
+                    .remove_network(&name)
+                    .await
+                    .map_err(RuntimeError::docker(format!(
+                        "cannot remove network `{name}`"
+                    )))?;
+                removed.push(format!("network {name}"));
+            }
+        }
+        for v in volume_names {
+            self.docker
+                .remove_volume(&v, Some(RemoveVolumeOptions { force: false }))
+                .await
+                .map_err(RuntimeError::docker(format!("cannot remove volume `{v}`")))?;
+            removed.push(format!("volume {v}"));
+        }
+        Ok(removed)
+    }
+}
+
+fn restart_policy(policy: Restart) -> RestartPolicy {
+    RestartPolicy {
+        name: Some(match policy {
+            Restart::No => RestartPolicyNameEnum::NO,
+            Restart::Always => RestartPolicyNameEnum::ALWAYS,
+            Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+            Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+        }),
+        maximum_retry_count: None,
+    }
+}

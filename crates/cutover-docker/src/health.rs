@@ -1,0 +1,347 @@
+//! Waiting until a new container is healthy.
+//!
+//! The image's Docker HEALTHCHECK decides when the image has one; otherwise the service's
+//! `health` probe (HTTP, TCP or a command in the container) is run from here. Either way
+//! the service's `deadline` bounds the wait, a container that exits fails at once, and a
+//! failure names the service, the last probe output and the last 50 log lines.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use cutover_core::spec::{Health, Probe};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::{Runtime, RuntimeError};
+
+/// How many log lines a health failure carries.
+pub const LOG_LINES: usize = 50;
+
+/// Without a `health` section and without an image HEALTHCHECK, a container counts as up
+/// when it still runs after this long.
+const SETTLE: Duration = Duration::from_secs(2);
+/// The overall limit when the stack file sets none.
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Why a container did not become healthy.
+#[derive(Debug, Clone)]
+pub struct HealthFailure {
+    pub service: String,
+    pub container: String,
+    /// What went wrong: the deadline passed, the container exited, Docker says unhealthy.
+    pub reason: String,
+    /// The last probe's output.
+    pub last_check: String,
+    /// The container's last log lines.
+    pub logs: String,
+}
+
+impl fmt::Display for HealthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` did not become healthy: {} (container {})",
+            self.service, self.reason, self.container
+        )?;
+        if !self.last_check.is_empty() {
+            write!(f, "\n  last check: {}", self.last_check.trim_end())?;
+        }
+        if !self.logs.trim().is_empty() {
+            write!(f, "\n  last {LOG_LINES} log lines:")?;
+            for line in self.logs.lines() {
+                write!(f, "\n    {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Verdict {
+    Healthy(String),
+    NotYet(String),
+    /// No point waiting: the container exited, or Docker gave up on it.
+    Failed(String),
+}
+
+impl Runtime {
+    /// Waits until container `id` of `service` is healthy, or fails with a [`HealthFailure`].
+    /// Returns the last check's output on success.
+    pub async fn wait_healthy(
+        &self,
+        stack: &str,
+        service: &str,
+        id: &str,
+        health: Option<&Health>,
+    ) -> Result<String, RuntimeError> {
+        let deadline = health.map_or(DEFAULT_DEADLINE, |h| h.deadline);
+        let interval = health.map_or(Duration::from_millis(500), |h| {
+            h.interval.max(Duration::from_millis(100))
+        });
+        let started = Instant::now();
+        let mut last = String::new();
+        loop {
+            let verdict = self.check_once(stack, id, health, started).await?;
+            let reason = match verdict {
+                Verdict::Healthy(out) => return Ok(out),
+                Verdict::Failed(why) => {
+                    // The reason carries the last check already.
+                    last.clear();
+                    Some(why)
+                }
+                Verdict::NotYet(out) => {
+                    last = out;
+                    None
+                }
+            };
+            let reason = reason.or_else(|| {
+                (started.elapsed() >= deadline).then(|| {
+                    format!(
+                        "still not healthy after the deadline of {}",
+                        humanize(deadline)
+                    )
+                })
+            });
+            if let Some(reason) = reason {
+                let logs = self.logs_tail(id, LOG_LINES).await.unwrap_or_default();
+                return Err(RuntimeError::Unhealthy(Box::new(HealthFailure {
+                    service: service.to_string(),
+                    container: id[..id.len().min(12)].to_string(),
+                    reason,
+                    last_check: last,
+                    logs,
+                })));
+            }
+            tokio::time::sleep(interval.min(deadline.saturating_sub(started.elapsed()))).await;
+        }
+    }
+
+    async fn check_once(
+        &self,
+        stack: &str,
+        id: &str,
+        health: Option<&Health>,
+        started: Instant,
+    ) -> Result<Verdict, RuntimeError> {
+        let inspect =
+            self.docker
+                .inspect_container(id, None)
+                .await
+                .map_err(RuntimeError::docker(format!(
+                    "cannot inspect container {id}"
+                )))?;
+        let state = inspect.state.unwrap_or_default();
+        if !state.running.unwrap_or(false) {
+            return Ok(Verdict::Failed(format!(
+                "the container exited with code {}{}",
+                state.exit_code.unwrap_or(-1),
+                state
+                    .error
+                    .filter(|e| !e.is_empty())
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            )));
+        }
+        // The image (or container) has a Docker HEALTHCHECK: its status decides.
+        if let Some(h) = state.health.filter(|h| {
+            h.status
+                .as_ref()
+                .is_some_and(|s| !matches!(s.to_string().as_str(), "" | "none"))
+        }) {
+            let last = h
+                .log
+                .as_ref()
+                .and_then(|l| l.last())
+                .map(|r| {
+                    format!(
+                        "exit {}: {}",
+                        r.exit_code.unwrap_or(-1),
+                        r.output.as_deref().unwrap_or("").trim()
+                    )
+                })
+                .unwrap_or_default();
+            return Ok(match h.status.map(|s| s.to_string()).as_deref() {
+                Some("healthy") => {
+                    Verdict::Healthy(format!("Docker HEALTHCHECK: healthy ({last})"))
+                }
+                Some("unhealthy") => Verdict::Failed(format!(
+                    "Docker HEALTHCHECK reports unhealthy after {} failed checks",
+                    h.failing_streak.unwrap_or(0)
+                ))
+                .with_last(last),
+                _ => Verdict::NotYet(format!("Docker HEALTHCHECK: starting ({last})")),
+            });
+        }
+        let Some(health) = health else {
+            return Ok(if started.elapsed() >= SETTLE {
+                Verdict::Healthy(format!(
+                    "no health check configured: running for {}",
+                    humanize(SETTLE)
+                ))
+            } else {
+                Verdict::NotYet("running; no health check configured".into())
+            });
+        };
+        let in_start_period = started.elapsed() < health.start_period;
+        let result = self
+            .probe(stack, id, &inspect.network_settings, health)
+            .await?;
+        Ok(match result {
+            Ok(out) => Verdict::Healthy(out),
+            Err(out) if in_start_period => Verdict::NotYet(format!("{out} (in start period)")),
+            Err(out) => Verdict::NotYet(out),
+        })
+    }
+
+    /// Runs the service's probe once. The outer result is the engine failing; the inner one
+    /// is the probe's verdict with its output.
+    async fn probe(
+        &self,
+        stack: &str,
+        id: &str,
+        net: &Option<bollard::models::NetworkSettings>,
+        health: &Health,
+    ) -> Result<Result<String, String>, RuntimeError> {
+        let target = |port: u16| -> Option<SocketAddr> { probe_address(stack, net, port) };
+        let timeout = health.timeout.max(Duration::from_millis(100));
+        Ok(match &health.probe {
+            Probe::Http {
+                path,
+                port,
+                expect_status,
+                body_contains,
+            } => match target(*port) {
+                None => Err(format!("port {port} has no address to probe")),
+                Some(addr) => {
+                    http_probe(
+                        addr,
+                        path,
+                        *expect_status,
+                        body_contains.as_deref(),
+                        timeout,
+                    )
+                    .await
+                }
+            },
+            Probe::Tcp { port } => match target(*port) {
+                None => Err(format!("port {port} has no address to probe")),
+                Some(addr) => {
+                    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
+                    {
+                        Ok(Ok(_)) => Ok(format!("TCP connect to {addr}: ok")),
+                        Ok(Err(e)) => Err(format!("TCP connect to {addr}: {e}")),
+                        Err(_) => Err(format!("TCP connect to {addr}: timed out")),
+                    }
+                }
+            },
+            Probe::Command(cmd) => {
+                let argv = cmd.argv();
+                match tokio::time::timeout(timeout, self.exec(id, &argv)).await {
+                    Ok(Ok((0, out))) => Ok(format!("`{cmd}` exited 0: {}", out.trim())),
+                    Ok(Ok((code, out))) => Err(format!("`{cmd}` exited {code}: {}", out.trim())),
+                    Ok(Err(e)) => Err(format!("`{cmd}`: {e}")),
+                    Err(_) => Err(format!("`{cmd}` timed out after {}", humanize(timeout))),
+                }
+            }
+        })
+    }
+}
+
+impl Verdict {
+    fn with_last(self, last: String) -> Verdict {
+        match self {
+            Verdict::Failed(why) if !last.is_empty() => {
+                Verdict::Failed(format!("{why}; last: {last}"))
+            }
+            v => v,
+        }
+    }
+}
+
+/// Where to reach a container port from this host: its published loopback port when it has
+/// one, else its address on the stack network.
+fn probe_address(
+    stack: &str,
+    net: &Option<bollard::models::NetworkSettings>,
+    port: u16,
+) -> Option<SocketAddr> {
+    let net = net.as_ref()?;
+    let published = net
+        .ports
+        .as_ref()
+        .and_then(|p| p.get(&format!("{port}/tcp")))
+        .and_then(|b| b.as_ref())
+        .and_then(|b| b.first())
+        .and_then(|b| {
+            let ip = match b.host_ip.as_deref() {
+                None | Some("" | "0.0.0.0" | "::") => "127.0.0.1",
+                Some(ip) => ip,
+            };
+            format!("{ip}:{}", b.host_port.as_deref()?).parse().ok()
+        });
+    published.or_else(|| {
+        let ip = net
+            .networks
+            .as_ref()?
+            .get(&Runtime::network_name(stack))?
+            .ip_address
+            .as_deref()?
+            .parse()
+            .ok()?;
+        Some(SocketAddr::new(ip, port))
+    })
+}
+
+async fn http_probe(
+    addr: SocketAddr,
+    path: &str,
+    expect_status: u16,
+    body_contains: Option<&str>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let url = format!("http://{addr}{path}");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("GET {url}: {e}"))?;
+    let fetch = async {
+        let resp = client
+            .get(uri)
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    let (status, body) = tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| format!("GET {url}: no answer within {}", humanize(timeout)))??;
+    let snippet: String = body.chars().take(200).collect();
+    let snippet = snippet.trim();
+    if status != expect_status {
+        return Err(format!(
+            "GET {url} → {status} (want {expect_status}): {snippet}"
+        ));
+    }
+    if let Some(want) = body_contains
+        && !body.contains(want)
+    {
+        return Err(format!(
+            "GET {url} → {status}, body lacks {want:?}: {snippet}"
+        ));
+    }
+    Ok(format!("GET {url} → {status}: {snippet}"))
+}
+
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,127 @@
+//! Images: resolve a reference to the ID that would run, pull what is missing.
+
+use bollard::query_parameters::CreateImageOptions;
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::{Runtime, RuntimeError, auth};
+
+/// An image as a release records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// As the stack file wrote it: `cutover-demo:v2`.
+    pub reference: String,
+    /// The content-addressed ID the container runs: `sha256:…`.
+    pub id: String,
+    /// Registry digests (`repo@sha256:…`), empty for an image that was built locally.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    /// The image defines a Docker HEALTHCHECK.
+    #[serde(default)]
+    pub has_healthcheck: bool,
+}
+
+fn not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl Runtime {
+    /// The local image for `reference` (a tag or an ID), or `None` when it is not here.
+    pub async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(img) => {
+                let has_healthcheck = img
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.healthcheck.as_ref())
+                    .and_then(|h| h.test.as_ref())
+                    .is_some_and(|t| !t.is_empty() && t[0] != "NONE");
+                Ok(Some(ImageInfo {
+                    reference: reference.to_string(),
+                    id: img.id.unwrap_or_default(),
+                    repo_digests: img.repo_digests.unwrap_or_default(),
+                    has_healthcheck,
+                }))
+            }
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(RuntimeError::docker(format!(
+                "cannot inspect image {reference}"
+            ))(e)),
+        }
+    }
+
+    /// Makes sure `reference` is here: local, or pulled (with the credentials `docker login`
+    /// stored for its registry). An `sha256:` ID cannot be pulled: it must be local.
+    pub async fn ensure_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+        if let Some(info) = self.inspect_image(reference).await? {
+            return Ok(info);
+        }
+        if reference.starts_with("sha256:") {
+            return Err(RuntimeError::ImageMissing {
+                reference: reference.to_string(),
+                reason: "no image with this ID is on this engine any more (was it pruned?)".into(),
+            });
+        }
+        let (repo, tag) = split_tag(reference);
+        let options = CreateImageOptions {
+            from_image: Some(repo.to_string()),
+            tag: Some(tag.to_string()),
+            ..Default::default()
+        };
+        self.docker
+            .create_image(Some(options), None, auth::credentials_for(reference))
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|e| RuntimeError::ImageMissing {
+                reference: reference.to_string(),
+                reason: format!("not on this engine, and pulling it failed: {e}"),
+            })?;
+        self.inspect_image(reference)
+            .await?
+            .ok_or_else(|| RuntimeError::ImageMissing {
+                reference: reference.to_string(),
+                reason: "the pull reported success but the image is not there".into(),
+            })
+    }
+}
+
+/// `repo[:tag][@digest]` → (repo, tag or digest). A colon inside the registry's host:port
+/// is not a tag separator.
+fn split_tag(reference: &str) -> (&str, &str) {
+    if let Some((repo, digest)) = reference.split_once('@') {
+        return (repo, digest);
+    }
+    let last_slash = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[last_slash..].rfind(':') {
+        Some(i) => (
+            &reference[..last_slash + i],
+            &reference[last_slash + i + 1..],
+        ),
+        None => (reference, "latest"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tag;
+
+    #[test]
+    fn tags_split_after_the_last_slash() {
+        assert_eq!(split_tag("cutover-demo:v2"), ("cutover-demo", "v2"));
+        assert_eq!(
+            split_tag("localhost:5000/app"),
+            ("localhost:5000/app", "latest")
+        );
+        assert_eq!(
+            split_tag("localhost:5000/app:1.2"),
+            ("localhost:5000/app", "1.2")
+        );
+        assert_eq!(split_tag("app@sha256:abcd"), ("app", "sha256:abcd"));
+    }
+}

@@ -1,0 +1,109 @@
+//! The Docker runtime adapter: what runs for a stack, and the means to change it.
+//!
+//! cutover owns exactly the containers it labels (`io.cutover.stack`, `.service`,
+//! `.release`, `.slot`) and the one network it creates per stack (`cutover-<stack>`, where
+//! services reach each other by name). It never lists, stops or removes anything without
+//! the stack's label, so another stack's containers, and containers cutover did not
+//! create, are out of its reach by construction.
+//!
+//! Containers are created from the image **ID** (`sha256:…`), never from a tag: what a
+//! release records is what runs, and a rollback runs the same bits even when the tag moved.
+//!
+//! The engine speaks API 1.41 and newer; the client negotiates the version on connect.
+
+mod auth;
+mod containers;
+mod health;
+mod images;
+
+use std::time::Duration;
+
+use bollard::Docker;
+
+pub use containers::{ContainerInfo, ContainerSpec, Slot};
+pub use health::HealthFailure;
+pub use images::ImageInfo;
+
+/// Label keys on every container and network cutover creates.
+pub mod label {
+    pub const STACK: &str = "io.cutover.stack";
+    pub const SERVICE: &str = "io.cutover.service";
+    pub const RELEASE: &str = "io.cutover.release";
+    pub const SLOT: &str = "io.cutover.slot";
+    /// The image reference as the stack file wrote it (the container runs its ID).
+    pub const IMAGE_REF: &str = "io.cutover.image-ref";
+}
+
+/// What can go wrong talking to the engine, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "cannot reach the Docker daemon at {socket}: {reason} (is it running, and may this user use its socket? DOCKER_HOST picks another one)"
+    )]
+    Unavailable { socket: String, reason: String },
+    #[error("image {reference} is not available: {reason}")]
+    ImageMissing { reference: String, reason: String },
+    #[error("{0}")]
+    Unhealthy(Box<HealthFailure>),
+    #[error("{what}: {source}")]
+    Docker {
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
+}
+
+impl RuntimeError {
+    pub(crate) fn docker(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> Self {
+        let what = what.into();
+        move |source| RuntimeError::Docker { what, source }
+    }
+}
+
+/// A connection to one Docker Engine.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    docker: Docker,
+    socket: String,
+}
+
+/// How long connecting and negotiating may take before the daemon counts as unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Runtime {
+    /// Connects to the local engine (`DOCKER_HOST` when it names a unix socket, else
+    /// `/var/run/docker.sock`) and negotiates the API version.
+    pub async fn connect() -> Result<Runtime, RuntimeError> {
+        let socket = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| h.starts_with("unix://"))
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        let unavailable = |reason: String| RuntimeError::Unavailable {
+            socket: socket.clone(),
+            reason,
+        };
+        let docker =
+            Docker::connect_with_local_defaults().map_err(|e| unavailable(e.to_string()))?;
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
+            .await
+            .map_err(|_| unavailable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(Runtime { docker, socket })
+    }
+
+    /// The socket this runtime talks to.
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
+    /// The negotiated API version, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        let v = self.docker.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
+    }
+
+    /// The network a stack's services share: `cutover-<stack>`.
+    pub fn network_name(stack: &str) -> String {
+        format!("cutover-{stack}")
+    }
+}

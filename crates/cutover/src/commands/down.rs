@@ -1,0 +1,68 @@
+//! `cutover down`: remove a stack's containers and network; volumes only when asked. The
+//! state (releases, journal) is kept: it is the stack's history.
+
+use anyhow::anyhow;
+use cutover_store::Holder;
+
+use crate::cli::{Cli, ConfirmArgs};
+use crate::commands::{self, apply::LEASE_TTL};
+use crate::exit::{self, with_code};
+use crate::output;
+
+pub fn run(cli: &Cli, volumes: bool, confirm: &ConfirmArgs) -> anyhow::Result<u8> {
+    let name = commands::stack_name(cli)?;
+    let store = commands::open_store(cli, &name)?;
+    let rt = commands::tokio()?;
+    let docker = commands::connect(&rt)?;
+    let containers = rt.block_on(docker.containers(&name))?;
+    if !confirm.yes {
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(with_code(
+                exit::INVALID,
+                anyhow!("not on a terminal: pass --yes to take stack `{name}` down"),
+            ));
+        }
+        eprint!(
+            "remove {} container(s) of stack `{name}`{}? [y/N] ",
+            containers.len(),
+            if volumes { " and their volumes" } else { "" }
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(with_code(
+                exit::INVALID,
+                anyhow!("down cancelled; nothing was changed"),
+            ));
+        }
+    }
+    let holder = Holder::current();
+    let grant = store.acquire_lease(&holder, "down", LEASE_TTL)?;
+    let result = rt.block_on(docker.down(&name, volumes));
+    // Nothing is deployed any more: the next apply is a first deploy. The release stays in
+    // the history, and a rollback target.
+    let recorded = match (&result, store.current_release()) {
+        (Ok(_), Ok(Some(rel))) => store
+            .set_release_status(rel.revision, cutover_store::ReleaseStatus::Superseded)
+            .map_err(anyhow::Error::from),
+        (_, Err(e)) => Err(e.into()),
+        _ => Ok(()),
+    };
+    store.release_lease(&grant.lease.token)?;
+    let removed = result?;
+    recorded?;
+    let mut out = String::new();
+    if removed.is_empty() {
+        out.push_str(&format!("stack `{name}`: nothing runs\n"));
+    }
+    for r in &removed {
+        out.push_str(&format!("removed {r}\n"));
+    }
+    if !volumes {
+        out.push_str(
+            "volumes and the state in the state dir are kept (`--volumes` removes the volumes)\n",
+        );
+    }
+    output::print(&out)?;
+    Ok(exit::OK)
+}

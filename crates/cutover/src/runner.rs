@@ -1,0 +1,600 @@
+//! The executor behind `apply`, `rollback` and `upgrade-service`: each plan step, done on
+//! the Docker Engine, and the journal over the store.
+//!
+//! The engine (cutover-core) decides the order and the revert; this module only knows how
+//! to do one step, idempotently. Containers of the release being made carry its number; the
+//! containers that ran when the operation began are the revert target and are never
+//! removed by it: a failed step stops and removes only what this release created.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cutover_core::engine::{Executor, Journal, JournalError, StepError, StepResult};
+use cutover_core::plan::{PlanStep, StepKind};
+use cutover_core::spec::{RestartPolicy, Service, Stack, Strategy};
+use cutover_core::traffic::TrafficSwitch;
+use cutover_docker::{ContainerInfo, ContainerSpec, ImageInfo, Runtime, RuntimeError, Slot};
+use cutover_store::{ReleaseStatus, StepStatus, Store};
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+/// What a release records about each service's image: `images_json` in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseImages(pub IndexMap<String, ImageInfo>);
+
+impl ReleaseImages {
+    pub fn from_json(json: &str) -> ReleaseImages {
+        serde_json::from_str(json).unwrap_or_default()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".into())
+    }
+
+    pub fn ids(&self) -> IndexMap<String, String> {
+        self.0
+            .iter()
+            .map(|(s, i)| (s.clone(), i.id.clone()))
+            .collect()
+    }
+}
+
+/// Steps this build cannot do yet, with the issue that brings them. `apply` refuses a plan
+/// that needs one before anything is touched.
+pub fn unsupported(step: &PlanStep) -> Option<&'static str> {
+    match &step.action {
+        StepKind::Custom { .. } => Some("custom steps (issue #6)"),
+        StepKind::CheckData { .. }
+        | StepKind::TakeRestorePoint { .. }
+        | StepKind::RestoreData { .. } => Some("restore points of data (issue #4)"),
+        StepKind::CheckSchemaVersion { .. } => Some("schema version checks (issues #4 and #6)"),
+        StepKind::MaintenanceOn | StepKind::MaintenanceOff => {
+            Some("maintenance pages, which need the traffic proxy (issue #5)")
+        }
+        _ => None,
+    }
+}
+
+/// Does plan steps on one Docker Engine for one stack.
+pub struct Runner<'a> {
+    pub rt: &'a tokio::runtime::Runtime,
+    pub docker: &'a Runtime,
+    pub store: &'a Store,
+    /// The stack being deployed (secrets resolved).
+    pub desired: &'a Stack,
+    /// The live release's stack, when there is one.
+    pub previous: Option<&'a Stack>,
+    /// The release being made.
+    pub release: u64,
+    /// The live release.
+    pub from_release: Option<u64>,
+    /// Service → image to run instead of the stack's tag (a rollback runs recorded IDs).
+    pub pins: IndexMap<String, String>,
+    /// The images the new release runs, filled as `EnsureImage` steps find them.
+    pub images: ReleaseImages,
+    /// The containers that ran when the operation began: the revert target.
+    pub before: Vec<ContainerInfo>,
+    pub traffic: Box<dyn TrafficSwitch + 'a>,
+}
+
+fn fail(e: impl std::fmt::Display) -> StepError {
+    StepError::new(e.to_string())
+}
+
+impl Runner<'_> {
+    fn block<T>(&self, f: impl Future<Output = Result<T, RuntimeError>>) -> Result<T, StepError> {
+        self.rt.block_on(f).map_err(fail)
+    }
+
+    fn service(&self, name: &str) -> Result<&Service, StepError> {
+        self.desired
+            .services
+            .get(name)
+            .ok_or_else(|| StepError::new(format!("service `{name}` is not in the stack")))
+    }
+
+    fn previous_service(&self, name: &str) -> Option<&Service> {
+        self.previous.and_then(|p| p.services.get(name))
+    }
+
+    fn containers(&self, service: &str) -> Result<Vec<ContainerInfo>, StepError> {
+        let all = self.block(self.docker.containers(&self.desired.name))?;
+        Ok(all.into_iter().filter(|c| c.service == service).collect())
+    }
+
+    fn before_of(&self, service: &str) -> Vec<&ContainerInfo> {
+        self.before
+            .iter()
+            .filter(|c| c.service == service)
+            .collect()
+    }
+
+    fn env_of(svc: &Service, name: &str) -> Result<Vec<String>, StepError> {
+        svc.env
+            .iter()
+            .map(|(k, v)| {
+                v.expose().map(|v| format!("{k}={v}")).ok_or_else(|| {
+                    StepError::new(format!(
+                        "`{name}`: the value of {k} ({}) is not available here",
+                        v.shown()
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Starts a container of `name` for this release and waits until it is healthy.
+    fn start_new(&mut self, name: &str, slot: Slot) -> Result<(ContainerInfo, String), StepError> {
+        let svc = self.service(name)?.clone();
+        let image = self.image_for(name)?;
+        let env = Self::env_of(&svc, name)?;
+        let spec = ContainerSpec {
+            stack: &self.desired.name,
+            service_name: name,
+            service: &svc,
+            release: self.release,
+            slot,
+            image_id: &image.id,
+            env,
+        };
+        let id = self.block(self.docker.run(&spec))?;
+        let health = self.block(self.docker.wait_healthy(
+            &self.desired.name,
+            name,
+            &id,
+            svc.health.as_ref(),
+        ))?;
+        let info = self
+            .containers(name)?
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| StepError::new(format!("container {id} of `{name}` vanished")))?;
+        Ok((info, health))
+    }
+
+    /// The image a service of the new release runs: found by its `EnsureImage` step, or
+    /// looked up now (a step that runs again after a crash).
+    fn image_for(&mut self, name: &str) -> Result<ImageInfo, StepError> {
+        if let Some(i) = self.images.0.get(name) {
+            return Ok(i.clone());
+        }
+        let reference = match self.pins.get(name) {
+            Some(id) => id.clone(),
+            None => self.service(name)?.image.clone(),
+        };
+        let mut info = self.block(self.docker.ensure_image(&reference))?;
+        info.reference = self.service(name)?.image.clone();
+        self.images.0.insert(name.to_string(), info.clone());
+        Ok(info)
+    }
+
+    fn stop_all(
+        &self,
+        containers: &[&ContainerInfo],
+        grace: Duration,
+    ) -> Result<Vec<String>, StepError> {
+        let mut out = Vec::new();
+        for c in containers {
+            self.block(self.docker.stop(&c.id, grace))?;
+            out.push(c.name.clone());
+        }
+        Ok(out)
+    }
+
+    fn grace(&self, name: &str) -> Duration {
+        self.desired
+            .services
+            .get(name)
+            .or_else(|| self.previous_service(name))
+            .map_or(Duration::from_secs(10), |s| s.stop_grace)
+    }
+
+    fn published(c: &ContainerInfo, port: Option<u16>) -> Vec<SocketAddr> {
+        c.published
+            .iter()
+            .filter(|(p, _)| port.is_none_or(|want| *p == want))
+            .map(|(_, a)| *a)
+            .collect()
+    }
+
+    fn recreate(&mut self, name: &str) -> Result<String, StepError> {
+        let current = self.containers(name)?;
+        // Already done (the step runs again after a crash)?
+        if let Some(c) = current
+            .iter()
+            .find(|c| c.release == self.release && c.running())
+        {
+            let health = self.block(self.docker.wait_healthy(
+                &self.desired.name,
+                name,
+                &c.id,
+                self.service(name)?.health.as_ref(),
+            ))?;
+            return Ok(format!("{} already runs: {health}", c.name));
+        }
+        let old: Vec<&ContainerInfo> = current
+            .iter()
+            .filter(|c| c.running() && c.release != self.release)
+            .collect();
+        let stopped = self.stop_all(&old, self.grace(name))?;
+        let (new, health) = self.start_new(name, Slot::Single)?;
+        Ok(format!(
+            "stopped {}; started {} on {}; {health}",
+            if stopped.is_empty() {
+                "nothing".to_string()
+            } else {
+                stopped.join(", ")
+            },
+            new.name,
+            short(&new.image_id)
+        ))
+    }
+
+    fn blue_green(&mut self, name: &str) -> Result<String, StepError> {
+        let current = self.containers(name)?;
+        let port = self.service(name)?.port;
+        if let Some(c) = current
+            .iter()
+            .find(|c| c.release == self.release && c.running())
+        {
+            return Ok(format!("{} already serves", c.name));
+        }
+        let old: Vec<&ContainerInfo> = current
+            .iter()
+            .filter(|c| c.running() && c.release != self.release)
+            .collect();
+        let slot = old.first().map_or(Slot::Blue, |c| c.slot.other());
+        let (new, health) = match self.start_new(name, slot) {
+            Ok(ok) => ok,
+            Err(e) => {
+                // The old container never stopped serving; take the new one away.
+                if let Ok(cs) = self.containers(name) {
+                    for c in cs.iter().filter(|c| c.release == self.release) {
+                        let _ = self.rt.block_on(self.docker.remove(&c.id));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let switched = self
+            .traffic
+            .switch(name, &Self::published(&new, port))
+            .map_err(StepError::new)?;
+        let old_upstreams: Vec<SocketAddr> =
+            old.iter().flat_map(|c| Self::published(c, port)).collect();
+        let drained = self
+            .traffic
+            .drain(name, &old_upstreams)
+            .map_err(StepError::new)?;
+        let stopped = self.stop_all(&old, self.grace(name))?;
+        Ok(format!(
+            "started {} ({} slot) on {}; {health}; {switched}; {drained}; stopped {}",
+            new.name,
+            slot.as_str(),
+            short(&new.image_id),
+            if stopped.is_empty() {
+                "nothing".to_string()
+            } else {
+                stopped.join(", ")
+            }
+        ))
+    }
+
+    /// Revert: take away what this release started for `name`.
+    fn stop_new(&self, name: &str) -> Result<String, StepError> {
+        let new: Vec<ContainerInfo> = self
+            .containers(name)?
+            .into_iter()
+            .filter(|c| c.release == self.release)
+            .collect();
+        let mut out = Vec::new();
+        for c in &new {
+            self.block(self.docker.remove(&c.id))?;
+            out.push(c.name.clone());
+        }
+        Ok(if out.is_empty() {
+            format!("nothing of release {} runs for `{name}`", self.release)
+        } else {
+            format!("removed {}", out.join(", "))
+        })
+    }
+
+    /// Revert: the containers that ran before, running and healthy again.
+    fn start_previous(&mut self, name: &str) -> Result<String, StepError> {
+        self.stop_new(name)?;
+        let before: Vec<ContainerInfo> = self.before_of(name).into_iter().cloned().collect();
+        let prev = self.previous_service(name).cloned();
+        let health = prev.as_ref().and_then(|p| p.health.clone());
+        let restart = prev
+            .as_ref()
+            .map_or(RestartPolicy::UnlessStopped, |p| p.restart);
+        let mut out = Vec::new();
+        let existing = self.containers(name)?;
+        for b in &before {
+            if !existing.iter().any(|c| c.id == b.id) {
+                return Err(StepError::new(format!(
+                    "container {} of `{name}` that ran before the operation is gone; recreate release {} with `cutover rollback {}`",
+                    b.name,
+                    self.from_release.unwrap_or(0),
+                    self.from_release.unwrap_or(0)
+                )));
+            }
+            self.block(self.docker.start(&b.id))?;
+            self.block(self.docker.set_restart(&b.id, restart))?;
+            let h = self.block(self.docker.wait_healthy(
+                &self.desired.name,
+                name,
+                &b.id,
+                health.as_ref(),
+            ))?;
+            out.push(format!("{} runs {} again; {h}", b.name, short(&b.image_id)));
+        }
+        Ok(if out.is_empty() {
+            format!("`{name}` did not run before the operation")
+        } else {
+            out.join("; ")
+        })
+    }
+
+    /// Revert: does each service run the image it ran before the operation?
+    fn compare_with_before(&self) -> Result<String, StepError> {
+        let now = self.block(self.docker.containers(&self.desired.name))?;
+        let mut diffs = Vec::new();
+        let mut same = 0;
+        for b in self.before.iter().filter(|b| b.running()) {
+            match now.iter().find(|c| c.id == b.id) {
+                Some(c) if c.running() && c.image_id == b.image_id => same += 1,
+                Some(c) if !c.running() => diffs.push(format!("{} is {}", c.name, c.state)),
+                Some(c) => diffs.push(format!(
+                    "{} runs {} (was {})",
+                    c.name,
+                    short(&c.image_id),
+                    short(&b.image_id)
+                )),
+                None => diffs.push(format!("{} is gone", b.name)),
+            }
+        }
+        for c in now
+            .iter()
+            .filter(|c| c.running() && c.release == self.release)
+        {
+            diffs.push(format!("{} of the reverted release still runs", c.name));
+        }
+        if diffs.is_empty() {
+            Ok(format!(
+                "{same} container(s) run the same image IDs as before the operation"
+            ))
+        } else {
+            Err(StepError::new(format!(
+                "the stack differs from before the operation: {}",
+                diffs.join("; ")
+            )))
+        }
+    }
+
+    /// Release: record it, and clean up what no rollback needs any more: stopped
+    /// containers that are neither this release's nor the ones that ran before.
+    fn record_release(&mut self) -> Result<String, StepError> {
+        // Services whose image was never ensured (unchanged ones) keep the image they run.
+        let running = self.block(self.docker.containers(&self.desired.name))?;
+        for name in self.desired.services.keys() {
+            if self.images.0.contains_key(name) {
+                continue;
+            }
+            if let Some(c) = running.iter().find(|c| &c.service == name && c.running()) {
+                let info = self.block(self.docker.inspect_image(&c.image_id))?;
+                if let Some(mut info) = info {
+                    info.reference = c.image_ref.clone();
+                    self.images.0.insert(name.clone(), info);
+                }
+            }
+        }
+        self.store
+            .set_release_images(self.release, &self.images.to_json())
+            .map_err(fail)?;
+        self.store
+            .set_release_status(self.release, ReleaseStatus::Deployed)
+            .map_err(fail)?;
+        let mut removed = Vec::new();
+        for c in running.iter().filter(|c| {
+            !c.running() && c.release != self.release && !self.before.iter().any(|b| b.id == c.id)
+        }) {
+            self.block(self.docker.remove(&c.id))?;
+            removed.push(c.name.clone());
+        }
+        Ok(format!(
+            "release {} deployed{}",
+            self.release,
+            if removed.is_empty() {
+                String::new()
+            } else {
+                format!("; removed old containers {}", removed.join(", "))
+            }
+        ))
+    }
+}
+
+impl Executor for Runner<'_> {
+    fn run(&mut self, step: &PlanStep) -> Result<String, StepError> {
+        if let Some(what) = unsupported(step) {
+            return Err(StepError::new(format!("{what} are not built yet")));
+        }
+        match &step.action {
+            StepKind::EnsureImage { service, image } => {
+                let reference = self
+                    .pins
+                    .get(service)
+                    .cloned()
+                    .unwrap_or_else(|| image.clone());
+                let mut info = self.block(self.docker.ensure_image(&reference))?;
+                info.reference = image.clone();
+                let out = format!("{image} is {}", info.id);
+                self.images.0.insert(service.clone(), info);
+                Ok(out)
+            }
+            StepKind::CheckHealthy { service } => {
+                let live: Vec<ContainerInfo> = self
+                    .containers(service)?
+                    .into_iter()
+                    .filter(ContainerInfo::running)
+                    .collect();
+                if live.is_empty() {
+                    return Err(StepError::new(format!(
+                        "`{service}` is not running: nothing was changed; `cutover status` shows its containers"
+                    )));
+                }
+                let health = self
+                    .previous_service(service)
+                    .and_then(|s| s.health.clone());
+                let mut out = Vec::new();
+                for c in &live {
+                    out.push(self.block(self.docker.wait_healthy(
+                        &self.desired.name,
+                        service,
+                        &c.id,
+                        health.as_ref(),
+                    ))?);
+                }
+                Ok(out.join("; "))
+            }
+            StepKind::Stop { service } if step.phase == cutover_core::spec::Phase::Revert => {
+                self.stop_new(service)
+            }
+            StepKind::Stop { service } => {
+                let live: Vec<ContainerInfo> = self
+                    .containers(service)?
+                    .into_iter()
+                    .filter(ContainerInfo::running)
+                    .collect();
+                let refs: Vec<&ContainerInfo> = live.iter().collect();
+                let stopped = self.stop_all(&refs, self.grace(service))?;
+                Ok(format!("stopped {}", stopped.join(", ")))
+            }
+            StepKind::Create { service } => {
+                let strategy = self.service(service)?.strategy;
+                let slot = if strategy == Strategy::BlueGreen {
+                    Slot::Blue
+                } else {
+                    Slot::Single
+                };
+                if let Some(c) = self
+                    .containers(service)?
+                    .iter()
+                    .find(|c| c.release == self.release && c.running())
+                {
+                    return Ok(format!("{} already runs", c.name));
+                }
+                let (c, health) = self.start_new(service, slot)?;
+                Ok(format!(
+                    "started {} on {}; {health}",
+                    c.name,
+                    short(&c.image_id)
+                ))
+            }
+            StepKind::Recreate { service } => self.recreate(service),
+            StepKind::BlueGreen { service } => self.blue_green(service),
+            StepKind::Start { service } => {
+                let before: Vec<ContainerInfo> =
+                    self.before_of(service).into_iter().cloned().collect();
+                let health = self.service(service)?.health.clone();
+                let mut out = Vec::new();
+                for b in &before {
+                    self.block(self.docker.start(&b.id))?;
+                    self.block(
+                        self.docker
+                            .set_restart(&b.id, self.service(service)?.restart),
+                    )?;
+                    out.push(self.block(self.docker.wait_healthy(
+                        &self.desired.name,
+                        service,
+                        &b.id,
+                        health.as_ref(),
+                    ))?);
+                }
+                Ok(out.join("; "))
+            }
+            StepKind::MarkPending { service } => Ok(format!(
+                "`{service}` stays on its current image until `cutover upgrade-service {service}`"
+            )),
+            StepKind::Remove { service } if step.phase == cutover_core::spec::Phase::Revert => {
+                self.stop_new(service)
+            }
+            StepKind::Remove { service } => {
+                // Stopped and kept: it is the rollback target until the next release.
+                let live: Vec<ContainerInfo> = self.containers(service)?;
+                let refs: Vec<&ContainerInfo> = live.iter().filter(|c| c.running()).collect();
+                let stopped = self.stop_all(&refs, self.grace(service))?;
+                Ok(format!(
+                    "stopped {} (kept for a rollback)",
+                    stopped.join(", ")
+                ))
+            }
+            StepKind::RecordRelease => self.record_release(),
+            StepKind::StartPrevious { service } => self.start_previous(service),
+            StepKind::CompareWithBefore => self.compare_with_before(),
+            StepKind::Custom { .. }
+            | StepKind::CheckData { .. }
+            | StepKind::CheckSchemaVersion { .. }
+            | StepKind::MaintenanceOn
+            | StepKind::MaintenanceOff
+            | StepKind::TakeRestorePoint { .. }
+            | StepKind::RestoreData { .. } => Err(StepError::new("not built yet")),
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+/// The journal of one operation, in the store.
+pub struct StoreJournal<'a> {
+    pub store: &'a Store,
+    pub operation: u64,
+    /// Print each step as it starts and ends.
+    pub progress: bool,
+}
+
+impl Journal for StoreJournal<'_> {
+    fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
+        if self.progress {
+            eprintln!("  {:<13} {} …", step.phase.as_str(), step.title);
+        }
+        self.store
+            .step_started(self.operation, &step.id, step.phase.as_str(), &step.title)
+            .map_err(|e| JournalError(e.to_string()))
+    }
+
+    fn finished(
+        &mut self,
+        seq: u64,
+        step: &PlanStep,
+        result: &StepResult,
+    ) -> Result<(), JournalError> {
+        let (status, output) = match result {
+            StepResult::Succeeded { output } => (StepStatus::Succeeded, output.clone()),
+            StepResult::Failed { error } => (
+                StepStatus::Failed,
+                if error.output.is_empty() {
+                    error.message.clone()
+                } else {
+                    format!("{}\n{}", error.message, error.output)
+                },
+            ),
+        };
+        if self.progress {
+            let mark = if status == StepStatus::Succeeded {
+                "ok"
+            } else {
+                "FAILED"
+            };
+            let first = output.lines().next().unwrap_or("");
+            eprintln!("  {:<13} {mark}: {first}", "");
+            let _ = step;
+        }
+        self.store
+            .step_finished(self.operation, seq, status, &output)
+            .map_err(|e| JournalError(e.to_string()))
+    }
+}
