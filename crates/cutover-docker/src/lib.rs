@@ -78,17 +78,29 @@ impl Runtime {
             .ok()
             .filter(|h| h.starts_with("unix://"))
             .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        Runtime::connect_to(&socket).await
+    }
+
+    /// Connects to the engine on `socket` (`unix:///path`) and negotiates the API version.
+    pub async fn connect_to(socket: &str) -> Result<Runtime, RuntimeError> {
         let unavailable = |reason: String| RuntimeError::Unavailable {
-            socket: socket.clone(),
+            socket: socket.to_string(),
             reason,
         };
-        let docker =
-            Docker::connect_with_local_defaults().map_err(|e| unavailable(e.to_string()))?;
+        let docker = Docker::connect_with_unix(
+            socket,
+            CONNECT_TIMEOUT.as_secs(),
+            bollard::API_DEFAULT_VERSION,
+        )
+        .map_err(|e| unavailable(e.to_string()))?;
         let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| unavailable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
             .map_err(|e| unavailable(e.to_string()))?;
-        Ok(Runtime { docker, socket })
+        Ok(Runtime {
+            docker,
+            socket: socket.to_string(),
+        })
     }
 
     /// The socket this runtime talks to.
