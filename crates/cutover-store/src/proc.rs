@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::model::Holder;
 
 impl Holder {
-    /// The current process: `$USER` (else `$LOGNAME`, else `unknown`), the
+    /// The current process: `$USER` (else `$LOGNAME`, else the name of its uid in
+    /// `/etc/passwd`, else `uid N`, else `unknown`), the
     /// host name (from `/proc/sys/kernel/hostname`, else `/etc/hostname`, else
     /// `localhost`), [`std::process::id`] and its start time.
     pub fn current() -> Holder {
@@ -30,7 +31,30 @@ fn current_user() -> String {
         .filter_map(|var| std::env::var(var).ok())
         .map(|v| v.trim().to_owned())
         .find(|v| !v.is_empty())
+        .or_else(user_of_uid)
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The login name of this process's real uid (services and CI often have no `$USER`).
+fn user_of_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    Some(name_of_uid(&passwd, &uid).unwrap_or_else(|| format!("uid {uid}")))
+}
+
+fn name_of_uid(passwd: &str, uid: &str) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        (f.next()? == uid).then(|| name.to_owned())
+    })
 }
 
 /// This machine's host name.
@@ -116,6 +140,15 @@ mod tests {
     use super::*;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn uid_names_come_from_passwd_lines() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nci:x:1001:1001::/home/ci:/bin/sh\n";
+        assert_eq!(name_of_uid(passwd, "0").as_deref(), Some("root"));
+        assert_eq!(name_of_uid(passwd, "1001").as_deref(), Some("ci"));
+        assert_eq!(name_of_uid(passwd, "1002"), None);
+        assert_eq!(name_of_uid("garbage", "0"), None);
+    }
 
     #[test]
     fn current_holder_is_this_process() {
