@@ -123,6 +123,15 @@ pub fn rollback(cli: &Cli, revision: Option<u64>, confirm: &ConfirmArgs) -> anyh
         ));
     }
     let pins = ReleaseImages::from_json(&rel.images_json).ids();
+    let confirm = &ConfirmArgs {
+        yes: confirm.yes,
+        reason: Some(
+            confirm
+                .reason
+                .clone()
+                .unwrap_or_else(|| format!("rollback to release {target}")),
+        ),
+    };
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
     let resolved = resolve(&rt, &docker, &desired, &pins)?;

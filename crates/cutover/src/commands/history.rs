@@ -6,6 +6,7 @@ use crate::cli::{Cli, OutputFormat};
 use crate::commands::{self, when};
 use crate::exit;
 use crate::output;
+use crate::runner::ReleaseImages;
 
 pub fn run(cli: &Cli, limit: usize) -> anyhow::Result<u8> {
     let name = commands::stack_name(cli)?;
@@ -35,16 +36,29 @@ pub fn run(cli: &Cli, limit: usize) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let mut out = format!(
-        "{:>8}  {:<10}  {:<20}  {:<20}  reason\n",
-        "revision", "status", "when", "by"
+        "{:>8}  {:<10}  {:<20}  {:<20}  {:<36}  reason\n",
+        "revision", "status", "when", "by", "images"
     );
     for r in &releases {
+        let images: Vec<String> = ReleaseImages::from_json(&r.images_json)
+            .0
+            .iter()
+            .map(|(svc, i)| {
+                let id = i.id.strip_prefix("sha256:").unwrap_or(&i.id);
+                format!("{svc}={}@{}", i.reference, &id[..id.len().min(12)])
+            })
+            .collect();
         out.push_str(&format!(
-            "{:>8}  {:<10}  {:<20}  {:<20}  {}\n",
+            "{:>8}  {:<10}  {:<20}  {:<20}  {:<36}  {}\n",
             r.revision,
             r.status.as_str(),
             when(r.created_at),
             format!("{}@{}", r.created_by, r.host),
+            if images.is_empty() {
+                "-".to_string()
+            } else {
+                images.join(" ")
+            },
             r.reason.as_deref().unwrap_or("")
         ));
     }
