@@ -1,7 +1,8 @@
 //! Waiting until a new container is healthy.
 //!
-//! The image's Docker HEALTHCHECK decides when the image has one; otherwise the service's
-//! `health` probe (HTTP, TCP or a command in the container) is run from here. Either way
+//! The image's Docker HEALTHCHECK is waited for when the image has one, and the service's
+//! `health` probe (HTTP, TCP or a command in the container) is run from here when the stack
+//! file has one: both must pass. Either way
 //! the service's `deadline` bounds the wait, a container that exits fails at once, and a
 //! failure names the service, the last probe output and the last 50 log lines.
 
@@ -162,17 +163,27 @@ impl Runtime {
                     )
                 })
                 .unwrap_or_default();
-            return Ok(match h.status.map(|s| s.to_string()).as_deref() {
-                Some("healthy") => {
-                    Verdict::Healthy(format!("Docker HEALTHCHECK: healthy ({last})"))
+            match h.status.map(|s| s.to_string()).as_deref() {
+                Some("healthy") if health.is_none() => {
+                    return Ok(Verdict::Healthy(format!(
+                        "Docker HEALTHCHECK: healthy ({last})"
+                    )));
                 }
-                Some("unhealthy") => Verdict::Failed(format!(
-                    "Docker HEALTHCHECK reports unhealthy after {} failed checks",
-                    h.failing_streak.unwrap_or(0)
-                ))
-                .with_last(last),
-                _ => Verdict::NotYet(format!("Docker HEALTHCHECK: starting ({last})")),
-            });
+                // Healthy for Docker; the stack's own probe, when it has one, must pass too.
+                Some("healthy") => {}
+                Some("unhealthy") => {
+                    return Ok(Verdict::Failed(format!(
+                        "Docker HEALTHCHECK reports unhealthy after {} failed checks",
+                        h.failing_streak.unwrap_or(0)
+                    ))
+                    .with_last(last));
+                }
+                _ => {
+                    return Ok(Verdict::NotYet(format!(
+                        "Docker HEALTHCHECK: starting ({last})"
+                    )));
+                }
+            }
         }
         let Some(health) = health else {
             return Ok(if started.elapsed() >= SETTLE {

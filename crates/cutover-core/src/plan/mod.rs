@@ -845,7 +845,7 @@ fn revert_steps(desired: &Stack, services: &[ServiceChange], data: &[DataPlan]) 
     }
     p.push(
         "compare",
-        "compare images, env, schema version and data with the state before the upgrade",
+        "check that every service runs the containers and image IDs it ran before the upgrade",
         StepKind::CompareWithBefore,
     );
     p.out

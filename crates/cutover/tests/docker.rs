@@ -1,0 +1,912 @@
+//! The `cutover` binary against a real Docker Engine: real processes, real containers, real
+//! HTTP. The cutover-demo images (examples/demo/build-images) are the app under upgrade.
+//!
+//! Every test owns a stack with its own name and host ports, so the tests run in parallel;
+//! a guard removes the stack's containers, network and volume when the test ends, passed or
+//! not. Without a reachable Docker Engine these tests fail: they never skip silently.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------
+// The engine and the demo images.
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Checks the engine answers and builds the demo images when one is missing; once per run.
+fn demo_images() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        match Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "Docker Engine not reachable: these tests need it (CI starts it in .ci/run)\n`docker info` said: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => panic!(
+                "Docker Engine not reachable: these tests need it (CI starts it in .ci/run)\ncannot run `docker info`: {e}"
+            ),
+        }
+        let root = repo_root();
+        let script = root.join("examples/demo/build-images");
+        // Its own target dir: the nested cargo must not wait for the lock this build holds.
+        let out = Command::new(&script)
+            .arg("--if-missing")
+            .env("CARGO_TARGET_DIR", root.join("target/demo-images"))
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} --if-missing failed ({}); the Docker tests need the cutover-demo images:\n{}\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the docker CLI runs")
+}
+
+/// Runs `docker ARGS`, which must succeed; its standard output, trimmed.
+fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The ID of a local image: `sha256:…`.
+fn image_id(reference: &str) -> String {
+    docker_ok(&["image", "inspect", "-f", "{{.Id}}", reference])
+}
+
+/// The image ID a container runs.
+fn image_of(container: &str) -> String {
+    docker_ok(&["inspect", "-f", "{{.Image}}", container])
+}
+
+fn is_running(container: &str) -> bool {
+    docker_ok(&["inspect", "-f", "{{.State.Running}}", container]) == "true"
+}
+
+/// Where container port 8080 of `container` is published on this host.
+fn published_8080(container: &str) -> SocketAddr {
+    let out = docker_ok(&["port", container, "8080"]);
+    let first = lines(&out)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("container {container} publishes no port 8080"));
+    let addr: SocketAddr = first
+        .parse()
+        .unwrap_or_else(|e| panic!("`docker port` said {first:?}: {e}"));
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// A host port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP, the way a client of the app sees it.
+
+/// `GET path` over HTTP/1.0: the status and the body.
+fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+        .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {addr}{path}: no complete answer: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("GET {addr}{path}: bad status line in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// What `GET /version` answers (`v1`, `v2`, ...), or why it did not.
+fn version(addr: SocketAddr) -> Result<String, String> {
+    match http_get(addr, "/version")? {
+        (200, body) => Ok(body.trim().to_string()),
+        (status, body) => Err(format!("GET /version → {status}: {body}")),
+    }
+}
+
+/// The version `addr` answers; right after a successful apply the app must answer (a few
+/// tries only absorb the port proxy catching up).
+fn version_now(addr: SocketAddr) -> String {
+    let mut last = String::new();
+    for _ in 0..10 {
+        match version(addr) {
+            Ok(v) => return v,
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{addr} does not answer GET /version: {last}")
+}
+
+// ---------------------------------------------------------------------------------------
+// A stack of one test: its directory, state dir and cleanup.
+
+const HEALTH: &str = "{ http: /health, interval: 500ms, deadline: 30s }";
+
+struct Stack {
+    name: String,
+    dir: tempfile::TempDir,
+    /// Containers outside the stack that the test started and the guard removes.
+    foreign: Vec<String>,
+}
+
+impl Stack {
+    /// A stack named `t-<tag>-<pid>`, with no stack file yet.
+    fn new(tag: &str) -> Stack {
+        Stack::named(format!("t-{tag}-{}", std::process::id()))
+    }
+
+    fn named(name: String) -> Stack {
+        demo_images();
+        let stack = Stack {
+            name,
+            dir: tempfile::tempdir().expect("temp dir"),
+            foreign: Vec::new(),
+        };
+        // Leftovers of an earlier run that was killed before its guard ran.
+        stack.cleanup();
+        stack
+    }
+
+    fn volume(&self) -> String {
+        format!("{}-data", self.name)
+    }
+
+    fn network(&self) -> String {
+        format!("cutover-{}", self.name)
+    }
+
+    fn label(&self) -> String {
+        format!("label=io.cutover.stack={}", self.name)
+    }
+
+    /// The stack file: service `app` (port 8080, a named volume, an HTTP health probe).
+    /// `host_port` publishes 8080 on loopback; blue-green stacks get their traffic route.
+    fn write(&self, image: &str, strategy: &str, host_port: Option<u16>, health: &str) {
+        let name = &self.name;
+        let ports = host_port
+            .map(|p| format!("    ports: [\"127.0.0.1:{p}:8080\"]\n"))
+            .unwrap_or_default();
+        let traffic = if strategy == "blue-green" {
+            "traffic:\n  routes: [{ service: app }]\n"
+        } else {
+            ""
+        };
+        let yaml = format!(
+            "name: {name}\n\
+             services:\n  \
+               app:\n    \
+                 image: {image}\n    \
+                 port: 8080\n\
+             {ports}    \
+                 volumes: [\"{name}-data:/data\"]\n    \
+                 strategy: {strategy}\n    \
+                 stop_grace: 5s\n    \
+                 health: {health}\n\
+             {traffic}"
+        );
+        std::fs::write(self.dir.path().join("cutover.yaml"), yaml).expect("write the stack file");
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        c.current_dir(self.dir.path())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .args(args)
+            .env_remove("CUTOVER_FILE")
+            .env_remove("CUTOVER_ENV")
+            .env_remove("CUTOVER_STATE_DIR")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("cutover runs")
+    }
+
+    /// `apply --yes` with `--set`s.
+    fn apply(&self, sets: &[&str]) -> Output {
+        let mut args = vec!["apply", "--yes"];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        self.run(&args)
+    }
+
+    /// `apply`, which must exit 0.
+    fn apply_ok(&self, sets: &[&str]) {
+        expect_code(&self.apply(sets), 0, &format!("apply {sets:?}"));
+    }
+
+    /// The stack's containers (full IDs); `all` includes stopped ones; `filters` adds
+    /// `--filter`s.
+    fn containers(&self, all: bool, filters: &[&str]) -> Vec<String> {
+        let label = self.label();
+        let mut args = vec!["ps", "-q", "--no-trunc", "--filter", &label];
+        if all {
+            args.push("-a");
+        }
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        lines(&docker_ok(&args))
+    }
+
+    /// The one running container of the stack.
+    fn the_running(&self) -> String {
+        let running = self.containers(false, &[]);
+        assert_eq!(
+            running.len(),
+            1,
+            "stack {} should run exactly one container: {running:?}\n{}",
+            self.name,
+            docker_ok(&["ps", "-a", "--filter", &self.label()])
+        );
+        running.into_iter().next().expect("one container")
+    }
+
+    fn history(&self) -> Value {
+        let o = self.run(&["history", "-o", "json"]);
+        expect_code(&o, 0, "history -o json");
+        serde_json::from_slice(&o.stdout).expect("history JSON")
+    }
+
+    /// Release `revision` from `history -o json`.
+    fn release(&self, revision: u64) -> Value {
+        let h = self.history();
+        h["releases"]
+            .as_array()
+            .expect("releases array")
+            .iter()
+            .find(|r| r["revision"].as_u64() == Some(revision))
+            .cloned()
+            .unwrap_or_else(|| panic!("no release {revision} in history: {h:#}"))
+    }
+
+    fn status_of(&self, revision: u64) -> String {
+        self.release(revision)["status"]
+            .as_str()
+            .expect("status string")
+            .to_string()
+    }
+
+    fn status_text(&self) -> String {
+        let o = self.run(&["status"]);
+        expect_code(&o, 0, "status");
+        stdout(&o)
+    }
+
+    fn cleanup(&self) {
+        let label = self.label();
+        let o = docker(&["ps", "-aq", "--no-trunc", "--filter", &label]);
+        let mut ids = lines(&String::from_utf8_lossy(&o.stdout));
+        ids.extend(self.foreign.iter().cloned());
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            docker(&args);
+        }
+        docker(&["network", "rm", &self.network()]);
+        docker(&["volume", "rm", "-f", &self.volume()]);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exited, not killed")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn expect_code(o: &Output, want: i32, what: &str) {
+    assert_eq!(
+        code(o),
+        want,
+        "{what}: exit code\n--- stdout\n{}\n--- stderr\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Recreate.
+
+#[test]
+fn v1_to_v2_recreate_replaces_the_container_and_records_the_image_id() {
+    let s = Stack::new("recreate");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+
+    s.apply_ok(&[]);
+    assert_eq!(version_now(addr), "v1");
+    let first = s.the_running();
+
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    assert_eq!(version_now(addr), "v2");
+    let second = s.the_running();
+    assert_ne!(first, second, "recreate runs a new container");
+    let v2 = image_id("cutover-demo:v2");
+    assert_eq!(image_of(&second), v2);
+
+    let rel = s.release(2);
+    assert_eq!(rel["status"], "deployed", "{rel:#}");
+    assert_eq!(
+        rel["images"]["app"]["id"].as_str(),
+        Some(v2.as_str()),
+        "{rel:#}"
+    );
+    assert_eq!(s.status_of(1), "superseded");
+
+    let o = s.run(&["status", "-o", "json"]);
+    expect_code(&o, 0, "status -o json");
+    let status: Value = serde_json::from_slice(&o.stdout).expect("status JSON");
+    assert_eq!(status["release"]["revision"], 2, "{status:#}");
+    let app = &status["services"][0];
+    assert_eq!(app["service"], "app", "{status:#}");
+    assert_eq!(app["image_id"].as_str(), Some(v2.as_str()), "{status:#}");
+    assert_eq!(app["drift"], false, "{status:#}");
+}
+
+#[test]
+fn broken_upgrade_reverts_to_the_same_image_id() {
+    let s = Stack::new("broken");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    s.apply_ok(&[]);
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    assert_eq!(version_now(addr), "v2");
+    let before = s.the_running();
+
+    let o = s.apply(&["app.image=cutover-demo:v3-broken"]);
+    expect_code(&o, 1, "apply v3-broken");
+    let err = stderr(&o);
+    assert!(err.contains("`app`"), "{err}");
+    assert!(err.contains("did not become healthy"), "{err}");
+    assert!(
+        err.contains("GET /health 500"),
+        "the failure shows the container's log: {err}"
+    );
+
+    assert_eq!(version_now(addr), "v2");
+    assert_eq!(
+        s.the_running(),
+        before,
+        "the container of release 2 runs again"
+    );
+    assert_eq!(image_of(&before), image_id("cutover-demo:v2"));
+    assert!(
+        s.containers(true, &["label=io.cutover.release=3"])
+            .is_empty(),
+        "nothing of the reverted release is left"
+    );
+    assert_eq!(s.status_of(3), "reverted");
+    assert_eq!(s.status_of(2), "deployed");
+}
+
+#[test]
+fn rollback_to_release_1_runs_v1s_exact_image_id() {
+    let s = Stack::new("rollback");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    s.apply_ok(&[]);
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    assert_eq!(version_now(addr), "v2");
+
+    let o = s.run(&["rollback", "1", "--yes"]);
+    expect_code(&o, 0, "rollback 1");
+    assert_eq!(version_now(addr), "v1");
+    let v1 = image_id("cutover-demo:v1");
+    assert_eq!(image_of(&s.the_running()), v1);
+    let rel = s.release(3);
+    assert_eq!(rel["status"], "deployed", "{rel:#}");
+    assert_eq!(
+        rel["images"]["app"]["id"].as_str(),
+        Some(v1.as_str()),
+        "{rel:#}"
+    );
+}
+
+#[test]
+fn missing_image_fails_in_preflight_and_touches_nothing() {
+    let s = Stack::new("noimage");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    s.apply_ok(&[]);
+    let before = s.the_running();
+
+    let o = s.apply(&["app.image=cutover-demo:does-not-exist"]);
+    expect_code(&o, 2, "apply of a missing image");
+    let err = stderr(&o);
+    assert!(err.contains("preflight"), "{err}");
+    assert!(err.contains("cutover-demo:does-not-exist"), "{err}");
+
+    assert_eq!(s.the_running(), before);
+    assert_eq!(version_now(addr), "v1");
+    assert_eq!(s.status_of(2), "failed");
+    assert_eq!(s.status_of(1), "deployed");
+}
+
+// ---------------------------------------------------------------------------------------
+// Blue-green.
+
+/// One GET /version while an apply runs: when it started, when it ended, what it got.
+struct Poll {
+    start: Instant,
+    end: Instant,
+    result: Result<String, String>,
+}
+
+/// Spawns `cutover ARGS` and GETs /version of `addr` every 50 ms until it exits. Returns the
+/// polls and the process's output.
+fn poll_while(s: &Stack, args: &[&str], addr: SocketAddr) -> (Vec<Poll>, Output) {
+    let out_path = s.dir.path().join("apply.stdout");
+    let err_path = s.dir.path().join("apply.stderr");
+    let mut child = s
+        .cmd(args)
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+        .spawn()
+        .expect("cutover starts");
+    let began = Instant::now();
+    let mut polls = Vec::new();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for cutover") {
+            break status;
+        }
+        if began.elapsed() > Duration::from_secs(180) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`cutover {}` still runs after 180s:\n{}",
+                args.join(" "),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        let start = Instant::now();
+        let result = version(addr);
+        polls.push(Poll {
+            start,
+            end: Instant::now(),
+            result,
+        });
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = Output {
+        status,
+        stdout: std::fs::read(&out_path).expect("read stdout"),
+        stderr: std::fs::read(&err_path).expect("read stderr"),
+    };
+    (polls, output)
+}
+
+fn summary(polls: &[Poll], since: Instant) -> String {
+    polls
+        .iter()
+        .map(|p| {
+            format!(
+                "{:>6}ms {}",
+                p.start.duration_since(since).as_millis(),
+                match &p.result {
+                    Ok(v) => v.clone(),
+                    Err(e) => format!("ERR {e}"),
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn blue_green_keeps_the_old_container_serving_until_the_new_one_is_healthy() {
+    let s = Stack::new("bluegreen");
+    s.write("cutover-demo:v1", "blue-green", None, HEALTH);
+    s.apply_ok(&[]);
+    let old = s.the_running();
+    let old_addr = published_8080(&old);
+    assert_eq!(version_now(old_addr), "v1");
+
+    // Meanwhile, find the new container and note when it first answers v2 on its own port.
+    let stop = Arc::new(AtomicBool::new(false));
+    let first_v2: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let watcher = {
+        let (stop, first_v2) = (stop.clone(), first_v2.clone());
+        let label = s.label();
+        std::thread::spawn(move || {
+            let mut addr = None;
+            while !stop.load(Ordering::Relaxed) {
+                if addr.is_none() {
+                    let o = docker(&[
+                        "ps",
+                        "-q",
+                        "--no-trunc",
+                        "--filter",
+                        &label,
+                        "--filter",
+                        "label=io.cutover.release=2",
+                    ]);
+                    if let Some(id) = lines(&String::from_utf8_lossy(&o.stdout)).first() {
+                        let p = docker(&["port", id, "8080"]);
+                        addr = lines(&String::from_utf8_lossy(&p.stdout))
+                            .first()
+                            .and_then(|a| a.parse::<SocketAddr>().ok());
+                    }
+                }
+                if let Some(a) = addr {
+                    let start = Instant::now();
+                    if version(a).as_deref() == Ok("v2") {
+                        *first_v2.lock().expect("lock") = Some(start);
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let began = Instant::now();
+    let (polls, o) = poll_while(
+        &s,
+        &[
+            "apply",
+            "--yes",
+            "--set",
+            "app.image=cutover-demo:v2",
+            "--set",
+            "app.env.DEMO_SLOW_START=3",
+        ],
+        old_addr,
+    );
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().expect("watcher thread");
+    expect_code(&o, 0, "blue-green apply of v2");
+    let log = summary(&polls, began);
+
+    // The old container answered v1 until it stopped, and stopped only once the new one
+    // served v2.
+    let first_failure = polls.iter().position(|p| p.result.is_err());
+    let served = first_failure.unwrap_or(polls.len());
+    assert!(
+        polls[..served]
+            .iter()
+            .all(|p| p.result.as_deref() == Ok("v1")),
+        "{log}"
+    );
+    assert!(
+        served >= 20,
+        "the old container served only {served} requests during the apply:\n{log}"
+    );
+    assert!(
+        polls[served..]
+            .iter()
+            .all(|p| p.result.as_deref() != Ok("v2")),
+        "{log}"
+    );
+    if let Some(i) = first_failure {
+        let v2_at = first_v2.lock().expect("lock").unwrap_or_else(|| {
+            panic!("the old container failed, the new one never answered v2:\n{log}")
+        });
+        assert!(
+            polls[i].end >= v2_at,
+            "the old container failed at {}ms, before the new one answered v2 at {}ms:\n{log}",
+            polls[i].start.duration_since(began).as_millis(),
+            v2_at.duration_since(began).as_millis()
+        );
+    }
+
+    let new = s.the_running();
+    assert_ne!(new, old);
+    let new_addr = published_8080(&new);
+    assert_ne!(new_addr, old_addr);
+    assert_eq!(version_now(new_addr), "v2");
+    assert_eq!(image_of(&new), image_id("cutover-demo:v2"));
+    assert!(!is_running(&old), "the old container is stopped");
+
+    // A broken new version: the live one serves throughout, the broken one goes away.
+    let began = Instant::now();
+    let (polls, o) = poll_while(
+        &s,
+        &[
+            "apply",
+            "--yes",
+            "--set",
+            "app.image=cutover-demo:v3-broken",
+        ],
+        new_addr,
+    );
+    expect_code(&o, 1, "blue-green apply of v3-broken");
+    let log = summary(&polls, began);
+    assert!(
+        polls.iter().all(|p| p.result.as_deref() == Ok("v2")),
+        "the live container must serve throughout:\n{log}"
+    );
+    assert!(polls.len() >= 20, "{log}");
+    assert!(
+        stderr(&o).contains("did not become healthy"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(s.the_running(), new);
+    assert_eq!(version_now(new_addr), "v2");
+    assert!(
+        s.containers(true, &["label=io.cutover.release=3"])
+            .is_empty(),
+        "the broken container is removed:\n{}",
+        docker_ok(&["ps", "-a", "--filter", &s.label()])
+    );
+    assert_eq!(s.status_of(3), "reverted");
+    assert_eq!(s.status_of(2), "deployed");
+}
+
+// ---------------------------------------------------------------------------------------
+// Isolation, availability of the engine.
+
+#[test]
+fn other_stacks_and_unlabelled_containers_are_never_touched() {
+    let mut a = Stack::new("iso");
+    // B's name starts with A's: a prefix match on names would catch B's containers.
+    let b = Stack::named(format!("{}-b", a.name));
+    let foreign = format!("{}-app-r1-foreign", a.name);
+    a.foreign.push(foreign.clone());
+    docker(&["rm", "-f", &foreign]);
+    let foreign_id = docker_ok(&["run", "-d", "--name", &foreign, "cutover-demo:v1"]);
+
+    let b_port = free_port();
+    b.write("cutover-demo:v1", "recreate", Some(b_port), HEALTH);
+    b.apply_ok(&[]);
+    let b_id = b.the_running();
+
+    let a_port = free_port();
+    a.write("cutover-demo:v1", "recreate", Some(a_port), HEALTH);
+    a.apply_ok(&[]);
+    a.apply_ok(&["app.image=cutover-demo:v2"]);
+    let o = a.run(&["down", "--yes"]);
+    expect_code(&o, 0, "down of stack A");
+    assert!(a.containers(true, &[]).is_empty());
+
+    assert!(
+        is_running(&foreign_id),
+        "the unlabelled container still runs"
+    );
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.Id}}", &foreign]),
+        foreign_id
+    );
+    assert_eq!(b.the_running(), b_id, "stack B's container still runs");
+    assert_eq!(
+        version_now(SocketAddr::from(([127, 0, 0, 1], b_port))),
+        "v1"
+    );
+    docker_ok(&["network", "inspect", &b.network()]);
+}
+
+#[test]
+fn docker_unavailable_is_a_clear_error_and_changes_nothing() {
+    let s = Stack::new("nodocker");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    s.apply_ok(&[]);
+    let before = s.the_running();
+    let history = s.run(&["history", "-o", "json"]);
+    expect_code(&history, 0, "history");
+
+    let socket = format!("/tmp/{}/nope.sock", s.name);
+    let o = s
+        .cmd(&["apply", "--yes", "--set", "app.image=cutover-demo:v2"])
+        .env("DOCKER_HOST", format!("unix://{socket}"))
+        .output()
+        .expect("cutover runs");
+    expect_code(&o, 2, "apply without an engine");
+    assert!(stderr(&o).contains(&socket), "{}", stderr(&o));
+
+    let after = s.run(&["history", "-o", "json"]);
+    expect_code(&after, 0, "history");
+    assert_eq!(stdout(&history), stdout(&after), "the history is unchanged");
+    assert_eq!(s.the_running(), before);
+    assert_eq!(version_now(addr), "v1");
+}
+
+// ---------------------------------------------------------------------------------------
+// Manual upgrades, the stack's own probe.
+
+#[test]
+fn manual_strategy_waits_for_upgrade_service() {
+    let s = Stack::new("manual");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "manual", Some(port), HEALTH);
+    s.apply_ok(&[]);
+    assert_eq!(version_now(addr), "v1");
+    let first = s.the_running();
+
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    assert_eq!(version_now(addr), "v1", "a manual service waits");
+    assert_eq!(s.the_running(), first);
+    let status = s.status_text();
+    assert!(status.contains("PENDING"), "{status}");
+
+    let o = s.run(&["upgrade-service", "app", "--yes"]);
+    expect_code(&o, 0, "upgrade-service app");
+    assert_eq!(version_now(addr), "v2");
+    assert_eq!(image_of(&s.the_running()), image_id("cutover-demo:v2"));
+    let status = s.status_text();
+    assert!(!status.contains("PENDING"), "{status}");
+}
+
+#[test]
+fn stack_health_probe_is_used_when_the_image_has_none() {
+    let s = Stack::new("probe");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let image = "cutover-demo:v2-nohealthcheck";
+    s.write(
+        image,
+        "recreate",
+        Some(port),
+        "{ http: /health, body_contains: \"ok\", interval: 500ms, deadline: 30s }",
+    );
+    let o = s.apply(&[]);
+    expect_code(&o, 0, "apply v2-nohealthcheck");
+    assert!(
+        !stderr(&o).contains("Docker HEALTHCHECK"),
+        "the image has no HEALTHCHECK: {}",
+        stderr(&o)
+    );
+    let first = s.the_running();
+    assert_eq!(
+        docker_ok(&["inspect", "-f", "{{.State.Health}}", &first]),
+        "<nil>",
+        "the image has no HEALTHCHECK"
+    );
+    assert_eq!(version_now(addr), "v2");
+
+    // A probe the app fails (404); only the stack's probe can tell.
+    s.write(
+        image,
+        "recreate",
+        Some(port),
+        "{ http: /nope, interval: 500ms, deadline: 6s }",
+    );
+    let o = s.apply(&[]);
+    expect_code(&o, 1, "apply with a failing probe");
+    let err = stderr(&o);
+    assert!(err.contains("did not become healthy"), "{err}");
+    assert!(err.contains("/nope"), "{err}");
+    assert!(err.contains("404"), "{err}");
+    assert_eq!(s.the_running(), first, "the previous container runs again");
+    assert_eq!(version_now(addr), "v2");
+
+    // A body that lacks what the probe wants: 200 is not enough.
+    s.write(
+        image,
+        "recreate",
+        Some(port),
+        "{ http: /health, body_contains: \"never-in-the-body\", interval: 500ms, deadline: 6s }",
+    );
+    let o = s.apply(&[]);
+    expect_code(&o, 1, "apply with a body the probe does not accept");
+    let err = stderr(&o);
+    assert!(err.contains("did not become healthy"), "{err}");
+    assert!(err.contains("never-in-the-body"), "{err}");
+    assert_eq!(s.the_running(), first, "the previous container runs again");
+    assert_eq!(version_now(addr), "v2");
+    assert_eq!(s.status_of(1), "deployed");
+}
+
+// ---------------------------------------------------------------------------------------
+// Down.
+
+#[test]
+fn down_removes_containers_and_network_but_keeps_volume_unless_asked() {
+    let s = Stack::new("down");
+    let port = free_port();
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    s.apply_ok(&[]);
+    s.the_running();
+    docker_ok(&["network", "inspect", &s.network()]);
+    docker_ok(&["volume", "inspect", &s.volume()]);
+
+    let o = s.run(&["down", "--yes"]);
+    expect_code(&o, 0, "down");
+    assert!(s.containers(true, &[]).is_empty(), "no container is left");
+    assert!(
+        !docker(&["network", "inspect", &s.network()])
+            .status
+            .success(),
+        "the network is gone"
+    );
+    docker_ok(&["volume", "inspect", &s.volume()]);
+
+    s.apply_ok(&[]);
+    s.the_running();
+    let o = s.run(&["down", "--yes", "--volumes"]);
+    expect_code(&o, 0, "down --volumes");
+    assert!(s.containers(true, &[]).is_empty(), "no container is left");
+    assert!(
+        !docker(&["network", "inspect", &s.network()])
+            .status
+            .success(),
+        "the network is gone"
+    );
+    assert!(
+        !docker(&["volume", "inspect", &s.volume()]).status.success(),
+        "the volume is gone"
+    );
+}
