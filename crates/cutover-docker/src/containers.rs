@@ -520,11 +520,51 @@ impl Runtime {
             .and_then(|ip| ip.parse().ok()))
     }
 
+    /// Where a named volume's files are on this host (`local` driver volumes only: other
+    /// drivers keep them elsewhere, and cutover refuses to guess). `None` when the volume
+    /// does not exist.
+    pub async fn volume_path(
+        &self,
+        name: &str,
+    ) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) if v.driver == "local" && !v.mountpoint.is_empty() => {
+                Ok(Some(std::path::PathBuf::from(v.mountpoint)))
+            }
+            Ok(v) => Err(RuntimeError::Docker {
+                what: format!(
+                    "volume `{name}` uses the `{}` driver: cutover archives only `local` volumes",
+                    v.driver
+                ),
+                source: bollard::errors::Error::DockerResponseServerError {
+                    status_code: 400,
+                    message: "unsupported volume driver".into(),
+                },
+            }),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(RuntimeError::docker(format!(
+                "cannot inspect volume `{name}`"
+            ))(e)),
+        }
+    }
+
     /// Removes every container of the stack and its network; with `volumes`, also the named
-    /// volumes its containers mounted. Returns what was removed, for the operator.
-    pub async fn down(&self, stack: &str, volumes: bool) -> Result<Vec<String>, RuntimeError> {
+    /// volumes its containers mounted and the ones in `declared` (the stack file's, which
+    /// may outlive every container). Returns what was removed, for the operator.
+    pub async fn down(
+        &self,
+        stack: &str,
+        volumes: bool,
+        declared: &[String],
+    ) -> Result<Vec<String>, RuntimeError> {
         let mut removed = Vec::new();
-        let mut volume_names = Vec::new();
+        let mut volume_names: Vec<String> = if volumes {
+            declared.to_vec()
+        } else {
+            Vec::new()
+        };
         for c in self.containers(stack).await? {
             if volumes {
                 let inspect = self
@@ -571,11 +611,21 @@ impl Runtime {
             }
         }
         for v in volume_names {
-            self.docker
+            match self
+                .docker
                 .remove_volume(&v, Some(RemoveVolumeOptions { force: false }))
                 .await
-                .map_err(RuntimeError::docker(format!("cannot remove volume `{v}`")))?;
-            removed.push(format!("volume {v}"));
+            {
+                Ok(()) => removed.push(format!("volume {v}")),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => {
+                    return Err(RuntimeError::docker(format!("cannot remove volume `{v}`"))(
+                        e,
+                    ));
+                }
+            }
         }
         Ok(removed)
     }

@@ -82,6 +82,27 @@ pub struct ConfirmArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum RestorePointsAction {
+    /// Every restore point: release, data set, status, size, schema version.
+    List,
+    /// Check restore points against their manifests (all, or those of one release).
+    Verify {
+        /// The release whose restore points to check.
+        release: Option<u64>,
+    },
+    /// Remove restore points of all but the newest N releases, and the failed copies reverts
+    /// kept for inspection. The live release's restore point (the data to go back to) is
+    /// always kept.
+    Prune {
+        /// How many releases' restore points to keep.
+        #[arg(long, default_value_t = 3)]
+        keep: usize,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the stack file and report every problem with its file:line:column.
     Validate,
@@ -142,6 +163,12 @@ pub enum Command {
 
     /// Stop the running operation at the next step boundary and revert it.
     Abort,
+
+    /// The restore points of the stack's data: list, verify, prune.
+    RestorePoints {
+        #[command(subcommand)]
+        action: RestorePointsAction,
+    },
 
     /// Remove the stack's lease. Only for a lease whose holder is known to be gone.
     Unlock {

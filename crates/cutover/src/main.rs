@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod exit;
 mod output;
+mod restore;
 mod runner;
 
 use std::process::ExitCode;

@@ -44,10 +44,6 @@ impl ReleaseImages {
 pub fn unsupported(step: &PlanStep) -> Option<&'static str> {
     match &step.action {
         StepKind::Custom { .. } => Some("custom steps (issue #6)"),
-        StepKind::CheckData { .. }
-        | StepKind::TakeRestorePoint { .. }
-        | StepKind::RestoreData { .. } => Some("restore points of data (issue #4)"),
-        StepKind::CheckSchemaVersion { .. } => Some("schema version checks (issues #4 and #6)"),
         StepKind::MaintenanceOn | StepKind::MaintenanceOff => {
             Some("maintenance pages, which need the traffic proxy (issue #5)")
         }
@@ -75,6 +71,10 @@ pub struct Runner<'a> {
     /// The containers that ran when the operation began: the revert target.
     pub before: Vec<ContainerInfo>,
     pub traffic: Box<dyn TrafficSwitch + 'a>,
+    /// Where this stack's restore points are kept.
+    pub restore_points: cutover_data::manifest::RestorePoints,
+    /// Bytes the restore points of this operation need, summed by the preflight checks.
+    pub space_needed: u64,
 }
 
 fn fail(e: impl std::fmt::Display) -> StepError {
@@ -530,15 +530,17 @@ impl Executor for Runner<'_> {
                 ))
             }
             StepKind::RecordRelease => self.record_release(),
+            StepKind::CheckData { data } => self.check_data(data),
+            StepKind::TakeRestorePoint { data } => self.take_restore_point(data),
+            StepKind::RestoreData { data } => self.restore_data(data),
+            StepKind::CheckSchemaVersion { data, expect } => {
+                self.check_schema_version(data, expect.as_deref())
+            }
             StepKind::StartPrevious { service } => self.start_previous(service),
             StepKind::CompareWithBefore => self.compare_with_before(),
-            StepKind::Custom { .. }
-            | StepKind::CheckData { .. }
-            | StepKind::CheckSchemaVersion { .. }
-            | StepKind::MaintenanceOn
-            | StepKind::MaintenanceOff
-            | StepKind::TakeRestorePoint { .. }
-            | StepKind::RestoreData { .. } => Err(StepError::new("not built yet")),
+            StepKind::Custom { .. } | StepKind::MaintenanceOn | StepKind::MaintenanceOff => {
+                Err(StepError::new("not built yet"))
+            }
         }
     }
 }

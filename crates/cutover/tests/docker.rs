@@ -910,3 +910,141 @@ fn down_removes_containers_and_network_but_keeps_volume_unless_asked() {
         "the volume is gone"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Data: restore points taken before an upgrade, put back by its revert.
+
+/// `GET /schema` and `GET /items` of the demo app: the state of its database.
+fn app_state(addr: SocketAddr) -> (String, String) {
+    let (_, schema) = http_get(addr, "/schema").expect("GET /schema");
+    let (_, items) = http_get(addr, "/items").expect("GET /items");
+    (schema.trim().to_string(), items)
+}
+
+fn post_item(addr: SocketAddr, name: &str) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "POST /items HTTP/1.0\r\nContent-Length: {}\r\n\r\n{name}",
+        name.len()
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out.split_whitespace().nth(1).unwrap_or("");
+    assert!(status.starts_with('2'), "POST /items: {out}");
+}
+
+#[test]
+fn a_reverted_upgrade_puts_the_volume_back() {
+    let s = Stack::new("volume-rp");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    let stack_file = s.dir.path().join("cutover.yaml");
+    let mut yaml = std::fs::read_to_string(&stack_file).expect("read");
+    yaml.push_str(&format!(
+        "data:\n  app_data:\n    volume: {{ name: {} }}\n    writers: [app]\n",
+        s.volume()
+    ));
+    std::fs::write(&stack_file, yaml).expect("write");
+
+    s.apply_ok(&[]);
+    post_item(addr, "first");
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    post_item(addr, "second");
+    let before = app_state(addr);
+    assert_eq!(before.0, "2");
+
+    // v3-broken migrates the database to 3, then never turns healthy.
+    let o = s.apply(&["app.image=cutover-demo:v3-broken"]);
+    expect_code(&o, 1, "apply v3-broken");
+    assert!(
+        stderr(&o).contains("restore Docker volume"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        app_state(addr),
+        before,
+        "schema and rows are back as they were"
+    );
+
+    // The restore point is recorded as restored; what v3 left is kept for inspection.
+    let list = s.run(&["-o", "json", "restore-points", "list"]);
+    expect_code(&list, 0, "restore-points list");
+    let rps: Value = serde_json::from_slice(&list.stdout).expect("json");
+    let r3 = rps
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|m| m["release"] == 3)
+        .unwrap_or_else(|| panic!("no restore point of release 3: {rps}"));
+    assert_eq!(r3["status"], "restored", "{r3}");
+    let failed = PathBuf::from(r3["failed_copy"].as_str().expect("failed copy"));
+    assert!(failed.join("demo.sqlite").exists(), "{}", failed.display());
+    let verify = s.run(&["restore-points", "verify"]);
+    expect_code(&verify, 0, "restore-points verify");
+
+    let prune = s.run(&["restore-points", "prune", "--keep", "1", "--yes"]);
+    expect_code(&prune, 0, "restore-points prune");
+    assert!(
+        !failed.exists(),
+        "the failed copy is pruned: {}",
+        stdout(&prune)
+    );
+    assert!(
+        stdout(&prune).contains("kept     r2 app_data"),
+        "the live release's restore point is never pruned: {}",
+        stdout(&prune)
+    );
+}
+
+#[test]
+fn a_sqlite_database_is_restored_and_its_schema_version_checked() {
+    let s = Stack::new("sqlite-rp");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let data_dir = s.dir.path().join("appdata");
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let name = &s.name;
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             vars: {{ schema: \"1\" }}\n\
+             services:\n  app:\n    image: cutover-demo:v1\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"./appdata:/data\"]\n    \
+               stop_grace: 5s\n    health: {HEALTH}\n\
+             data:\n  db:\n    sqlite: {{ path: ./appdata/demo.sqlite }}\n    writers: [app]\n    \
+               schema_version: {{ query: \"select max(version) from schema_version\", expect: \"${{schema}}\" }}\n"
+        ),
+    )
+    .expect("stack file");
+
+    s.apply_ok(&[]);
+    post_item(addr, "one");
+    let o = s.apply(&["app.image=cutover-demo:v2", "vars.schema=2"]);
+    expect_code(&o, 0, "apply v2");
+    assert!(
+        stderr(&o).contains("schema version of `db` is 2"),
+        "the verify phase reads the new schema version: {}",
+        stderr(&o)
+    );
+    let before = app_state(addr);
+
+    let o = s.apply(&["app.image=cutover-demo:v3-broken", "vars.schema=3"]);
+    expect_code(&o, 1, "apply v3-broken");
+    assert_eq!(app_state(addr), before);
+    assert!(
+        data_dir.join("demo.sqlite.failed-3").exists(),
+        "the failed database is kept beside it"
+    );
+    // The live schema must match what the live release expects: a wrong expectation is
+    // refused in preflight, before anything stops.
+    let running = s.the_running();
+    let o = s.apply(&["app.image=cutover-demo:v3", "vars.schema=3"]);
+    expect_code(&o, 0, "apply v3");
+    assert_eq!(app_state(addr).0, "3");
+    assert_ne!(s.the_running(), running);
+}

@@ -436,6 +436,8 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         images: ReleaseImages::default(),
         before,
         traffic: Box::new(NoProxy),
+        restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
+        space_needed: 0,
     };
     let mut journal = StoreJournal {
         store: op.store,

@@ -38,7 +38,21 @@ pub fn run(cli: &Cli, volumes: bool, confirm: &ConfirmArgs) -> anyhow::Result<u8
     }
     let holder = Holder::current();
     let grant = store.acquire_lease(&holder, "down", LEASE_TTL)?;
-    let result = rt.block_on(docker.down(&name, volumes));
+    // The stack file's named volumes, when it loads: they may outlive every container.
+    let declared: Vec<String> = commands::load(cli, &[])
+        .map(|l| {
+            l.stack
+                .services
+                .values()
+                .flat_map(|s| &s.volumes)
+                .filter_map(|m| match &m.source {
+                    cutover_core::spec::MountSource::Volume(v) => Some(v.clone()),
+                    cutover_core::spec::MountSource::Bind(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let result = rt.block_on(docker.down(&name, volumes, &declared));
     // Nothing is deployed any more: the next apply is a first deploy. The release stays in
     // the history, and a rollback target.
     let recorded = match (&result, store.current_release()) {

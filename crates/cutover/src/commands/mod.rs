@@ -7,6 +7,7 @@ mod down;
 mod history;
 mod later;
 mod plan;
+mod restore_points;
 mod status;
 mod unlock;
 mod validate;
@@ -39,6 +40,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Resume => later::resume(cli),
         Command::Abort => later::abort(cli),
         Command::Unlock { force } => unlock::run(cli, *force),
+        Command::RestorePoints { action } => restore_points::run(cli, action),
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),
     }

@@ -1,0 +1,204 @@
+//! PostgreSQL restore points on a real throwaway cluster.
+
+mod common;
+
+use common::Cluster;
+use cutover_data::postgres::Admin;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A checksum of every table's rows, the schema, and the database-level settings and ACL.
+fn fingerprint(c: &Cluster, db: &str) -> String {
+    let rows = c.psql(
+        db,
+        "SELECT string_agg(table_name || ':' || (xpath('/row/c/text()', query_to_xml(format(\
+           'select md5(coalesce(string_agg(t::text, '','' order by t::text), '''')) as c from %I.%I t', \
+           table_schema, table_name), false, true, '')))[1]::text, ' ' ORDER BY table_name) \
+         FROM information_schema.tables WHERE table_schema = 'public'",
+    );
+    let schema = c.psql(
+        db,
+        "SELECT string_agg(table_name || '.' || column_name || ':' || data_type, ',' \
+           ORDER BY table_name, ordinal_position) \
+         FROM information_schema.columns WHERE table_schema = 'public'",
+    );
+    let facts = c.psql(
+        "postgres",
+        &format!(
+            "SELECT pg_get_userbyid(d.datdba) || ' ' || coalesce(d.datacl::text, '-') || ' ' || d.datconnlimit || ' ' || \
+               coalesce((SELECT string_agg(coalesce(pg_get_userbyid(nullif(s.setrole, 0))::text, '*') || '=' || array_to_string(s.setconfig, ';'), ' ' ORDER BY 1) \
+                 FROM pg_db_role_setting s WHERE s.setdatabase = d.oid), '-') \
+             FROM pg_database d WHERE d.datname = '{db}'"
+        ),
+    );
+    format!("rows {rows}\nschema {schema}\nfacts {facts}")
+}
+
+fn seed(c: &Cluster) {
+    c.psql("postgres", "CREATE ROLE app_owner LOGIN");
+    c.psql("postgres", "CREATE ROLE reporter LOGIN");
+    c.psql("postgres", "CREATE DATABASE app OWNER app_owner");
+    c.psql("postgres", "ALTER DATABASE app SET work_mem = '8MB'");
+    c.psql(
+        "postgres",
+        "ALTER DATABASE app SET search_path = public, \"$user\"",
+    );
+    c.psql(
+        "postgres",
+        "ALTER ROLE reporter IN DATABASE app SET statement_timeout = '5s'",
+    );
+    c.psql("postgres", "ALTER DATABASE app CONNECTION LIMIT 40");
+    c.psql("postgres", "REVOKE ALL ON DATABASE app FROM PUBLIC");
+    c.psql("postgres", "GRANT CONNECT ON DATABASE app TO reporter");
+    c.psql(
+        "app",
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20000) g; \
+         CREATE TABLE schema_version (version int PRIMARY KEY); INSERT INTO schema_version VALUES (1);",
+    );
+}
+
+#[test]
+fn a_swap_puts_back_rows_schema_settings_and_acl_and_keeps_the_failed_copy() {
+    let c = Cluster::start();
+    seed(&c);
+    let before = fingerprint(&c, "app");
+    let rt = rt();
+    let mut admin = rt.block_on(Admin::connect(&c.url(), "app")).expect("admin");
+
+    // A client still connected: the restore point ends its session.
+    let mut lingering = std::process::Command::new("psql")
+        .args(["-X", "-h"])
+        .arg(&c.dir)
+        .args([
+            "-p",
+            &c.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "app",
+            "-c",
+            "SELECT pg_sleep(60)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let rp = rt.block_on(admin.take("app", 2)).expect("restore point");
+    assert_eq!(rp.copy, "app__rp_2");
+    assert!(rp.size_bytes > 0);
+    let _ = lingering.wait();
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT datallowconn FROM pg_database WHERE datname = 'app__rp_2'"
+        ),
+        "f"
+    );
+    assert_eq!(
+        fingerprint(&c, "app"),
+        before,
+        "taking a restore point changes nothing"
+    );
+
+    // What a v2 migration does: schema and data.
+    c.psql(
+        "app",
+        "ALTER TABLE items ADD COLUMN created_at timestamptz DEFAULT now(); \
+         UPDATE items SET name = upper(name) WHERE id % 3 = 0; DELETE FROM items WHERE id > 15000; \
+         CREATE TABLE tags (item int, tag text); UPDATE schema_version SET version = 2;",
+    );
+    c.psql("postgres", "ALTER DATABASE app SET work_mem = '64MB'");
+    assert_ne!(fingerprint(&c, "app"), before);
+
+    let report = rt.block_on(admin.restore(&rp)).expect("restore");
+    assert_eq!(report.failed_copy.as_deref(), Some("app__failed_2"));
+    assert!(
+        report.swap < std::time::Duration::from_secs(1),
+        "{:?}",
+        report.swap
+    );
+    assert_eq!(
+        fingerprint(&c, "app"),
+        before,
+        "the restored database equals the original"
+    );
+    assert_eq!(c.psql("app", "SELECT version FROM schema_version"), "1");
+    // The failed copy is kept for inspection, with the migrated schema.
+    assert_eq!(
+        c.psql("app__failed_2", "SELECT version FROM schema_version"),
+        "2"
+    );
+    // Running the restore again (after a crash) finds it done and changes nothing.
+    rt.block_on(admin.restore(&rp)).expect("restore again");
+    assert_eq!(fingerprint(&c, "app"), before);
+    // Pruned later.
+    assert!(
+        rt.block_on(admin.drop_database("app__failed_2"))
+            .expect("drop")
+    );
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'app__%'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn a_killed_take_leaves_the_live_database_untouched_and_the_next_take_cleans_up() {
+    let c = Cluster::start();
+    seed(&c);
+    // Big enough that the copy takes a moment.
+    c.psql("app", "CREATE TABLE blob AS SELECT g, repeat(md5(g::text), 8) AS pad FROM generate_series(1, 600000) g");
+    let before = fingerprint(&c, "app");
+
+    // A separate process takes the restore point; it is killed mid-copy.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pg-restore-point"))
+        .args(["take", &c.url(), "app", "7"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("pg-restore-point");
+    let started = std::time::Instant::now();
+    let mut seen = false;
+    while !seen && started.elapsed() < std::time::Duration::from_secs(20) {
+        seen = c.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE DATABASE%' AND state = 'active'",
+        ) != "0";
+    }
+    child.kill().expect("kill");
+    assert!(
+        seen,
+        "the copy was never seen running: the kill did not interrupt it"
+    );
+    let _ = child.wait();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    assert_eq!(
+        fingerprint(&c, "app"),
+        before,
+        "the live database is untouched"
+    );
+    let rt = rt();
+    let admin = rt.block_on(Admin::connect(&c.url(), "app")).expect("admin");
+    let rp = rt
+        .block_on(admin.take("app", 7))
+        .expect("the next take succeeds");
+    rt.block_on(admin.verify(&rp)).expect("verified");
+    assert_eq!(
+        c.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'app__rp_7'"
+        ),
+        "1"
+    );
+}

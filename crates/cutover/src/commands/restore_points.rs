@@ -1,0 +1,230 @@
+//! `cutover restore-points list | verify [REV] | prune --keep N`.
+
+use anyhow::anyhow;
+use cutover_data::manifest::{Kind, Manifest, RestorePoints, Status};
+use cutover_data::postgres::Admin;
+use cutover_store::Holder;
+
+use crate::cli::{Cli, OutputFormat, RestorePointsAction};
+use crate::commands::{self, apply::LEASE_TTL};
+use crate::exit::{self, with_code};
+use crate::output;
+use crate::restore::human;
+
+pub fn run(cli: &Cli, action: &RestorePointsAction) -> anyhow::Result<u8> {
+    let name = commands::stack_name(cli)?;
+    let rps = RestorePoints::new(&commands::state_dir(cli));
+    match action {
+        RestorePointsAction::List => list(cli, &rps),
+        RestorePointsAction::Verify { release } => verify(cli, &rps, *release),
+        RestorePointsAction::Prune { keep, confirm } => {
+            let store = commands::open_store(cli, &name)?;
+            if !confirm.yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                return Err(with_code(
+                    exit::INVALID,
+                    anyhow!("not on a terminal: pass --yes to prune restore points"),
+                ));
+            }
+            let grant =
+                store.acquire_lease(&Holder::current(), "restore-points prune", LEASE_TTL)?;
+            let live = store.current_release()?.map(|r| r.revision);
+            let result = prune(cli, &rps, *keep, live);
+            store.release_lease(&grant.lease.token)?;
+            result
+        }
+    }
+}
+
+fn list(cli: &Cli, rps: &RestorePoints) -> anyhow::Result<u8> {
+    let all = rps.list()?;
+    if cli.output == OutputFormat::Json {
+        output::print_json(&all)?;
+        return Ok(exit::OK);
+    }
+    if all.is_empty() {
+        output::print("no restore points\n")?;
+        return Ok(exit::OK);
+    }
+    let mut out = format!(
+        "{:>7}  {:<14}  {:<9}  {:<9}  {:>10}  {:<8}  where\n",
+        "release", "data", "kind", "status", "size", "schema"
+    );
+    for m in &all {
+        out.push_str(&format!(
+            "{:>7}  {:<14}  {:<9}  {:<9}  {:>10}  {:<8}  {}\n",
+            m.release,
+            m.data,
+            kind(m),
+            status(m),
+            human(m.source_bytes),
+            m.schema_version.as_deref().unwrap_or("-"),
+            where_(rps, m)
+        ));
+    }
+    output::print(&out)?;
+    Ok(exit::OK)
+}
+
+fn kind(m: &Manifest) -> &'static str {
+    match m.kind {
+        Kind::Postgres => "postgres",
+        Kind::Sqlite => "sqlite",
+        Kind::Volume => "volume",
+        Kind::Directory => "directory",
+    }
+}
+
+fn status(m: &Manifest) -> &'static str {
+    match m.status {
+        Status::Creating => "partial",
+        Status::Complete => "complete",
+        Status::Restored => "restored",
+    }
+}
+
+fn where_(rps: &RestorePoints, m: &Manifest) -> String {
+    match &m.postgres {
+        Some(pg) => format!("database `{}` (same server)", pg.copy),
+        None => rps.dir(m.release, &m.data).display().to_string(),
+    }
+}
+
+/// The admin URL of a PostgreSQL data set, from the stack file (a secret: never printed).
+fn pg_url(cli: &Cli, data: &str) -> Option<String> {
+    let loaded = commands::load(cli, &[]).ok()?;
+    match &loaded.stack.data.get(data)?.kind {
+        cutover_core::spec::DataKind::Postgres { url, .. } => url.expose().map(str::to_string),
+        _ => None,
+    }
+}
+
+fn verify(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<u8> {
+    let all: Vec<Manifest> = rps
+        .list()?
+        .into_iter()
+        .filter(|m| release.is_none_or(|r| m.release == r))
+        .filter(|m| m.status == Status::Complete)
+        .collect();
+    if all.is_empty() {
+        output::print("no complete restore point to verify\n")?;
+        return Ok(exit::OK);
+    }
+    let rt = commands::tokio()?;
+    let mut bad = 0;
+    let mut out = String::new();
+    for m in &all {
+        let problems: Vec<String> = match &m.postgres {
+            Some(pg) => match pg_url(cli, &m.data) {
+                None => vec![format!(
+                    "the admin URL of `{}` is not available here",
+                    m.data
+                )],
+                Some(url) => rt
+                    .block_on(async {
+                        let admin = Admin::connect(&url, &pg.database).await?;
+                        admin.verify(pg).await
+                    })
+                    .err()
+                    .map(|e| vec![e.to_string()])
+                    .unwrap_or_default(),
+            },
+            None => rps.verify_files(m),
+        };
+        if problems.is_empty() {
+            out.push_str(&format!("ok       r{} {}\n", m.release, m.data));
+        } else {
+            bad += 1;
+            out.push_str(&format!(
+                "MISMATCH r{} {}: {}\n",
+                m.release,
+                m.data,
+                problems.join("; ")
+            ));
+        }
+    }
+    output::print(&out)?;
+    if bad > 0 {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!(
+                "{bad} restore point(s) do not match their manifests; a revert would refuse them"
+            ),
+        ));
+    }
+    Ok(exit::OK)
+}
+
+fn prune(cli: &Cli, rps: &RestorePoints, keep: usize, live: Option<u64>) -> anyhow::Result<u8> {
+    let all = rps.list()?;
+    let mut releases: Vec<u64> = all.iter().map(|m| m.release).collect();
+    releases.sort_unstable();
+    releases.dedup();
+    let kept: Vec<u64> = releases.iter().rev().take(keep).copied().collect();
+    let rt = commands::tokio()?;
+    let mut out = String::new();
+    for m in &all {
+        // The live release's restore point holds the data to roll back to: never pruned.
+        let protected = Some(m.release) == live;
+        let failed_copy_only = kept.contains(&m.release) || protected;
+        if let Some(pg) = &m.postgres {
+            let Some(url) = pg_url(cli, &m.data) else {
+                out.push_str(&format!(
+                    "skipped  r{} {}: the admin URL is not available here\n",
+                    m.release, m.data
+                ));
+                continue;
+            };
+            let dropped = rt.block_on(async {
+                let admin = Admin::connect(&url, &pg.database).await?;
+                let mut dropped = Vec::new();
+                if admin.drop_database(&pg.failed_name).await? {
+                    dropped.push(pg.failed_name.clone());
+                }
+                if !failed_copy_only
+                    && m.status != Status::Restored
+                    && admin.drop_database(&pg.copy).await?
+                {
+                    dropped.push(pg.copy.clone());
+                }
+                Ok::<_, cutover_data::postgres::PgError>(dropped)
+            })?;
+            for d in dropped {
+                out.push_str(&format!("dropped  database `{d}`\n"));
+            }
+        }
+        if m.postgres.is_none()
+            && let Some(failed) = &m.failed_copy
+        {
+            let path = std::path::Path::new(failed);
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path).map(|()| {
+                    // A SQLite database's companions go with it.
+                    for suffix in ["-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{failed}{suffix}"));
+                    }
+                })
+            };
+            match removed {
+                Ok(()) => out.push_str(&format!("removed  {failed} (set aside by a revert)\n")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow!("cannot remove {failed}: {e}")),
+            }
+        }
+        if !failed_copy_only {
+            rps.remove(m.release, &m.data)?;
+            out.push_str(&format!("removed  r{} {}\n", m.release, m.data));
+        } else if protected {
+            out.push_str(&format!(
+                "kept     r{} {} (the live release's: the data to roll back to)\n",
+                m.release, m.data
+            ));
+        }
+    }
+    if out.is_empty() {
+        out.push_str("nothing to prune\n");
+    }
+    output::print(&out)?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,439 @@
+//! The data steps of a plan: check that data is reachable and fits, take its restore point,
+//! put it back, read its schema version. PostgreSQL, SQLite and directories (a Docker
+//! volume's files or a bind path) each go to their module in cutover-data; this module
+//! resolves a data set to where it is and keeps the manifest.
+
+use std::path::{Path, PathBuf};
+
+use cutover_core::engine::StepError;
+use cutover_core::spec::{DataKind, DataSet};
+use cutover_data::manifest::{self, Artifact, Kind, Manifest, RestorePoints, Status};
+use cutover_data::postgres::Admin;
+use cutover_data::{archive, sqlite};
+
+use crate::runner::Runner;
+
+/// Where a data set is, resolved for this host.
+pub enum Target {
+    Postgres { url: String, database: String },
+    Sqlite { path: PathBuf },
+    Directory { path: PathBuf, kind: Kind },
+}
+
+/// The file a directory's archive is stored in.
+const ARCHIVE: &str = "content.tar.zst";
+
+/// Room asked beyond the estimate: a copy that fills the disk to the last byte is a copy
+/// that breaks the service it protects.
+const MARGIN: f64 = 1.1;
+
+fn fail(e: impl std::fmt::Display) -> StepError {
+    StepError::new(e.to_string())
+}
+
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+impl Runner<'_> {
+    fn data_set(&self, name: &str) -> Result<&DataSet, StepError> {
+        self.desired
+            .data
+            .get(name)
+            .or_else(|| self.previous.and_then(|p| p.data.get(name)))
+            .ok_or_else(|| StepError::new(format!("data set `{name}` is not in the stack")))
+    }
+
+    pub(crate) fn target(&self, name: &str) -> Result<Target, StepError> {
+        Ok(match &self.data_set(name)?.kind {
+            DataKind::Postgres {
+                url,
+                database,
+                tables,
+            } => {
+                if !tables.is_empty() {
+                    return Err(StepError::new(format!(
+                        "`{name}`: restore points of selected tables are not built yet; remove `tables:` to copy the whole database"
+                    )));
+                }
+                let url = url.expose().ok_or_else(|| {
+                    StepError::new(format!(
+                        "`{name}`: the admin URL ({}) is not available here",
+                        url.shown()
+                    ))
+                })?;
+                Target::Postgres {
+                    url: url.to_string(),
+                    database: database.clone(),
+                }
+            }
+            DataKind::Sqlite { path } => Target::Sqlite {
+                path: PathBuf::from(path),
+            },
+            DataKind::Directory { path } => Target::Directory {
+                path: PathBuf::from(path),
+                kind: Kind::Directory,
+            },
+            DataKind::Volume { name: volume } => {
+                let path = self
+                    .rt
+                    .block_on(self.docker.volume_path(volume))
+                    .map_err(fail)?
+                    .ok_or_else(|| {
+                        StepError::new(format!("Docker volume `{volume}` does not exist"))
+                    })?;
+                Target::Directory {
+                    path,
+                    kind: Kind::Volume,
+                }
+            }
+        })
+    }
+
+    fn check_room(&mut self, needed: u64, on: &Path) -> Result<String, StepError> {
+        let free = manifest::free_space(on).map_err(|e| {
+            StepError::new(format!(
+                "cannot read the free space of {}: {e}",
+                on.display()
+            ))
+        })?;
+        self.space_needed += needed;
+        let want = (self.space_needed as f64 * MARGIN) as u64;
+        if free < want {
+            return Err(StepError::new(format!(
+                "not enough room for the restore points: {} needed (with a 10% margin), {} free on {}; nothing was changed",
+                human(want),
+                human(free),
+                on.display()
+            )));
+        }
+        Ok(format!("{} free on {}", human(free), on.display()))
+    }
+
+    /// Preflight: the data is there, and its restore point will fit.
+    pub(crate) fn check_data(&mut self, name: &str) -> Result<String, StepError> {
+        let state = self.restore_points.root().to_path_buf();
+        match self.target(name)? {
+            Target::Postgres { url, database } => {
+                let (size, data_dir) = self
+                    .rt
+                    .block_on(async {
+                        let admin = Admin::connect(&url, &database).await?;
+                        if admin.oid_of(&database).await?.is_none() {
+                            return Err(cutover_data::postgres::PgError::Invalid(format!(
+                                "database `{database}` does not exist on {}",
+                                admin.target()
+                            )));
+                        }
+                        Ok((
+                            admin.size_of(&database).await?,
+                            admin.data_directory().await,
+                        ))
+                    })
+                    .map_err(fail)?;
+                let size = size.max(0) as u64;
+                // The copy lives beside the database, on the server's disk: check it when
+                // the server runs here, say so when it does not.
+                let room = match data_dir.map(PathBuf::from).filter(|d| d.exists()) {
+                    Some(dir) => self.check_room(size, &dir)?,
+                    None => "the server's free space cannot be checked from here".to_string(),
+                };
+                Ok(format!(
+                    "PostgreSQL database `{database}` ({}); {room}",
+                    human(size)
+                ))
+            }
+            Target::Sqlite { path } => {
+                let size = std::fs::metadata(&path)
+                    .map_err(|e| {
+                        StepError::new(format!("SQLite database {}: {e}", path.display()))
+                    })?
+                    .len();
+                let room = self.check_room(size, &state)?;
+                Ok(format!(
+                    "SQLite database {} ({}); {room}",
+                    path.display(),
+                    human(size)
+                ))
+            }
+            Target::Directory { path, .. } => {
+                let size = archive::estimate_size(&path).map_err(fail)?;
+                let room = self.check_room(size, &state)?;
+                Ok(format!("{} ({}); {room}", path.display(), human(size)))
+            }
+        }
+    }
+
+    fn schema_version_of(&self, name: &str, target: &Target) -> Result<Option<String>, StepError> {
+        let Some(sv) = &self.data_set(name)?.schema_version else {
+            return Ok(None);
+        };
+        match target {
+            Target::Postgres { url, database } => self
+                .rt
+                .block_on(Admin::schema_version(url, database, &sv.query))
+                .map_err(fail),
+            Target::Sqlite { path } => sqlite::schema_version(path, &sv.query).map_err(fail),
+            Target::Directory { .. } => Err(StepError::new(format!(
+                "`{name}`: a schema version query needs a postgres or sqlite data set"
+            ))),
+        }
+    }
+
+    /// Preflight and verify: the schema version, compared with what is expected.
+    pub(crate) fn check_schema_version(
+        &self,
+        name: &str,
+        expect: Option<&str>,
+    ) -> Result<String, StepError> {
+        let target = self.target(name)?;
+        let found = self.schema_version_of(name, &target)?;
+        match (found, expect) {
+            (None, _) => Err(StepError::new(format!(
+                "`{name}`: the schema version query returned no row"
+            ))),
+            (Some(v), Some(want)) if v.trim() != want.trim() => Err(StepError::new(format!(
+                "`{name}`: schema version is {v}, expected {want}"
+            ))),
+            (Some(v), _) => Ok(format!("schema version of `{name}` is {v}")),
+        }
+    }
+
+    /// Takes the restore point (writers are stopped). Complete ones are not taken twice; an
+    /// incomplete one (an interrupted run) is cleaned up and taken again.
+    pub(crate) fn take_restore_point(&mut self, name: &str) -> Result<String, StepError> {
+        let rps = self.restore_points.clone();
+        if let Some(m) = rps.load(self.release, name).map_err(fail)?
+            && m.status == Status::Complete
+        {
+            return Ok(format!(
+                "restore point of `{name}` exists already (release {})",
+                m.release
+            ));
+        }
+        rps.remove(self.release, name).map_err(fail)?;
+        let target = self.target(name)?;
+        let (kind, source) = match &target {
+            Target::Postgres { database, .. } => (Kind::Postgres, database.clone()),
+            Target::Sqlite { path } => (Kind::Sqlite, path.display().to_string()),
+            Target::Directory { path, kind } => (kind.clone(), path.display().to_string()),
+        };
+        let schema_version = self.schema_version_of(name, &target)?;
+        let mut m = Manifest {
+            schema: manifest::MANIFEST_SCHEMA.into(),
+            stack: self.desired.name.clone(),
+            release: self.release,
+            data: name.to_string(),
+            kind,
+            source,
+            status: Status::Creating,
+            created_at: manifest::now(),
+            schema_version,
+            source_bytes: 0,
+            artifacts: Vec::new(),
+            files: Vec::new(),
+            failed_copy: None,
+            postgres: None,
+        };
+        rps.save(&m).map_err(fail)?;
+        let dir = rps.dir(self.release, name);
+        let started = std::time::Instant::now();
+        let what = match &target {
+            Target::Postgres { url, database } => {
+                let release = self.release;
+                let copy = self
+                    .rt
+                    .block_on(async {
+                        let admin = Admin::connect(url, database).await?;
+                        admin.take(database, release).await
+                    })
+                    .map_err(fail)?;
+                m.source_bytes = copy.size_bytes.max(0) as u64;
+                let what = format!("`{}` copied to `{}`", database, copy.copy);
+                m.postgres = Some(copy);
+                what
+            }
+            Target::Sqlite { path } => {
+                let file = path
+                    .file_name()
+                    .map_or_else(|| "db.sqlite".into(), |f| f.to_string_lossy().into_owned());
+                let dest = dir.join(&file);
+                m.source_bytes = sqlite::backup(path, &dest).map_err(fail)?;
+                let (bytes, blake3) = manifest::checksum(&dest).map_err(fail)?;
+                m.artifacts.push(Artifact {
+                    file,
+                    bytes,
+                    blake3,
+                });
+                format!("{} backed up", path.display())
+            }
+            Target::Directory { path, .. } => {
+                let report = archive::create(path, &dir.join(ARCHIVE)).map_err(fail)?;
+                m.source_bytes = report.bytes;
+                m.artifacts.push(Artifact {
+                    file: ARCHIVE.into(),
+                    bytes: report.archive_bytes,
+                    blake3: report.archive_blake3.clone(),
+                });
+                let what = format!(
+                    "{} archived: {} files, {} → {}",
+                    path.display(),
+                    report.files,
+                    human(report.bytes),
+                    human(report.archive_bytes)
+                );
+                m.files = report.manifest;
+                what
+            }
+        };
+        m.status = Status::Complete;
+        rps.save(&m).map_err(fail)?;
+        Ok(format!(
+            "{what} in {:.2}s{}",
+            started.elapsed().as_secs_f64(),
+            m.schema_version
+                .as_deref()
+                .map(|v| format!("; schema version {v}"))
+                .unwrap_or_default()
+        ))
+    }
+
+    /// Revert: puts the restore point back (the writers are stopped).
+    pub(crate) fn restore_data(&mut self, name: &str) -> Result<String, StepError> {
+        let rps = self.restore_points.clone();
+        let Some(mut m) = rps.load(self.release, name).map_err(fail)? else {
+            return Ok(format!(
+                "no restore point of `{name}` was taken in this operation: nothing to restore"
+            ));
+        };
+        if m.status == Status::Creating {
+            // Taking it failed midway; the data itself was never touched by it.
+            rps.remove(self.release, name).map_err(fail)?;
+            if let Some(pg) = &m.postgres {
+                let _ = self.rt.block_on(async {
+                    let url = match self.target(name) {
+                        Ok(Target::Postgres { url, .. }) => url,
+                        _ => return Ok(false),
+                    };
+                    Admin::connect(&url, &pg.database)
+                        .await?
+                        .drop_database(&pg.copy)
+                        .await
+                });
+            }
+            return Ok(format!(
+                "the restore point of `{name}` was never completed; the data was not changed after it: nothing to restore"
+            ));
+        }
+        let dir = rps.dir(self.release, name);
+        let started = std::time::Instant::now();
+        let what = match self.target(name)? {
+            Target::Postgres { url, .. } => {
+                let pg = m.postgres.clone().ok_or_else(|| {
+                    StepError::new(format!(
+                        "the manifest of `{name}` lacks its PostgreSQL copy"
+                    ))
+                })?;
+                let report = self
+                    .rt
+                    .block_on(async {
+                        let mut admin = Admin::connect(&url, &pg.database).await?;
+                        admin.restore(&pg).await
+                    })
+                    .map_err(fail)?;
+                m.failed_copy = report.failed_copy.clone();
+                format!(
+                    "`{}` swapped back in {:.1} ms{}",
+                    pg.database,
+                    report.swap.as_secs_f64() * 1000.0,
+                    report
+                        .failed_copy
+                        .map(|f| format!("; the failed database is kept as `{f}`"))
+                        .unwrap_or_default()
+                )
+            }
+            Target::Sqlite { path } => {
+                if m.status == Status::Complete {
+                    refuse_if_tampered(&rps, &m)?;
+                    let file = &m
+                        .artifacts
+                        .first()
+                        .ok_or_else(|| StepError::new("no artifact"))?
+                        .file;
+                    let failed =
+                        sqlite::restore(&dir.join(file), &path, self.release).map_err(fail)?;
+                    m.failed_copy = failed.as_ref().map(|f| f.display().to_string());
+                    format!(
+                        "{} restored{}",
+                        path.display(),
+                        failed
+                            .map(|f| format!("; the failed database is kept as {}", f.display()))
+                            .unwrap_or_default()
+                    )
+                } else {
+                    format!("{} was restored already", path.display())
+                }
+            }
+            Target::Directory { path, .. } => {
+                if m.status == Status::Complete {
+                    refuse_if_tampered(&rps, &m)?;
+                    let a = m
+                        .artifacts
+                        .first()
+                        .ok_or_else(|| StepError::new("no artifact"))?;
+                    let report = archive::restore(&dir.join(&a.file), &a.blake3, &m.files, &path)
+                        .map_err(fail)?;
+                    m.failed_copy = Some(report.failed_dir.display().to_string());
+                    format!(
+                        "{} restored: {} files, {}; what was there is kept in {}",
+                        path.display(),
+                        report.files,
+                        human(report.bytes),
+                        report.failed_dir.display()
+                    )
+                } else {
+                    format!("{} was restored already", path.display())
+                }
+            }
+        };
+        m.status = Status::Restored;
+        rps.save(&m).map_err(fail)?;
+        Ok(format!("{what} ({:.2}s)", started.elapsed().as_secs_f64()))
+    }
+}
+
+fn refuse_if_tampered(rps: &RestorePoints, m: &Manifest) -> Result<(), StepError> {
+    let problems = rps.verify_files(m);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StepError::new(format!(
+            "the restore point of `{}` does not match its manifest, it is not restored: {}",
+            m.data,
+            problems.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn sizes_read_like_df() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(1536), "1.5 KiB");
+        assert_eq!(human(1_073_741_824), "1.0 GiB");
+    }
+}
