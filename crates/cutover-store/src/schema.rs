@@ -8,7 +8,16 @@ use crate::StoreError;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
 /// Append only: never edit a migration that has shipped.
-pub(crate) const MIGRATIONS: &[&str] = &[V1];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// The traffic proxy's routes and upstreams, so they survive its restart.
+const V2: &str = r#"
+CREATE TABLE proxy_state (
+    stack      TEXT    PRIMARY KEY,
+    state_json TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+"#;
 
 const V1: &str = r#"
 CREATE TABLE releases (
