@@ -103,6 +103,30 @@ pub enum RestorePointsAction {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MaintenanceAction {
+    /// 503 + Retry-After with the stack's maintenance page.
+    On {
+        /// The message on the page.
+        #[arg(long)]
+        message: Option<String>,
+        /// Only this service's routes (default: every route of the stack).
+        #[arg(long)]
+        service: Option<String>,
+        /// How long clients should wait before trying again (also "expected back").
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5m")]
+        retry_after: std::time::Duration,
+    },
+    /// Traffic flows again.
+    Off {
+        /// Only this service's routes.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Each routed service: serving or in maintenance, its upstreams, held or not.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the stack file and report every problem with its file:line:column.
     Validate,
@@ -163,6 +187,19 @@ pub enum Command {
 
     /// Stop the running operation at the next step boundary and revert it.
     Abort,
+
+    /// Run the stack's traffic proxy (routes from `traffic:`), in the foreground.
+    Serve {
+        /// Log every request as a JSON line on stderr.
+        #[arg(long)]
+        access_log: bool,
+    },
+
+    /// The maintenance page: on, off, status.
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceAction,
+    },
 
     /// The restore points of the stack's data: list, verify, prune.
     RestorePoints {

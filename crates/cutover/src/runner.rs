@@ -44,9 +44,6 @@ impl ReleaseImages {
 pub fn unsupported(step: &PlanStep) -> Option<&'static str> {
     match &step.action {
         StepKind::Custom { .. } => Some("custom steps (issue #6)"),
-        StepKind::MaintenanceOn | StepKind::MaintenanceOff => {
-            Some("maintenance pages, which need the traffic proxy (issue #5)")
-        }
         _ => None,
     }
 }
@@ -197,6 +194,28 @@ impl Runner<'_> {
             .collect()
     }
 
+    /// Points the proxy at `containers` when `name` is routed; says what it did.
+    fn route_to(&mut self, name: &str, containers: &[&ContainerInfo]) -> Result<String, StepError> {
+        if !self.desired.is_routed(name) {
+            return Ok(String::new());
+        }
+        let port = self
+            .desired
+            .services
+            .get(name)
+            .or_else(|| self.previous_service(name))
+            .and_then(|s| s.port);
+        let upstreams: Vec<SocketAddr> = containers
+            .iter()
+            .flat_map(|c| Self::published(c, port))
+            .collect();
+        let switched = self
+            .traffic
+            .switch(name, &upstreams)
+            .map_err(StepError::new)?;
+        Ok(format!("; {switched}"))
+    }
+
     fn recreate(&mut self, name: &str) -> Result<String, StepError> {
         let current = self.containers(name)?;
         // Already done (the step runs again after a crash)?
@@ -216,10 +235,24 @@ impl Runner<'_> {
             .iter()
             .filter(|c| c.running() && c.release != self.release)
             .collect();
+        // A routed service's requests wait while it is down (the revert releases them
+        // should the new one fail).
+        let routed = self.desired.is_routed(name);
+        let held = if routed {
+            format!("{}; ", self.traffic.hold(name).map_err(StepError::new)?)
+        } else {
+            String::new()
+        };
         let stopped = self.stop_all(&old, self.grace(name))?;
         let (new, health) = self.start_new(name, Slot::Single)?;
+        let switched = self.route_to(name, &[&new])?;
+        let released = if routed {
+            format!("; {}", self.traffic.release(name).map_err(StepError::new)?)
+        } else {
+            String::new()
+        };
         Ok(format!(
-            "stopped {}; started {} on {}; {health}",
+            "{held}stopped {}; started {} on {}; {health}{switched}{released}",
             if stopped.is_empty() {
                 "nothing".to_string()
             } else {
@@ -328,6 +361,17 @@ impl Runner<'_> {
                 health.as_ref(),
             ))?;
             out.push(format!("{} runs {} again; {h}", b.name, short(&b.image_id)));
+        }
+        if !before.is_empty() && self.desired.is_routed(name) {
+            // Restarted containers get new ephemeral host ports: route to what they are now.
+            let now = self.containers(name)?;
+            let refs: Vec<&ContainerInfo> = now
+                .iter()
+                .filter(|c| before.iter().any(|b| b.id == c.id))
+                .collect();
+            let routed = self.route_to(name, &refs)?;
+            let released = self.traffic.release(name).map_err(StepError::new)?;
+            out.push(format!("{}; {released}", routed.trim_start_matches("; ")));
         }
         Ok(if out.is_empty() {
             format!("`{name}` did not run before the operation")
@@ -485,8 +529,9 @@ impl Executor for Runner<'_> {
                     return Ok(format!("{} already runs", c.name));
                 }
                 let (c, health) = self.start_new(service, slot)?;
+                let switched = self.route_to(service, &[&c])?;
                 Ok(format!(
-                    "started {} on {}; {health}",
+                    "started {} on {}; {health}{switched}",
                     c.name,
                     short(&c.image_id)
                 ))
@@ -511,7 +556,14 @@ impl Executor for Runner<'_> {
                         health.as_ref(),
                     ))?);
                 }
-                Ok(out.join("; "))
+                // Restarted, they have new ephemeral host ports: route to them again.
+                let now = self.containers(service)?;
+                let refs: Vec<&ContainerInfo> = now
+                    .iter()
+                    .filter(|c| before.iter().any(|b| b.id == c.id))
+                    .collect();
+                let switched = self.route_to(service, &refs)?;
+                Ok(format!("{}{switched}", out.join("; ")))
             }
             StepKind::MarkPending { service } => Ok(format!(
                 "`{service}` stays on its current image until `cutover upgrade-service {service}`"
@@ -538,9 +590,9 @@ impl Executor for Runner<'_> {
             }
             StepKind::StartPrevious { service } => self.start_previous(service),
             StepKind::CompareWithBefore => self.compare_with_before(),
-            StepKind::Custom { .. } | StepKind::MaintenanceOn | StepKind::MaintenanceOff => {
-                Err(StepError::new("not built yet"))
-            }
+            StepKind::MaintenanceOn => self.traffic.maintenance(true).map_err(StepError::new),
+            StepKind::MaintenanceOff => self.traffic.maintenance(false).map_err(StepError::new),
+            StepKind::Custom { .. } => Err(StepError::new("not built yet")),
         }
     }
 }

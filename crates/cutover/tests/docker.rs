@@ -187,6 +187,8 @@ const HEALTH: &str = "{ http: /health, interval: 500ms, deadline: 30s }";
 struct Stack {
     name: String,
     dir: tempfile::TempDir,
+    /// Where `cutover serve` listens for a stack with `traffic:`.
+    proxy_port: u16,
     /// Containers outside the stack that the test started and the guard removes.
     foreign: Vec<String>,
 }
@@ -202,6 +204,7 @@ impl Stack {
         let stack = Stack {
             name,
             dir: tempfile::tempdir().expect("temp dir"),
+            proxy_port: free_port(),
             foreign: Vec::new(),
         };
         // Leftovers of an earlier run that was killed before its guard ran.
@@ -229,9 +232,12 @@ impl Stack {
             .map(|p| format!("    ports: [\"127.0.0.1:{p}:8080\"]\n"))
             .unwrap_or_default();
         let traffic = if strategy == "blue-green" {
-            "traffic:\n  routes: [{ service: app }]\n"
+            format!(
+                "traffic:\n  listen: 127.0.0.1:{}\n  routes: [{{ service: app }}]\n",
+                self.proxy_port
+            )
         } else {
-            ""
+            String::new()
         };
         let yaml = format!(
             "name: {name}\n\
@@ -247,6 +253,34 @@ impl Stack {
              {traffic}"
         );
         std::fs::write(self.dir.path().join("cutover.yaml"), yaml).expect("write the stack file");
+    }
+
+    /// The proxy's address (stacks with `traffic:`).
+    fn proxy(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.proxy_port))
+    }
+
+    /// Starts `cutover serve` for this stack; it stops when the guard drops.
+    fn serve(&self) -> Served {
+        let log = self.dir.path().join("serve.log");
+        let child = self
+            .cmd(&["serve"])
+            .stderr(std::fs::File::create(&log).expect("serve log"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cutover serve starts");
+        let served = Served { child, log };
+        let socket = self.dir.path().join("state/proxy.sock");
+        let start = Instant::now();
+        while !(socket.exists() && TcpStream::connect(self.proxy()).is_ok()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "cutover serve did not come up: {}",
+                std::fs::read_to_string(&served.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -351,6 +385,36 @@ impl Stack {
         }
         docker(&["network", "rm", &self.network()]);
         docker(&["volume", "rm", "-f", &self.volume()]);
+    }
+}
+
+/// A running `cutover serve`, stopped (SIGTERM, then kill) on drop.
+struct Served {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Served {
+    /// Stops it gracefully and waits.
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -578,6 +642,7 @@ fn summary(polls: &[Poll], since: Instant) -> String {
 fn blue_green_keeps_the_old_container_serving_until_the_new_one_is_healthy() {
     let s = Stack::new("bluegreen");
     s.write("cutover-demo:v1", "blue-green", None, HEALTH);
+    let _proxy = s.serve();
     s.apply_ok(&[]);
     let old = s.the_running();
     let old_addr = published_8080(&old);
@@ -1047,4 +1112,248 @@ fn a_sqlite_database_is_restored_and_its_schema_version_checked() {
     expect_code(&o, 0, "apply v3");
     assert_eq!(app_state(addr).0, "3");
     assert_ne!(s.the_running(), running);
+}
+
+// ---------------------------------------------------------------------------------------
+// Traffic: the proxy `cutover serve` runs, under steady load.
+
+/// `GET path`: status, head (lowercase) and body.
+fn http_get_head(addr: SocketAddr, path: &str) -> Result<(u16, String, String), String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: app.test\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no complete answer: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line: {head:?}"))?;
+    Ok((status, head.to_lowercase(), body.to_string()))
+}
+
+#[derive(Debug, Clone)]
+struct Hit {
+    start: Instant,
+    end: Instant,
+    /// The version answered, or the failure.
+    result: Result<String, String>,
+}
+
+/// `threads` clients looping `GET /version` through `addr` (a new connection each time)
+/// until `stop`.
+fn load(
+    addr: SocketAddr,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<Hit>>> {
+    (0..threads)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut hits = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let start = Instant::now();
+                    let result = match http_get_head(addr, "/version") {
+                        Ok((200, _, body)) => Ok(body.trim().to_string()),
+                        Ok((code, _, body)) => Err(format!("{code}: {}", body.trim())),
+                        Err(e) => Err(e),
+                    };
+                    hits.push(Hit {
+                        start,
+                        end: Instant::now(),
+                        result,
+                    });
+                }
+                hits
+            })
+        })
+        .collect()
+}
+
+/// Runs `cutover ARGS` while `threads` clients load the proxy; the hits and the output.
+fn under_load(s: &Stack, args: &[&str], threads: usize) -> (Vec<Hit>, Output) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(s.proxy(), threads, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let out = s.run(args);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let mut hits: Vec<Hit> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("load thread"))
+        .collect();
+    hits.sort_by_key(|h| h.start);
+    (hits, out)
+}
+
+fn failures(hits: &[Hit]) -> Vec<String> {
+    hits.iter().filter_map(|h| h.result.clone().err()).collect()
+}
+
+#[test]
+fn blue_green_through_the_proxy_fails_no_request_and_switches_at_one_point() {
+    let s = Stack::new("tr-bluegreen");
+    s.write("cutover-demo:v1", "blue-green", None, HEALTH);
+    let _proxy = s.serve();
+    s.apply_ok(&[]);
+    assert_eq!(
+        version_now(s.proxy()),
+        "v1",
+        "the proxy routes to the new service"
+    );
+
+    let (hits, out) = under_load(
+        &s,
+        &[
+            "apply",
+            "--yes",
+            "--set",
+            "app.image=cutover-demo:v2",
+            "--set",
+            "app.env.DEMO_SLOW_START=2",
+        ],
+        4,
+    );
+    expect_code(&out, 0, "blue-green apply under load");
+    let failed = failures(&hits);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        hits.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let first_v2_end = hits
+        .iter()
+        .filter(|h| h.result.as_deref() == Ok("v2"))
+        .map(|h| h.end)
+        .min()
+        .expect("some request answered v2");
+    assert!(
+        hits.iter().any(|h| h.result.as_deref() == Ok("v1")),
+        "v1 served before the switch"
+    );
+    let late_v1 = hits
+        .iter()
+        .filter(|h| h.start > first_v2_end && h.result.as_deref() == Ok("v1"))
+        .count();
+    assert_eq!(
+        late_v1,
+        0,
+        "after the first v2 answer, every new request gets v2 ({} hits)",
+        hits.len()
+    );
+}
+
+/// A routed `recreate` stack; `grace` decides whether its window fits in `max_hold`.
+fn write_routed_recreate(s: &Stack, grace: &str, max_hold: &str) {
+    let name = &s.name;
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: cutover-demo:v1\n    port: 8080\n    \
+               volumes: [\"{name}-data:/data\"]\n    stop_grace: {grace}\n    \
+               health: {{ http: /health, interval: 200ms, deadline: 8s }}\n\
+             traffic:\n  listen: 127.0.0.1:{}\n  routes: [{{ service: app }}]\n  max_hold: {max_hold}\n",
+            s.proxy_port
+        ),
+    )
+    .expect("stack file");
+}
+
+#[test]
+fn a_recreate_behind_the_proxy_holds_requests_and_fails_none() {
+    let s = Stack::new("tr-hold");
+    write_routed_recreate(&s, "2s", "15s");
+    let _proxy = s.serve();
+    s.apply_ok(&[]);
+    assert_eq!(version_now(s.proxy()), "v1");
+    let (hits, out) = under_load(
+        &s,
+        &["apply", "--yes", "--set", "app.image=cutover-demo:v2"],
+        4,
+    );
+    expect_code(&out, 0, "recreate under load");
+    assert!(stderr(&out).contains("held"), "{}", stderr(&out));
+    let failed = failures(&hits);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        hits.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let slowest = hits.iter().map(|h| h.end - h.start).max().expect("hits");
+    assert!(
+        slowest > Duration::from_millis(200),
+        "some requests waited for the new container: {slowest:?}"
+    );
+    assert_eq!(version_now(s.proxy()), "v2");
+}
+
+#[test]
+fn the_maintenance_page_shows_during_a_long_upgrade_and_goes_after_its_revert() {
+    let s = Stack::new("tr-maint");
+    // Stop (up to 20 s) + health (8 s) is longer than the 1 s hold: the page goes up.
+    write_routed_recreate(&s, "20s", "1s");
+    let mut proxy = s.serve();
+    s.apply_ok(&[]);
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+
+    let (hits, out) = under_load(
+        &s,
+        &[
+            "apply",
+            "--yes",
+            "--set",
+            "app.image=cutover-demo:v3-broken",
+        ],
+        2,
+    );
+    expect_code(&out, 1, "v3-broken");
+    assert!(
+        hits.iter()
+            .any(|h| h.result.as_ref().is_err_and(|e| e.starts_with("503"))),
+        "the maintenance page answered during the upgrade"
+    );
+    let (code, _, body) = http_get_head(s.proxy(), "/version").expect("GET");
+    assert_eq!(
+        (code, body.trim()),
+        (200, "v2"),
+        "after the revert the page is off"
+    );
+
+    // By hand, with a message; the page escapes it.
+    let o = s.run(&[
+        "maintenance",
+        "on",
+        "--message",
+        "Back at <noon>",
+        "--retry-after",
+        "90s",
+    ]);
+    expect_code(&o, 0, "maintenance on");
+    let (code, head, body) = http_get_head(s.proxy(), "/version").expect("GET");
+    assert_eq!(code, 503);
+    assert!(head.contains("retry-after: 90"), "{head}");
+    assert!(head.contains("text/html"), "{head}");
+    assert!(body.contains("Back at &lt;noon&gt;"), "{body}");
+    // The state survives a restart of the proxy: still in maintenance, same upstream.
+    proxy.stop();
+    let _proxy = s.serve();
+    assert_eq!(http_get_head(s.proxy(), "/version").expect("GET").0, 503);
+    expect_code(&s.run(&["maintenance", "off"]), 0, "maintenance off");
+    assert_eq!(
+        version_now(s.proxy()),
+        "v2",
+        "routes survive a restart of the proxy"
+    );
 }

@@ -296,7 +296,12 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
     }
     for c in changes.values_mut() {
         if let Some(svc) = desired.services.get(&c.service) {
-            c.downtime = downtime(c, svc, desired.is_routed(&c.service));
+            let hold = desired
+                .traffic
+                .as_ref()
+                .filter(|_| desired.is_routed(&c.service))
+                .map(|t| t.max_hold);
+            c.downtime = downtime(c, svc, hold);
         }
     }
     let mut services: Vec<ServiceChange> = changes.into_values().collect();
@@ -476,7 +481,8 @@ fn restore_method(kind: &DataKind, name: &str) -> String {
     }
 }
 
-fn downtime(c: &ServiceChange, svc: &Service, routed: bool) -> Downtime {
+/// `hold`: the proxy's `max_hold`, when the service is routed.
+fn downtime(c: &ServiceChange, svc: &Service, hold: Option<Duration>) -> Downtime {
     let health = svc.health.as_ref().map_or(Duration::ZERO, |h| h.deadline);
     let window = |because: String| Downtime {
         kind: DowntimeKind::Window,
@@ -517,8 +523,16 @@ fn downtime(c: &ServiceChange, svc: &Service, routed: bool) -> Downtime {
                 max_seconds: None,
                 because: "manual: stays on the old release until `cutover upgrade-service`".into(),
             },
-            Strategy::Recreate if routed => window(format!("recreate, requests held: {bound}")),
-            Strategy::Recreate => window(format!("recreate: {bound}")),
+            Strategy::Recreate => match hold {
+                Some(max) if svc.stop_grace + health <= max => window(format!(
+                    "recreate, requests held (≤ {}): {bound}",
+                    humantime::format_duration(max)
+                )),
+                Some(_) => window(format!(
+                    "recreate, longer than requests may be held: maintenance page; {bound}"
+                )),
+                None => window(format!("recreate: {bound}")),
+            },
         },
     }
 }
@@ -650,10 +664,7 @@ fn procedure(
 
     let mut p = phase(Phase::Quiesce);
     p.custom(desired);
-    let window_on_route = services
-        .iter()
-        .any(|c| c.downtime.kind == DowntimeKind::Window && desired.is_routed(&c.service));
-    if desired.traffic.is_some() && window_on_route {
+    if needs_maintenance(desired, services) {
         p.push(
             "maintenance",
             "maintenance page on (503 + Retry-After)",
@@ -778,6 +789,32 @@ fn procedure(
     phases
 }
 
+/// A routed service will be down longer than the proxy may hold its requests — a restore
+/// point is taken (its length is unknown), or its stop and start may outlast `max_hold` —
+/// so its clients get the maintenance page instead of waiting.
+fn needs_maintenance(desired: &Stack, services: &[ServiceChange]) -> bool {
+    let Some(traffic) = &desired.traffic else {
+        return false;
+    };
+    services.iter().any(|c| {
+        c.downtime.kind == DowntimeKind::Window
+            && desired.is_routed(&c.service)
+            && (c.quiesced
+                || c.action == Action::Remove
+                || c.downtime
+                    .max_seconds
+                    .is_none_or(|s| Duration::from_secs(s) > traffic.max_hold))
+    })
+}
+
+/// A routed service recreated within `max_hold`: its requests wait instead.
+pub fn holds_requests(desired: &Stack, c: &ServiceChange) -> bool {
+    desired.traffic.is_some()
+        && desired.is_routed(&c.service)
+        && c.downtime.kind == DowntimeKind::Window
+        && !needs_maintenance(desired, std::slice::from_ref(c))
+}
+
 fn image_of(c: &ServiceChange) -> String {
     c.image_to
         .as_ref()
@@ -833,10 +870,7 @@ fn revert_steps(desired: &Stack, services: &[ServiceChange], data: &[DataPlan]) 
             );
         }
     }
-    let maintenance = services
-        .iter()
-        .any(|c| c.downtime.kind == DowntimeKind::Window && desired.is_routed(&c.service));
-    if desired.traffic.is_some() && maintenance {
+    if needs_maintenance(desired, services) {
         p.push(
             "maintenance",
             "maintenance page off",

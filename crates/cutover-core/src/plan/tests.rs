@@ -288,3 +288,42 @@ data:
     assert!(ids(&p).contains(&"upgrade.start.worker"));
     assert_eq!(p.data[0].describe, "SQLite file /srv/stack/app.db");
 }
+
+#[test]
+fn a_routed_recreate_holds_requests_when_it_fits_in_max_hold_else_shows_maintenance() {
+    let text = |grace: &str| {
+        format!(
+            "name: web\nservices:\n  app:\n    image: app:${{V}}\n    port: 8080\n    stop_grace: {grace}\n    \
+             health: {{ http: /health, deadline: 3s }}\ntraffic:\n  routes: [{{ service: app }}]\n  max_hold: 10s\n"
+        )
+    };
+    let short_v1 = stack(&text("2s"), &[("V", "1")]);
+    let short_v2 = stack(&text("2s"), &[("V", "2")]);
+    let p = plan(&short_v2, &live(&short_v1, 1), &Resolved::default());
+    assert!(
+        !p.steps().any(|s| s.action == StepKind::MaintenanceOn),
+        "a 5 s window fits in a 10 s hold: {:?}",
+        ids(&p)
+    );
+    assert!(
+        p.services[0].downtime.because.contains("requests held"),
+        "{:?}",
+        p.services[0].downtime
+    );
+    assert!(holds_requests(&short_v2, &p.services[0]));
+
+    let long_v1 = stack(&text("30s"), &[("V", "1")]);
+    let long_v2 = stack(&text("30s"), &[("V", "2")]);
+    let p = plan(&long_v2, &live(&long_v1, 1), &Resolved::default());
+    assert!(!holds_requests(&long_v2, &p.services[0]));
+    assert!(p.services[0].downtime.because.contains("maintenance page"));
+    let on = ids(&p).iter().position(|i| *i == "quiesce.maintenance");
+    let off = ids(&p).iter().position(|i| *i == "release.maintenance");
+    assert!(on.is_some() && off.is_some() && on < off, "{:?}", ids(&p));
+    assert!(
+        p.revert
+            .iter()
+            .any(|s| s.action == StepKind::MaintenanceOff),
+        "a revert always takes the page down"
+    );
+}

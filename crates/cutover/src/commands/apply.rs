@@ -19,6 +19,7 @@ use crate::commands;
 use crate::exit::{self, with_code};
 use crate::output;
 use crate::runner::{ReleaseImages, Runner, StoreJournal, unsupported};
+use crate::traffic;
 
 /// How long a lease lives without renewal. A thread renews it while the operation runs.
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
@@ -376,6 +377,21 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
             ),
         ));
     }
+    // A stack that routes traffic is upgraded through its proxy: without it, a switch or a
+    // maintenance page would silently not happen.
+    if op.desired.traffic.is_some() {
+        let client =
+            cutover_proxy::client::Client::new(&traffic::socket_path(&commands::state_dir(cli)));
+        op.rt.block_on(client.state()).map_err(|e| {
+            with_code(
+                exit::INVALID,
+                anyhow!(
+                    "stack `{}` routes traffic through its proxy: {e}; nothing was changed",
+                    op.desired.name
+                ),
+            )
+        })?;
+    }
     confirm_or_refuse(&op.plan, op.confirm, op.kind)?;
 
     let holder = Holder::current();
@@ -401,6 +417,8 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
 }
 
 fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
+    // Before anything is recorded: a maintenance page that cannot be read is bad input.
+    let traffic = traffic_for(cli, op, op.plan.to_release)?;
     let release = if op.record_release {
         let spec_json = serde_json::to_string(op.desired)?;
         let images = ReleaseImages::default().to_json();
@@ -435,7 +453,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         pins: op.pins.clone(),
         images: ReleaseImages::default(),
         before,
-        traffic: Box::new(NoProxy),
+        traffic,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };
@@ -523,6 +541,45 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
     } else {
         Err(with_code(code, anyhow!(summary)))
     }
+}
+
+/// The traffic seam: the stack's proxy when it routes traffic, else none.
+fn traffic_for<'a>(
+    cli: &Cli,
+    op: &Op<'a>,
+    release: u64,
+) -> anyhow::Result<Box<dyn cutover_core::traffic::TrafficSwitch + 'a>> {
+    let Some(t) = &op.desired.traffic else {
+        return Ok(Box::new(NoProxy));
+    };
+    // The expected window: the longest downtime the plan announces.
+    let window = op
+        .plan
+        .services
+        .iter()
+        .filter_map(|c| c.downtime.max_seconds)
+        .max()
+        .map_or(Duration::from_secs(60), Duration::from_secs);
+    let until =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + window).to_string();
+    let page = traffic::page(
+        op.desired,
+        &format!(
+            "{} is being upgraded to release {release}.",
+            op.desired.name
+        ),
+        &until,
+        window,
+    )
+    .map_err(|e| with_code(exit::INVALID, anyhow!("{e}")))?;
+    Ok(Box::new(traffic::ProxyTraffic {
+        rt: op.rt,
+        client: cutover_proxy::client::Client::new(&traffic::socket_path(&commands::state_dir(
+            cli,
+        ))),
+        max_hold: t.max_hold,
+        page,
+    }))
 }
 
 /// Renews the lease every few seconds from a thread with its own store connection, until

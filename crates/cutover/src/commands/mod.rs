@@ -6,8 +6,10 @@ mod docs;
 mod down;
 mod history;
 mod later;
+mod maintenance;
 mod plan;
 mod restore_points;
+mod serve;
 mod status;
 mod unlock;
 mod validate;
@@ -41,6 +43,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Abort => later::abort(cli),
         Command::Unlock { force } => unlock::run(cli, *force),
         Command::RestorePoints { action } => restore_points::run(cli, action),
+        Command::Serve { access_log } => serve::run(cli, *access_log),
+        Command::Maintenance { action } => maintenance::run(cli, action),
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),
     }

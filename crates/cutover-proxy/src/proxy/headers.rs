@@ -1,0 +1,238 @@
+//! Header handling: the request's host for routing, hop-by-hop headers, `X-Forwarded-*`.
+
+use bytes::{BufMut, BytesMut};
+use hyper::body::Incoming;
+use hyper::header::{
+    CONNECTION, EXPECT, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use hyper::{Request, Uri, Version};
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The host a request is for, without port, for routing: the URI's authority when the request
+/// has one (HTTP/2's `:authority`, an HTTP/1 absolute-form target, which RFC 9112 §3.2.2 says
+/// wins over `Host`), else the `Host` header; `""` when there is neither.
+pub(crate) fn route_host(req: &Request<Incoming>) -> &str {
+    if let Some(authority) = req.uri().authority() {
+        return authority.host();
+    }
+    req.headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map_or("", strip_port)
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // An IPv6 literal: keep the brackets, as `Authority::host` does.
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.split_once(':').map_or(host, |(name, _)| name)
+}
+
+/// Whether the request asks to switch protocols (WebSocket and the like): HTTP/1.1 with an
+/// `Upgrade` header and `upgrade` among the `Connection` tokens.
+pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(UPGRADE)
+        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1): those that describe one connection, not
+/// the message, and so must not be forwarded: `Connection` and the headers it names,
+/// `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE`,
+/// `Trailer`, `Transfer-Encoding` (hyper frames each side itself) and `Upgrade`.
+///
+/// With `upgrade`, `Upgrade` is kept and `Connection: upgrade` put back: forwarding the
+/// handshake is the point.
+///
+/// `Host` is never removed even when `Connection` names it: the upstream needs it to route
+/// virtual hosts, and a client should not be able to take it away.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        // Only names beyond the usual ones allocate; `Vec::new` does not.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for token in connection_tokens(headers) {
+            let usual = ["keep-alive", "close", "upgrade", "host"]
+                .iter()
+                .any(|u| token.eq_ignore_ascii_case(u));
+            if !usual && let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Makes a client's request headers fit to send upstream.
+///
+/// - hop-by-hop headers go ([`strip_hop_by_hop`]), and `Expect`: hyper answered
+///   `100 Continue` to the client already when the body was first read;
+/// - `Host` is the authority when the request had one (HTTP/2 carries no `Host`);
+/// - `X-Forwarded-For` gets the client's address appended (after any values received, joined
+///   into one header so that no upstream reads only the first line);
+/// - `X-Forwarded-Proto` is `http` and `X-Forwarded-Host` the original `Host`, unless
+///   `trust_forwarded` and the client sent them.
+pub(crate) fn prepare_request(
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    upgrade: bool,
+    client_ip: &HeaderValue,
+    trust_forwarded: bool,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(EXPECT);
+    if let Some(authority) = uri.authority()
+        && let Ok(value) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(HOST, value);
+    }
+
+    let appended = {
+        let mut previous = headers.get_all(X_FORWARDED_FOR).iter().peekable();
+        if previous.peek().is_none() {
+            None
+        } else {
+            let mut joined = BytesMut::with_capacity(64);
+            for value in previous {
+                joined.put_slice(value.as_bytes());
+                joined.put_slice(b", ");
+            }
+            joined.put_slice(client_ip.as_bytes());
+            HeaderValue::from_maybe_shared(joined.freeze()).ok()
+        }
+    };
+    headers.insert(
+        X_FORWARDED_FOR,
+        appended.unwrap_or_else(|| client_ip.clone()),
+    );
+
+    if !(trust_forwarded && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !(trust_forwarded && headers.contains_key(X_FORWARDED_HOST)) {
+        match headers.get(HOST).cloned() {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers_but_not_host() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret, host"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "basic x"),
+            ("host", "example.com"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host", "content-length"]);
+    }
+
+    #[test]
+    fn keeps_the_upgrade_handshake() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get(CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+        assert_eq!(
+            h.get(UPGRADE).map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let uri: Uri = "/x".parse().expect("uri");
+        let mut h = map(&[
+            ("host", "app.example:8080"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        prepare_request(&mut h, &uri, false, &ip, false);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.example:8080");
+
+        let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "a")]);
+        let uri: Uri = "http://b.example/x".parse().expect("uri");
+        prepare_request(&mut h, &uri, false, &ip, true);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a");
+        assert_eq!(h["host"], "b.example");
+    }
+
+    #[test]
+    fn host_without_port() {
+        assert_eq!(strip_port("example.com:80"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1"), "[::1");
+    }
+}

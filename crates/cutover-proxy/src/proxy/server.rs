@@ -1,0 +1,243 @@
+//! Accepting client connections, graceful shutdown, and upgraded tunnels.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use super::Inner;
+use super::body::{Exchange, ProxyBody};
+use super::headers;
+use super::metrics::ErrorKind;
+
+/// Where a [`serve`] is in its life; connections and tunnels watch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Running,
+    /// Shutdown asked: finish what is in progress, take nothing new.
+    Draining,
+    /// The grace period is over: cut what is left.
+    Stopped,
+}
+
+/// What a request handler knows about its connection.
+pub(crate) struct Conn {
+    inner: Arc<Inner>,
+    /// The client's address as `X-Forwarded-For` writes it, made once per connection.
+    pub(crate) client_ip: HeaderValue,
+    stage: watch::Receiver<Stage>,
+    tasks: Arc<Tasks>,
+}
+
+/// Counts a serve's connection and tunnel tasks, so shutdown can wait for them.
+#[derive(Default)]
+struct Tasks {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+struct TaskGuard(Arc<Tasks>);
+
+impl Tasks {
+    fn enter(self: &Arc<Self>) -> TaskGuard {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        TaskGuard(self.clone())
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.live.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Decrements the open-connections gauge when a connection task ends.
+struct Open(Arc<Inner>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn serve(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // A client gets this long to send a request's headers (slowloris); hyper's default
+        // once a timer is set, spelled out.
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+
+    let (stage_tx, stage_rx) = watch::channel(Stage::Running);
+    let tasks = Arc::new(Tasks::default());
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let conn = Arc::new(Conn {
+                    inner: inner.clone(),
+                    client_ip: client_ip(remote),
+                    stage: stage_rx.clone(),
+                    tasks: tasks.clone(),
+                });
+                let guard = tasks.enter();
+                tokio::spawn(serve_connection(builder.clone(), stream, conn, guard));
+            }
+            Err(e) if is_per_connection(&e) => {}
+            Err(e) => {
+                // Out of file descriptors or memory: closing nothing frees them; pause so the
+                // loop does not spin, and let in-flight requests finish and free some.
+                eprintln!("cutover-proxy: accept failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(listener);
+    let _ = stage_tx.send(Stage::Draining);
+    let grace = inner.config.shutdown_grace;
+    if tokio::time::timeout(grace, tasks.wait_idle())
+        .await
+        .is_err()
+    {
+        let _ = stage_tx.send(Stage::Stopped);
+        // Tasks cut their connections as soon as they see `Stopped`; a short wait lets them
+        // (and their in-flight accounting) finish before the caller moves on.
+        let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait_idle()).await;
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    conn: Arc<Conn>,
+    _guard: TaskGuard,
+) {
+    // Small requests and responses must not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    conn.inner.connections.fetch_add(1, Ordering::Relaxed);
+    let _open = Open(conn.inner.clone());
+    let mut stage = conn.stage.clone();
+    let service = {
+        let conn = conn.clone();
+        service_fn(move |req| {
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(conn.inner.handle(&conn, req).await) }
+        })
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            // Protocol errors and clients that vanish are routine for a server facing the
+            // internet; they are not logged.
+            _ = connection.as_mut() => return,
+            changed = stage.changed() => {
+                let now = *stage.borrow_and_update();
+                if changed.is_err() || now == Stage::Stopped {
+                    // `serve` is gone or the grace period is over.
+                    return;
+                }
+                if now == Stage::Draining && !draining {
+                    draining = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+fn client_ip(remote: SocketAddr) -> HeaderValue {
+    // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d; upstreams expect a.b.c.d.
+    let ip = remote.ip().to_canonical();
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// Errors of `accept` that concern one connection only (it was reset before being accepted).
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionAborted | K::ConnectionReset | K::Interrupted | K::WouldBlock
+    )
+}
+
+/// The upstream answered 101 to an upgrade: answer the client with the same, then join the
+/// two connections byte for byte until either side closes (or the serve stops). The exchange
+/// (and so the in-flight count a drain waits on) lasts as long as the tunnel.
+pub(crate) fn tunnel(
+    conn: &Conn,
+    mut ex: Exchange,
+    client: OnUpgrade,
+    mut response: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let upstream = hyper::upgrade::on(&mut response);
+    let (mut parts, _empty) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, true);
+    ex.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+    let mut stage = conn.stage.clone();
+    let guard = conn.tasks.enter();
+    tokio::spawn(async move {
+        let _guard = guard;
+        // The client side completes once hyper has written the 101 below; the upstream side
+        // already has.
+        let (client, upstream) = tokio::join!(client, upstream);
+        let (Ok(client), Ok(upstream)) = (client, upstream) else {
+            ex.fail(ErrorKind::Upgrade);
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                if let Ok((_up, down)) = copied {
+                    ex.bytes = down;
+                }
+            }
+            _ = stage.wait_for(|s| *s == Stage::Stopped) => {}
+        }
+        // Ends the exchange: the in-flight count, the metrics and the log line.
+        drop(ex);
+    });
+    Response::from_parts(parts, ProxyBody::empty())
+}
