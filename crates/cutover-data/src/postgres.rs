@@ -546,6 +546,17 @@ impl Admin {
     }
 }
 
+/// Runs `sql` (one or more statements) on `database`, for a stack file's `sql` step.
+pub async fn execute(url: &str, database: &str, sql_text: &str) -> Result<(), PgError> {
+    let mut cfg = parse_url(url)?;
+    cfg.dbname(database);
+    let client = connect_cfg(&cfg).await?;
+    client
+        .batch_execute(sql_text)
+        .await
+        .map_err(sql(format!("the SQL step failed on `{database}`")))
+}
+
 struct DbFacts {
     #[allow(dead_code)]
     oid: u32,

@@ -177,6 +177,15 @@ pub fn schema_version(db: &Path, query: &str) -> Result<Option<String>, SqliteEr
     })
 }
 
+/// Runs `sql` (one or more statements) on the database, for a stack file's `sql` step.
+pub fn execute(db: &Path, sql: &str) -> Result<(), SqliteError> {
+    let c = Connection::open(db).map_err(lite("cannot open the SQLite database", db))?;
+    c.busy_timeout(Duration::from_secs(10))
+        .map_err(lite("cannot set the busy timeout", db))?;
+    c.execute_batch(sql)
+        .map_err(lite("the SQL step failed", db))
+}
+
 /// fsync a directory, so a rename in it is durable.
 fn sync_dir(path: &Path) -> Result<(), SqliteError> {
     let dir = if path.is_dir() {

@@ -313,6 +313,27 @@ async fn http_probe(
     timeout: Duration,
 ) -> Result<String, String> {
     let url = format!("http://{addr}{path}");
+    let (status, body) = http_get(&url, timeout).await?;
+    let snippet: String = body.chars().take(200).collect();
+    let snippet = snippet.trim();
+    if status != expect_status {
+        return Err(format!(
+            "GET {url} → {status} (want {expect_status}): {snippet}"
+        ));
+    }
+    if let Some(want) = body_contains
+        && !body.contains(want)
+    {
+        return Err(format!(
+            "GET {url} → {status}, body lacks {want:?}: {snippet}"
+        ));
+    }
+    Ok(format!("GET {url} → {status}: {snippet}"))
+}
+
+/// `GET url` (plain HTTP) with an overall `timeout`: the status and the body. Errors are
+/// one line naming the URL.
+pub async fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let uri: hyper::Uri = url.parse().map_err(|e| format!("GET {url}: {e}"))?;
     let fetch = async {
@@ -329,24 +350,9 @@ async fn http_probe(
             .to_bytes();
         Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    let (status, body) = tokio::time::timeout(timeout, fetch)
+    tokio::time::timeout(timeout, fetch)
         .await
-        .map_err(|_| format!("GET {url}: no answer within {}", humanize(timeout)))??;
-    let snippet: String = body.chars().take(200).collect();
-    let snippet = snippet.trim();
-    if status != expect_status {
-        return Err(format!(
-            "GET {url} → {status} (want {expect_status}): {snippet}"
-        ));
-    }
-    if let Some(want) = body_contains
-        && !body.contains(want)
-    {
-        return Err(format!(
-            "GET {url} → {status}, body lacks {want:?}: {snippet}"
-        ));
-    }
-    Ok(format!("GET {url} → {status}: {snippet}"))
+        .map_err(|_| format!("GET {url}: no answer within {}", humanize(timeout)))?
 }
 
 fn humanize(d: Duration) -> String {

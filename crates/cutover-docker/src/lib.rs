@@ -21,7 +21,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 pub use containers::{ContainerInfo, ContainerSpec, Slot};
-pub use health::HealthFailure;
+pub use health::{HealthFailure, http_get};
 pub use images::ImageInfo;
 
 /// Label keys on every container and network cutover creates.

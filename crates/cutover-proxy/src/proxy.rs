@@ -46,9 +46,9 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::HOST;
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -256,7 +256,10 @@ impl Proxy {
     /// proxy has never sent to counts as drained.
     pub async fn drain(&self, old: &[SocketAddr], timeout: Duration) -> DrainReport {
         let start = Instant::now();
-        let deadline = start + timeout;
+        // `Duration::MAX` means no limit; adding it to an instant would overflow.
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 86_400));
         let upstreams: Vec<Arc<Upstream>> = {
             let reg = self.inner.registry();
             let mut addrs = old.to_vec();
@@ -538,9 +541,18 @@ impl Inner {
             }
         };
 
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                // A 101 the client did not ask for cannot be passed on: the client would not
+                // know what protocol follows.
+                ex.fail(ErrorKind::Upstream);
+                return local(
+                    ex,
+                    StatusCode::BAD_GATEWAY,
+                    "upstream switched protocols unasked\n",
+                    None,
+                );
+            };
             return server::tunnel(conn, ex, client_upgrade, response);
         }
         let (mut parts, body) = response.into_parts();
@@ -562,10 +574,7 @@ impl Inner {
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, SendRequest<RequestBody>), Failure> {
         loop {
-            let Checkout {
-                mut sender,
-                reused,
-            } = upstream
+            let Checkout { mut sender, reused } = upstream
                 .pool
                 .checkout(
                     upstream.addr,

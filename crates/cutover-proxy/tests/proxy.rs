@@ -35,7 +35,7 @@ const BIG: usize = 5 * 1024 * 1024;
 
 /// An upstream answering its name, with a few special paths:
 /// `/slow?ms=N` (answers after N ms), `/headers` (the request's headers, as JSON),
-/// `/count` (the request body's length), `/big` (5 MiB, streamed in 64 KiB chunks),
+/// `/count` (the request body's length), `/close` (answers, then closes the connection), `/big` (5 MiB, streamed in 64 KiB chunks),
 /// and `Upgrade: echo` (101, then echoes bytes).
 async fn upstream(name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -102,6 +102,12 @@ async fn upstream_answer(
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_string()))
                 .collect();
             Ok(text(serde_json::to_string(&map).expect("json")))
+        }
+        "/close" => {
+            let mut resp = text(name.to_string());
+            resp.headers_mut()
+                .insert(CONNECTION, "close".parse().expect("value"));
+            Ok(resp)
         }
         "/count" => {
             let body = req.into_body().collect().await.map(|b| b.to_bytes());
@@ -320,6 +326,19 @@ async fn routes_by_host_and_longest_prefix_and_forwards_headers() {
     assert_eq!(seen["host"], "a.test:8080");
     assert!(!seen.contains_key("x-private"), "{seen:?}");
 
+    // An HTTP/1.0 request without Host goes to a route without host and reaches the
+    // upstream as HTTP/1.1 with a Host.
+    p.proxy.set_routes(vec![route(None, None, "b")]);
+    let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
+    tcp.write_all(b"GET /headers HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.expect("read");
+    let raw = String::from_utf8(raw).expect("utf-8");
+    assert!(raw.starts_with("HTTP/1.0 200"), "{raw}");
+    assert!(raw.contains(&format!("\"host\":\"{v2}\"")), "{raw}");
+
     p.stop().await;
 }
 
@@ -429,6 +448,9 @@ async fn drain_waits_for_requests_to_the_old_upstream() {
         None,
         "an address no set lists and nothing is in flight to is forgotten"
     );
+
+    let report = p.proxy.drain(&[v1], Duration::MAX).await;
+    assert!(report.drained());
 
     // An address the proxy never sent to is drained at once.
     let report = p
@@ -650,7 +672,12 @@ async fn request_bodies_over_the_limit_get_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_is_down_gets_502_quickly_and_no_upstream_503() {
     let dead = dead_addr().await;
-    let p = start(test_config()).await;
+    // With the access log on, for once: failures write their cause to it.
+    let p = start(ProxyConfig {
+        access_log: true,
+        ..test_config()
+    })
+    .await;
     p.proxy.set_routes(vec![
         route(None, Some("/dead"), "dead"),
         route(None, None, "empty"),
@@ -724,6 +751,56 @@ async fn a_large_response_streams_through_intact() {
             .metrics()
             .contains("cutover_proxy_requests_total{service=\"web\",code=\"2xx\"} 2")
     );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_closed_ones_are_not() {
+    let v1 = upstream("v1").await;
+    let p = start(test_config()).await;
+    p.proxy.set_routes(vec![route(None, None, "web")]);
+    p.proxy.switch("web", vec![v1]);
+    let c = client();
+    let idle = format!("cutover_proxy_upstream_idle_connections{{upstream=\"{v1}\"}}");
+
+    for _ in 0..20 {
+        assert_eq!(get(&c, p.addr, "app", "/").await.text(), "v1");
+    }
+    assert_eq!(gauge(&p.proxy, &idle), Some(1), "one connection, reused");
+    // The upstream closes after each of these: every request still gets its answer.
+    for _ in 0..20 {
+        assert_eq!(get(&c, p.addr, "app", "/close").await.text(), "v1");
+    }
+    eventually("the closed connections to leave the pool", || {
+        gauge(&p.proxy, &idle) == Some(0)
+    })
+    .await;
+    assert_eq!(get(&c, p.addr, "app", "/").await.text(), "v1");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_leaves_nothing_in_flight() {
+    let v1 = upstream("v1").await;
+    let p = start(test_config()).await;
+    p.proxy.set_routes(vec![route(None, None, "web")]);
+    p.proxy.switch("web", vec![v1]);
+
+    let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
+    tcp.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .expect("write");
+    eventually("the request to be in flight", || {
+        p.proxy.state().services["web"].in_flight == 1
+    })
+    .await;
+    drop(tcp);
+    eventually("the request to end", || {
+        p.proxy.state().services["web"].in_flight == 0
+    })
+    .await;
+    let report = p.proxy.drain(&[v1], Duration::from_secs(1)).await;
+    assert!(report.drained());
     p.stop().await;
 }
 

@@ -9,6 +9,7 @@ mod exit;
 mod output;
 mod restore;
 mod runner;
+mod steps;
 mod traffic;
 
 use std::process::ExitCode;

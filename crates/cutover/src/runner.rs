@@ -43,7 +43,12 @@ impl ReleaseImages {
 /// that needs one before anything is touched.
 pub fn unsupported(step: &PlanStep) -> Option<&'static str> {
     match &step.action {
-        StepKind::Custom { .. } => Some("custom steps (issue #6)"),
+        StepKind::Custom { step } => match step.action {
+            cutover_core::spec::StepAction::Approval { .. } => {
+                Some("approvals by a second person (`cutover approve`)")
+            }
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -592,7 +597,7 @@ impl Executor for Runner<'_> {
             StepKind::CompareWithBefore => self.compare_with_before(),
             StepKind::MaintenanceOn => self.traffic.maintenance(true).map_err(StepError::new),
             StepKind::MaintenanceOff => self.traffic.maintenance(false).map_err(StepError::new),
-            StepKind::Custom { .. } => Err(StepError::new("not built yet")),
+            StepKind::Custom { step } => self.custom_step(step),
         }
     }
 }

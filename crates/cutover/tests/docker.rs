@@ -1357,3 +1357,63 @@ fn the_maintenance_page_shows_during_a_long_upgrade_and_goes_after_its_revert() 
         "routes survive a restart of the proxy"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The stack file's own steps and checks.
+
+#[test]
+fn custom_steps_and_checks_run_in_their_phases_and_a_failing_check_reverts() {
+    let s = Stack::new("steps");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let name = &s.name;
+    let marker = s.dir.path().join("quiesced.txt");
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             vars: {{ version: v1 }}\n\
+             services:\n  app:\n    image: cutover-demo:${{version}}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    stop_grace: 5s\n    health: {HEALTH}\n\
+             checks:\n  \
+               right_version: {{ http: {{ service: app, path: /version, body_contains: \"${{version}}\" }}, retries: 3, interval: 300ms }}\n  \
+               port_open: {{ tcp: \"app:8080\" }}\n  \
+               host_ready: {{ command: [sh, -c, \"test -d /\"] }}\n  \
+               clean_logs: {{ logs: {{ service: app, absent: \"panicked\", present: \"listening\" }} }}\n\
+             steps:\n  \
+               preflight:\n    - check: host_ready\n  \
+               quiesce:\n    - run: [sh, -c, \"echo ${{version}} > {}\"]\n      name: mark\n  \
+               verify:\n    - wait: right_version\n      timeout: 20s\n    - check: clean_logs\n    - check: port_open\n    \
+                 - exec: {{ service: app, command: [/cutover-demo, probe, \"http://127.0.0.1:8080/health\"] }}\n",
+            marker.display()
+        ),
+    )
+    .expect("stack file");
+
+    s.apply_ok(&[]);
+    let o = s.apply(&["vars.version=v2"]);
+    expect_code(&o, 0, "apply v2 with its checks");
+    let err = stderr(&o);
+    assert!(err.contains("`right_version` passed"), "{err}");
+    assert!(err.contains("logs of `app`"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&marker)
+            .expect("the quiesce step ran")
+            .trim(),
+        "v2"
+    );
+    assert_eq!(version_now(addr), "v2");
+
+    // v3 is healthy, but the verify check looks for a version it does not report: revert.
+    let mut yaml = std::fs::read_to_string(s.dir.path().join("cutover.yaml")).expect("read");
+    yaml = yaml.replace("body_contains: \"${version}\"", "body_contains: \"v9\"");
+    std::fs::write(s.dir.path().join("cutover.yaml"), yaml).expect("write");
+    let o = s.apply(&["vars.version=v3"]);
+    expect_code(&o, 1, "a failing verify check");
+    assert!(
+        stderr(&o).contains("`right_version` did not pass"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(version_now(addr), "v2", "reverted to v2");
+}

@@ -1,0 +1,460 @@
+//! The stack file's own steps and checks: what the seed runbooks did by hand, run and
+//! journaled like the built-in steps.
+//!
+//! A check passes or fails with its output; it is tried `retries` times, `interval` apart,
+//! each try bounded by `timeout`. A `wait` step tries its check until it passes or the
+//! step's timeout (default: the check's timeout × its retries, at least 10 minutes for a
+//! wait) runs out — "daemons turn green, it may take a while".
+
+use std::io::{BufRead, IsTerminal, Read};
+use std::net::SocketAddr;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use cutover_core::engine::StepError;
+use cutover_core::spec::{Check, CheckKind, Command, CustomStep, DataKind, StepAction};
+use cutover_data::postgres::Admin;
+
+use crate::runner::Runner;
+
+/// How long a `wait` step waits when neither it nor its check says.
+const WAIT_DEFAULT: Duration = Duration::from_secs(600);
+/// How much of a step's output the journal keeps (the store cuts at 8 KiB too).
+const OUTPUT_TAIL: usize = 4000;
+
+fn tail(s: &str) -> String {
+    let s = s.trim();
+    if s.len() <= OUTPUT_TAIL {
+        return s.to_string();
+    }
+    let mut start = s.len() - OUTPUT_TAIL;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &s[start..])
+}
+
+impl Runner<'_> {
+    /// Runs one custom step.
+    pub(crate) fn custom_step(&mut self, step: &CustomStep) -> Result<String, StepError> {
+        let timeout = step.timeout;
+        match &step.action {
+            StepAction::Manual { text } => self.manual(text),
+            StepAction::Approval { text } => Err(StepError::new(format!(
+                "`{text}`: approvals by a second person (`cutover approve`) are not built yet"
+            ))),
+            StepAction::Run { command } => run_host(command, timeout.unwrap_or(WAIT_DEFAULT)),
+            StepAction::Exec { service, command } => {
+                let (code, out) = self.exec_in(service, command, timeout)?;
+                if code == 0 {
+                    Ok(tail(&out))
+                } else {
+                    Err(StepError {
+                        message: format!("`{command}` in `{service}` exited {code}"),
+                        output: tail(&out),
+                    })
+                }
+            }
+            StepAction::Sql { data, query } => self.sql_execute(data, query),
+            StepAction::Http { check } => {
+                let once = Check {
+                    kind: check.clone(),
+                    timeout: timeout.unwrap_or(Duration::from_secs(10)),
+                    interval: Duration::ZERO,
+                    retries: 1,
+                };
+                self.check(&once).map_err(StepError::new)
+            }
+            StepAction::Check { check } => {
+                let c = self.named_check(check)?.clone();
+                self.check(&c).map_err(StepError::new)
+            }
+            StepAction::Wait { check } => {
+                let c = self.named_check(check)?.clone();
+                let limit = timeout.unwrap_or(WAIT_DEFAULT);
+                self.wait_for(check, &c, limit)
+            }
+        }
+    }
+
+    fn named_check(&self, name: &str) -> Result<&Check, StepError> {
+        self.desired
+            .checks
+            .get(name)
+            .ok_or_else(|| StepError::new(format!("check `{name}` is not in the stack")))
+    }
+
+    /// A human confirms, in the terminal; who confirmed goes to the journal.
+    fn manual(&self, text: &str) -> Result<String, StepError> {
+        if !std::io::stdin().is_terminal() {
+            return Err(StepError::new(format!(
+                "manual step `{text}` needs someone at a terminal to confirm it"
+            )));
+        }
+        eprintln!("\n  MANUAL STEP: {text}");
+        eprint!("  done? type `yes` to go on, anything else stops (and reverts): ");
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| StepError::new(format!("cannot read the answer: {e}")))?;
+        if answer.trim() == "yes" {
+            let who = cutover_store::Holder::current();
+            Ok(format!("confirmed by {}@{}", who.user, who.host))
+        } else {
+            Err(StepError::new(format!(
+                "manual step `{text}` was not confirmed"
+            )))
+        }
+    }
+
+    /// Tries `check` up to its retries; the last failure is the error.
+    pub(crate) fn check(&self, check: &Check) -> Result<String, String> {
+        let tries = check.retries.max(1);
+        let mut last = String::new();
+        for attempt in 1..=tries {
+            match self.check_once(&check.kind, check.timeout) {
+                Ok(out) => return Ok(out),
+                Err(e) => last = e,
+            }
+            if attempt < tries {
+                std::thread::sleep(check.interval);
+            }
+        }
+        Err(if tries > 1 {
+            format!("{last} (after {tries} tries)")
+        } else {
+            last
+        })
+    }
+
+    fn wait_for(&self, name: &str, check: &Check, limit: Duration) -> Result<String, StepError> {
+        let started = Instant::now();
+        let interval = check.interval.max(Duration::from_millis(200));
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.check_once(&check.kind, check.timeout) {
+                Ok(out) => {
+                    return Ok(format!(
+                        "`{name}` passed after {tries} tries ({:.1}s): {out}",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                Err(e) if started.elapsed() + interval > limit => {
+                    return Err(StepError::new(format!(
+                        "`{name}` did not pass within {}s ({tries} tries); last: {e}",
+                        limit.as_secs()
+                    )));
+                }
+                Err(_) => std::thread::sleep(interval),
+            }
+        }
+    }
+
+    fn running_container(&self, service: &str) -> Result<cutover_docker::ContainerInfo, String> {
+        self.rt
+            .block_on(self.docker.containers(&self.desired.name))
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|c| c.service == service && c.running())
+            .max_by_key(|c| c.release)
+            .ok_or_else(|| format!("`{service}` has no running container"))
+    }
+
+    /// One try of a check kind: its output, or why it failed.
+    fn check_once(&self, kind: &CheckKind, timeout: Duration) -> Result<String, String> {
+        match kind {
+            CheckKind::Http {
+                url,
+                service,
+                path,
+                status,
+                body_contains,
+                body_regex,
+            } => {
+                let url = match (url, service) {
+                    (Some(u), _) => u.clone(),
+                    (None, Some(svc)) => {
+                        let c = self.running_container(svc)?;
+                        let port = self.desired.services.get(svc).and_then(|s| s.port);
+                        let addr = c
+                            .published
+                            .iter()
+                            .find(|(p, _)| port.is_none_or(|want| *p == want))
+                            .map(|(_, a)| *a)
+                            .ok_or_else(|| format!("`{svc}` publishes no port to check"))?;
+                        format!("http://{addr}{}", path.as_deref().unwrap_or("/"))
+                    }
+                    (None, None) => return Err("an http check needs a url or a service".into()),
+                };
+                let (got, body) = self.rt.block_on(cutover_docker::http_get(&url, timeout))?;
+                let snippet: String = body.trim().chars().take(200).collect();
+                if got != *status {
+                    return Err(format!("GET {url} → {got} (want {status}): {snippet}"));
+                }
+                if let Some(want) = body_contains
+                    && !body.contains(want.as_str())
+                {
+                    return Err(format!("GET {url} → {got}, body lacks {want:?}: {snippet}"));
+                }
+                if let Some(re) = body_regex {
+                    let re = regex::Regex::new(re).map_err(|e| format!("bad body_regex: {e}"))?;
+                    if !re.is_match(&body) {
+                        return Err(format!(
+                            "GET {url} → {got}, body does not match /{re}/: {snippet}"
+                        ));
+                    }
+                }
+                Ok(format!("GET {url} → {got}: {snippet}"))
+            }
+            CheckKind::Tcp { target } => {
+                let addr = self.resolve_target(target)?;
+                self.rt.block_on(async {
+                    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
+                    {
+                        Ok(Ok(_)) => Ok(format!("TCP {target} ({addr}): connected")),
+                        Ok(Err(e)) => Err(format!("TCP {target} ({addr}): {e}")),
+                        Err(_) => Err(format!("TCP {target} ({addr}): timed out")),
+                    }
+                })
+            }
+            CheckKind::Sql {
+                data,
+                query,
+                expect,
+            } => {
+                let got = self.sql_value(data, query)?;
+                match (got, expect) {
+                    (None, Some(want)) => Err(format!("`{query}` returned no row (want {want})")),
+                    (Some(v), Some(want)) if v.trim() != want.trim() => {
+                        Err(format!("`{query}` returned {v} (want {want})"))
+                    }
+                    (v, _) => Ok(format!("`{query}` → {}", v.as_deref().unwrap_or("no row"))),
+                }
+            }
+            CheckKind::Exec {
+                service,
+                command,
+                output_contains,
+            } => {
+                let (code, out) = self
+                    .exec_in(service, command, Some(timeout))
+                    .map_err(|e| e.message)?;
+                if code != 0 {
+                    return Err(format!(
+                        "`{command}` in `{service}` exited {code}: {}",
+                        tail(&out)
+                    ));
+                }
+                if let Some(want) = output_contains
+                    && !out.contains(want.as_str())
+                {
+                    return Err(format!(
+                        "`{command}` in `{service}`: output lacks {want:?}: {}",
+                        tail(&out)
+                    ));
+                }
+                Ok(format!("`{command}` in `{service}`: {}", tail(&out)))
+            }
+            CheckKind::Command(command) => run_host(command, timeout).map_err(|e| {
+                if e.output.is_empty() {
+                    e.message
+                } else {
+                    format!("{}: {}", e.message, e.output)
+                }
+            }),
+            CheckKind::Logs {
+                service,
+                absent,
+                present,
+            } => {
+                let c = self.running_container(service)?;
+                // Since the container started: its whole log, bounded.
+                let logs = self
+                    .rt
+                    .block_on(self.docker.logs_tail(&c.id, 20_000))
+                    .map_err(|e| e.to_string())?;
+                if let Some(bad) = absent
+                    && let Some(line) = logs.lines().find(|l| l.contains(bad.as_str()))
+                {
+                    return Err(format!("`{service}` logged {bad:?}: {}", line.trim()));
+                }
+                if let Some(good) = present
+                    && !logs.contains(good.as_str())
+                {
+                    return Err(format!("`{service}` has not logged {good:?} yet"));
+                }
+                Ok(format!("logs of `{service}` ({}) look right", c.name))
+            }
+            CheckKind::ContainerHealth { service } => {
+                let c = self.running_container(service)?;
+                match c.health.as_deref() {
+                    Some("healthy") => Ok(format!("{} is healthy", c.name)),
+                    Some(h) => Err(format!("{} is {h}", c.name)),
+                    None => Err(format!("{} has no Docker health check", c.name)),
+                }
+            }
+        }
+    }
+
+    /// `host:port`; a service name as host means its published port (or its address on
+    /// the stack network).
+    fn resolve_target(&self, target: &str) -> Result<SocketAddr, String> {
+        if let Ok(a) = target.parse::<SocketAddr>() {
+            return Ok(a);
+        }
+        let (host, port) = target
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{target}` is not host:port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("bad port in `{target}`"))?;
+        if self.desired.services.contains_key(host) {
+            let c = self.running_container(host)?;
+            if let Some((_, a)) = c.published.iter().find(|(p, _)| *p == port) {
+                return Ok(*a);
+            }
+            let ip = self
+                .rt
+                .block_on(self.docker.address_on_network(&c.id, &self.desired.name))
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("`{host}` has no address on the stack network"))?;
+            return Ok(SocketAddr::new(ip, port));
+        }
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+            .next()
+            .ok_or_else(|| format!("`{host}` resolves to nothing"))
+    }
+
+    fn exec_in(
+        &self,
+        service: &str,
+        command: &Command,
+        timeout: Option<Duration>,
+    ) -> Result<(i64, String), StepError> {
+        let c = self.running_container(service).map_err(StepError::new)?;
+        let argv = command.argv();
+        let run = self.docker.exec(&c.id, &argv);
+        let result = match timeout {
+            Some(t) => self
+                .rt
+                .block_on(async { tokio::time::timeout(t, run).await })
+                .map_err(|_| {
+                    StepError::new(format!(
+                        "`{command}` in `{service}` timed out after {}s",
+                        t.as_secs()
+                    ))
+                })?,
+            None => self.rt.block_on(run),
+        };
+        result.map_err(|e| StepError::new(e.to_string()))
+    }
+
+    fn sql_value(&self, data: &str, query: &str) -> Result<Option<String>, String> {
+        let ds = self
+            .desired
+            .data
+            .get(data)
+            .ok_or_else(|| format!("data set `{data}` is not in the stack"))?;
+        match &ds.kind {
+            DataKind::Postgres { url, database, .. } => {
+                let url = url.expose().ok_or("the admin URL is not available here")?;
+                self.rt
+                    .block_on(Admin::schema_version(url, database, query))
+                    .map_err(|e| e.to_string())
+            }
+            DataKind::Sqlite { path } => {
+                cutover_data::sqlite::schema_version(std::path::Path::new(path), query)
+                    .map_err(|e| e.to_string())
+            }
+            _ => Err(format!("`{data}` is not a database")),
+        }
+    }
+
+    fn sql_execute(&self, data: &str, query: &str) -> Result<String, StepError> {
+        let ds = self
+            .desired
+            .data
+            .get(data)
+            .ok_or_else(|| StepError::new(format!("data set `{data}` is not in the stack")))?;
+        match &ds.kind {
+            DataKind::Postgres { url, database, .. } => {
+                let url = url
+                    .expose()
+                    .ok_or_else(|| StepError::new("the admin URL is not available here"))?;
+                self.rt
+                    .block_on(cutover_data::postgres::execute(url, database, query))
+                    .map_err(|e| StepError::new(e.to_string()))?;
+            }
+            DataKind::Sqlite { path } => {
+                cutover_data::sqlite::execute(std::path::Path::new(path), query)
+                    .map_err(|e| StepError::new(e.to_string()))?;
+            }
+            _ => return Err(StepError::new(format!("`{data}` is not a database"))),
+        }
+        Ok(format!("ran on `{data}`: {query}"))
+    }
+}
+
+/// Runs a host command (argv; a string through `/bin/sh -c`), bounded by `timeout`.
+fn run_host(command: &Command, timeout: Duration) -> Result<String, StepError> {
+    let argv = command.argv();
+    let Some((program, args)) = argv.split_first() else {
+        return Err(StepError::new("an empty command"));
+    };
+    let mut child = Process::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| StepError::new(format!("cannot run `{command}`: {e}")))?;
+    // Read both pipes on threads so a chatty command cannot block on a full pipe.
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(StepError::new(format!(
+                    "`{command}` did not finish within {}s and was killed",
+                    timeout.as_secs()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(StepError::new(format!("`{command}`: {e}"))),
+        }
+    };
+    let output = format!(
+        "{}{}",
+        out_t.join().unwrap_or_default(),
+        err_t.join().unwrap_or_default()
+    );
+    if status.success() {
+        Ok(tail(&output))
+    } else {
+        Err(StepError {
+            message: format!("`{command}` failed ({status})"),
+            output: tail(&output),
+        })
+    }
+}
