@@ -20,6 +20,12 @@ pub trait Executor {
 
 /// Records steps durably. `started` must be on disk before the step runs.
 pub trait Journal {
+    /// Who asked to stop the operation (`cutover abort`), checked before each step of the
+    /// procedure: the emergency stop ends the procedure at a step boundary and reverts.
+    fn abort_requested(&mut self) -> Option<String> {
+        None
+    }
+
     fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError>;
     fn finished(
         &mut self,
@@ -94,20 +100,121 @@ fn touches_nothing(phase: Phase) -> bool {
     matches!(phase, Phase::Plan | Phase::Preflight)
 }
 
+/// Where an interrupted operation stands, read from its journal by `resume`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// Nothing ran yet: run the whole plan.
+    Start,
+    /// These procedure steps finished successfully; continue after them (a step that
+    /// started but did not finish runs again: steps are idempotent).
+    Continue { done: Vec<String> },
+    /// A step failed, or the revert had begun, or continuing is not safe (the interrupted
+    /// step may not run twice): run the revert, all of it (its steps are idempotent).
+    Revert(Failure),
+}
+
+/// One step as the journal of an interrupted operation shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Journaled {
+    pub step_id: String,
+    /// `None`: started, never finished (the process died while it ran). `Some(ok)`.
+    pub finished_ok: Option<bool>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Where an operation interrupted with this journal must go on (see [`Resume`]).
+pub fn resume_point(plan: &Plan, journal: &[Journaled]) -> Resume {
+    let step = |id: &str| plan.steps().find(|s| s.id == id);
+    let failure_of = |id: &str, error: String| Failure {
+        step: id.to_string(),
+        phase: step(id).map_or(crate::spec::Phase::Upgrade, |s| s.phase),
+        error,
+    };
+    let in_revert = |id: &str| plan.revert.iter().any(|s| s.id == id);
+    // The procedure step that failed (or was interrupted) first.
+    let failed = journal
+        .iter()
+        .find(|j| !in_revert(&j.step_id) && j.finished_ok == Some(false));
+    if journal.iter().any(|j| in_revert(&j.step_id)) {
+        let f = failed.map_or_else(
+            || failure_of("revert", "the revert was interrupted".into()),
+            |j| failure_of(&j.step_id, j.error.clone().unwrap_or_default()),
+        );
+        return Resume::Revert(f);
+    }
+    if let Some(j) = failed {
+        return Resume::Revert(failure_of(
+            &j.step_id,
+            j.error.clone().unwrap_or_else(|| "failed".into()),
+        ));
+    }
+    if let Some(j) = journal.iter().find(|j| j.finished_ok.is_none())
+        && let Some(s) = step(&j.step_id)
+        && !s.rerun_safe
+    {
+        return Resume::Revert(failure_of(
+            &j.step_id,
+            format!(
+                "interrupted during `{}`, which may not run twice: reverting instead",
+                s.title
+            ),
+        ));
+    }
+    let done: Vec<String> = journal
+        .iter()
+        .filter(|j| j.finished_ok == Some(true))
+        .map(|j| j.step_id.clone())
+        .collect();
+    if done.is_empty() && journal.is_empty() {
+        Resume::Start
+    } else {
+        Resume::Continue { done }
+    }
+}
+
 /// Runs `plan`: its procedure, then, on a failure after preflight, its revert. Revert steps
 /// all run even when one fails (each is independent and idempotent); every failure is kept.
 pub fn execute(plan: &Plan, exec: &mut dyn Executor, journal: &mut dyn Journal) -> Outcome {
-    let mut failure = None;
-    for step in plan.steps() {
-        if let Err(error) = run_one(step, exec, journal) {
-            failure = Some(Failure {
-                step: step.id.clone(),
-                phase: step.phase,
-                error,
-            });
-            break;
+    resume(plan, Resume::Start, exec, journal)
+}
+
+/// Runs what is left of `plan` from `at` (see [`Resume`]).
+pub fn resume(
+    plan: &Plan,
+    at: Resume,
+    exec: &mut dyn Executor,
+    journal: &mut dyn Journal,
+) -> Outcome {
+    let failure = match at {
+        Resume::Revert(failure) => Some(failure),
+        Resume::Start | Resume::Continue { .. } => {
+            let done = match &at {
+                Resume::Continue { done } => done.clone(),
+                _ => Vec::new(),
+            };
+            let mut failure = None;
+            for step in plan.steps().filter(|s| !done.contains(&s.id)) {
+                if let Some(who) = journal.abort_requested() {
+                    failure = Some(Failure {
+                        step: step.id.clone(),
+                        phase: step.phase,
+                        error: format!("aborted by {who} before this step"),
+                    });
+                    break;
+                }
+                if let Err(error) = run_one(step, exec, journal) {
+                    failure = Some(Failure {
+                        step: step.id.clone(),
+                        phase: step.phase,
+                        error,
+                    });
+                    break;
+                }
+            }
+            failure
         }
-    }
+    };
     let Some(failure) = failure else {
         return Outcome::Succeeded;
     };
@@ -333,5 +440,103 @@ data:
             "{out:?}"
         );
         assert!(exec.ran.is_empty());
+    }
+
+    fn journaled(id: &str, ok: Option<bool>) -> Journaled {
+        Journaled {
+            step_id: id.into(),
+            finished_ok: ok,
+            error: ok.filter(|o| !o).map(|_| "boom".into()),
+        }
+    }
+
+    #[test]
+    fn resume_continues_after_finished_steps_and_reruns_the_interrupted_one() {
+        let p = upgrade_plan();
+        let ids: Vec<String> = p.steps().map(|s| s.id.clone()).collect();
+        let at = resume_point(
+            &p,
+            &[journaled(&ids[0], Some(true)), journaled(&ids[1], None)],
+        );
+        assert_eq!(
+            at,
+            Resume::Continue {
+                done: vec![ids[0].clone()]
+            }
+        );
+        let mut exec = Fake::default();
+        let mut journal = Memory::default();
+        assert_eq!(resume(&p, at, &mut exec, &mut journal), Outcome::Succeeded);
+        assert_eq!(
+            exec.ran,
+            ids[1..].to_vec(),
+            "the interrupted step runs again, the rest after it"
+        );
+    }
+
+    #[test]
+    fn resume_reverts_after_a_failure_or_an_interrupted_revert() {
+        let p = upgrade_plan();
+        let ids: Vec<String> = p.steps().map(|s| s.id.clone()).collect();
+        let last = ids.last().expect("steps").clone();
+        let at = resume_point(
+            &p,
+            &[
+                journaled(&ids[0], Some(true)),
+                journaled(&last, Some(false)),
+            ],
+        );
+        assert!(matches!(&at, Resume::Revert(f) if f.step == last), "{at:?}");
+        let revert_id = p.revert[0].id.clone();
+        let at = resume_point(
+            &p,
+            &[journaled(&last, Some(false)), journaled(&revert_id, None)],
+        );
+        let mut exec = Fake::default();
+        let mut journal = Memory::default();
+        assert!(matches!(
+            resume(&p, at, &mut exec, &mut journal),
+            Outcome::Reverted(_)
+        ));
+        let reverts: Vec<String> = p.revert.iter().map(|s| s.id.clone()).collect();
+        assert_eq!(
+            exec.ran, reverts,
+            "the whole revert runs again, nothing of the procedure"
+        );
+    }
+
+    #[test]
+    fn an_abort_request_stops_at_the_next_step_and_reverts() {
+        struct Aborting(Memory, usize);
+        impl Journal for Aborting {
+            fn abort_requested(&mut self) -> Option<String> {
+                (self.0.lines.len() >= self.1).then(|| "chief@ops".to_string())
+            }
+            fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
+                self.0.started(step)
+            }
+            fn finished(
+                &mut self,
+                seq: u64,
+                step: &PlanStep,
+                r: &StepResult,
+            ) -> Result<(), JournalError> {
+                self.0.finished(seq, step, r)
+            }
+        }
+        let p = upgrade_plan();
+        let steps: Vec<&PlanStep> = p.steps().collect();
+        // Let the steps up to the first one after preflight run, then ask to stop.
+        let first_change = steps
+            .iter()
+            .position(|s| !touches_nothing(s.phase))
+            .expect("a step that changes something");
+        let mut exec = Fake::default();
+        let mut journal = Aborting(Memory::default(), 2 * (first_change + 1));
+        match resume(&p, Resume::Start, &mut exec, &mut journal) {
+            Outcome::Reverted(f) => assert!(f.error.contains("aborted by chief@ops"), "{f:?}"),
+            other => panic!("expected a revert, got {other:?}"),
+        }
+        assert_eq!(exec.ran.len(), first_change + 1 + p.revert.len());
     }
 }

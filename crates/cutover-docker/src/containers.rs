@@ -16,12 +16,12 @@ use bollard::query_parameters::{
 };
 use cutover_core::spec::{Command, MountSource, Protocol, RestartPolicy as Restart, Service};
 use futures_util::{StreamExt, TryStreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Runtime, RuntimeError, label};
 
 /// Which of a blue-green pair a container is; services upgraded in place are `Single`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     Single,
@@ -70,7 +70,7 @@ pub struct ContainerSpec<'a> {
 }
 
 /// One container of a stack, as observed.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerInfo {
     pub id: String,
     pub name: String,

@@ -14,15 +14,18 @@
 //!    503 + `Retry-After`); on release it continues with the service's *new* upstreams;
 //! 5. upstream selection: round-robin over the service's current set, taken once: a request
 //!    keeps its upstream to the end, so a switch never splits one;
-//! 6. forwarding with streaming bodies both ways, hop-by-hop headers stripped and
-//!    `X-Forwarded-*` set; an `Upgrade` answered with 101 becomes a byte tunnel.
+//! 6. forwarding over a pooled HTTP/1.1 keep-alive connection to the upstream, with streaming
+//!    bodies both ways, hop-by-hop headers stripped and `X-Forwarded-*` set; an `Upgrade`
+//!    answered with 101 becomes a byte tunnel.
 //!
 //! # Concurrency
 //!
-//! The per-request path takes no lock: the routing table is an [`ArcSwap`] replaced whole, a
-//! service's upstream set is an `ArcSwap<Vec<_>>` replaced whole by [`Proxy::switch`], and the
-//! counters are atomics. The control-plane verbs serialize on one mutex (the registry of
-//! services and upstream addresses), which the data plane never touches.
+//! The per-request path shares no lock between requests of different upstreams: the routing
+//! table is an [`ArcSwap`] replaced whole, a service's upstream set is an `ArcSwap<Vec<_>>`
+//! replaced whole by [`Proxy::switch`], and the counters are atomics; the one mutex it takes
+//! is its upstream's list of idle keep-alive connections, for one pop and one push. The
+//! control-plane verbs serialize on another mutex (the registry of services and upstream
+//! addresses), which the data plane never touches.
 //!
 //! In-flight requests are counted per upstream *address* (shared by every service that lists
 //! it), from the moment an upstream is chosen until the response body has been handed to the
@@ -244,6 +247,7 @@ impl Proxy {
         let set = upstreams.iter().map(|a| reg.upstream(*a)).collect();
         let svc = reg.service(service);
         let previous = svc.set_upstreams(set);
+        reg.forget_unused_services();
         reg.forget_unused_upstreams();
         previous
     }
@@ -288,9 +292,10 @@ impl Proxy {
     /// Lets the requests waiting on `service` go, to the upstreams it has now. A service that
     /// is not held (or unknown) is left as it is.
     pub fn release(&self, service: &str) {
-        let reg = self.inner.registry();
+        let mut reg = self.inner.registry();
         if let Some(svc) = reg.get(service) {
             svc.release();
+            reg.forget_unused_services();
         }
     }
 

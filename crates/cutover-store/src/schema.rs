@@ -8,7 +8,17 @@ use crate::StoreError;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
 /// Append only: never edit a migration that has shipped.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+
+/// What `resume` needs to finish an interrupted operation (its plan and the containers that
+/// ran before it), and the emergency stop `abort` asks for.
+const V3: &str = r#"
+CREATE TABLE operation_context (
+    op                 INTEGER PRIMARY KEY REFERENCES operations (id),
+    context_json       TEXT    NOT NULL,
+    abort_requested_by TEXT
+) STRICT;
+"#;
 
 /// The traffic proxy's routes and upstreams, so they survive its restart.
 const V2: &str = r#"

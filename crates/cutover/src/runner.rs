@@ -615,14 +615,39 @@ pub struct StoreJournal<'a> {
     pub progress: bool,
 }
 
+/// Test hook: `CUTOVER_TEST_CRASH_AT=<step id>:<before|after>` makes the process write
+/// `CUTOVER_TEST_CRASH_MARKER` (a file) and stop at that step boundary, for a test to kill
+/// it there with SIGKILL. `before`: journaled as started, not run yet; `after`: finished.
+fn crash_point(step: &PlanStep, when: &str) {
+    let Ok(at) = std::env::var("CUTOVER_TEST_CRASH_AT") else {
+        return;
+    };
+    if at != format!("{}:{when}", step.id) {
+        return;
+    }
+    if let Ok(marker) = std::env::var("CUTOVER_TEST_CRASH_MARKER") {
+        let _ = std::fs::write(marker, &at);
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
 impl Journal for StoreJournal<'_> {
+    fn abort_requested(&mut self) -> Option<String> {
+        self.store.abort_requested(self.operation).ok().flatten()
+    }
+
     fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
         if self.progress {
             eprintln!("  {:<13} {} …", step.phase.as_str(), step.title);
         }
-        self.store
+        let seq = self
+            .store
             .step_started(self.operation, &step.id, step.phase.as_str(), &step.title)
-            .map_err(|e| JournalError(e.to_string()))
+            .map_err(|e| JournalError(e.to_string()))?;
+        crash_point(step, "before");
+        Ok(seq)
     }
 
     fn finished(
@@ -654,6 +679,8 @@ impl Journal for StoreJournal<'_> {
         }
         self.store
             .step_finished(self.operation, seq, status, &output)
-            .map_err(|e| JournalError(e.to_string()))
+            .map_err(|e| JournalError(e.to_string()))?;
+        crash_point(step, "after");
+        Ok(())
     }
 }

@@ -627,28 +627,43 @@ impl Stack {
     /// Returns the references it could not find, so a caller can refuse with a reason.
     pub fn rebind_secrets(&mut self, current: &Stack) -> Vec<String> {
         let mut known: IndexMap<String, Value> = IndexMap::new();
-        for svc in current.services.values() {
-            for v in svc.env.values() {
-                if v.is_secret() && v.expose().is_some() {
-                    known.insert(v.shown().to_string(), v.clone());
-                }
+        for v in current.values() {
+            if v.is_secret() && v.expose().is_some() {
+                known.insert(v.shown().to_string(), v.clone());
             }
         }
         let mut missing = Vec::new();
-        for svc in self.services.values_mut() {
-            for v in svc.env.values_mut() {
-                if v.is_secret() && v.expose().is_none() {
-                    match known.get(v.shown()) {
-                        Some(found) => *v = found.clone(),
-                        None if !missing.contains(&v.shown().to_string()) => {
-                            missing.push(v.shown().to_string());
-                        }
-                        None => {}
+        for v in self.values_mut() {
+            if v.is_secret() && v.expose().is_none() {
+                match known.get(v.shown()) {
+                    Some(found) => *v = found.clone(),
+                    None if !missing.contains(&v.shown().to_string()) => {
+                        missing.push(v.shown().to_string());
                     }
+                    None => {}
                 }
             }
         }
         missing
+    }
+
+    /// Every value that may hold a secret: service environments and database URLs.
+    fn values(&self) -> impl Iterator<Item = &Value> {
+        let env = self.services.values().flat_map(|s| s.env.values());
+        let urls = self.data.values().filter_map(|d| match &d.kind {
+            DataKind::Postgres { url, .. } => Some(url),
+            _ => None,
+        });
+        env.chain(urls)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Value> {
+        let env = self.services.values_mut().flat_map(|s| s.env.values_mut());
+        let urls = self.data.values_mut().filter_map(|d| match &mut d.kind {
+            DataKind::Postgres { url, .. } => Some(url),
+            _ => None,
+        });
+        env.chain(urls)
     }
 
     /// Services routed by the traffic layer.

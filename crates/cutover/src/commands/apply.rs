@@ -333,6 +333,22 @@ fn resolve(
     Ok(Resolved { image_ids })
 }
 
+/// What `resume` needs to finish an operation: recorded before its first step.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct OperationContext {
+    pub kind: String,
+    pub plan: Plan,
+    /// Secrets as references only: `resume` binds them from the stack file again.
+    pub desired: Stack,
+    pub previous: Option<Stack>,
+    pub from_release: Option<u64>,
+    pub release: u64,
+    pub record_release: bool,
+    pub pins: IndexMap<String, String>,
+    /// The containers that ran when the operation began: the revert target.
+    pub before: Vec<cutover_docker::ContainerInfo>,
+}
+
 struct Op<'a> {
     kind: &'a str,
     store: &'a Store,
@@ -418,7 +434,7 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
 
 fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
     // Before anything is recorded: a maintenance page that cannot be read is bad input.
-    let traffic = traffic_for(cli, op, op.plan.to_release)?;
+    let traffic = traffic_for(cli, op.rt, op.desired, &op.plan, op.plan.to_release)?;
     let release = if op.record_release {
         let spec_json = serde_json::to_string(op.desired)?;
         let images = ReleaseImages::default().to_json();
@@ -442,6 +458,19 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         .into_iter()
         .filter(|c| c.running())
         .collect();
+    let context = OperationContext {
+        kind: op.kind.to_string(),
+        plan: op.plan.clone(),
+        desired: op.desired.clone(),
+        previous: op.observed.stack.clone(),
+        from_release: op.observed.release,
+        release,
+        record_release: op.record_release,
+        pins: op.pins.clone(),
+        before: before.clone(),
+    };
+    op.store
+        .set_operation_context(operation.id, &serde_json::to_string(&context)?)?;
     let mut runner = Runner {
         rt: op.rt,
         docker: op.docker,
@@ -474,12 +503,45 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         operation.id
     );
     let outcome = engine::execute(&op.plan, &mut runner, &mut journal);
-    let (op_status, rel_status, code, summary) = match &outcome {
+    conclude(
+        op.store,
+        &Concluding {
+            kind: op.kind,
+            operation: operation.id,
+            release,
+            record_release: op.record_release,
+            from_release: op.observed.release,
+        },
+        &outcome,
+        &runner.images,
+    )
+}
+
+/// What [`conclude`] needs to know about the operation that ran.
+pub struct Concluding<'a> {
+    pub kind: &'a str,
+    pub operation: u64,
+    pub release: u64,
+    pub record_release: bool,
+    pub from_release: Option<u64>,
+}
+
+/// Records how an operation ended (operation and release status, the images it ran) and
+/// turns the outcome into the summary and exit code.
+pub fn conclude(
+    store: &Store,
+    c: &Concluding<'_>,
+    outcome: &Outcome,
+    images: &ReleaseImages,
+) -> anyhow::Result<u8> {
+    let release = c.release;
+    let kind = c.kind;
+    let (op_status, rel_status, code, summary) = match outcome {
         Outcome::Succeeded => (
             OperationStatus::Succeeded,
             None,
             exit::OK,
-            format!("{} succeeded: release {release} runs", op.kind),
+            format!("{} succeeded: release {release} runs", kind),
         ),
         Outcome::Refused(f) => (
             OperationStatus::Failed,
@@ -487,7 +549,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
             exit::INVALID,
             format!(
                 "{} refused in {}: {}\nnothing was changed",
-                op.kind,
+                kind,
                 f.phase.as_str(),
                 f.error
             ),
@@ -498,10 +560,10 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
             exit::REVERTED,
             format!(
                 "{} failed at {}: {}\nreverted: the stack runs what it ran before (release {})",
-                op.kind,
+                kind,
                 f.step,
                 f.error,
-                op.observed.release.map_or("none".into(), |r| r.to_string())
+                c.from_release.map_or("none".into(), |r| r.to_string())
             ),
         ),
         Outcome::RevertFailed {
@@ -513,7 +575,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
             exit::REVERT_FAILED,
             format!(
                 "{} failed at {}: {}\nthe revert failed too:\n{}\nan operator must look: `cutover status` shows what runs, `cutover history` the journal",
-                op.kind,
+                kind,
                 failure.step,
                 failure.error,
                 revert_failures
@@ -524,17 +586,16 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
             ),
         ),
     };
-    if op.record_release
+    if c.record_release
         && let Some(status) = rel_status
     {
-        op.store.set_release_status(release, status)?;
-        if !runner.images.0.is_empty() {
-            op.store
-                .set_release_images(release, &runner.images.to_json())?;
+        store.set_release_status(release, status)?;
+        if !images.0.is_empty() {
+            store.set_release_images(release, &images.to_json())?;
         }
     }
     let error = (code != exit::OK).then_some(summary.as_str());
-    op.store.finish_operation(operation.id, op_status, error)?;
+    store.finish_operation(c.operation, op_status, error)?;
     if code == exit::OK {
         output::print(&format!("{summary}\n"))?;
         Ok(code)
@@ -544,17 +605,18 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
 }
 
 /// The traffic seam: the stack's proxy when it routes traffic, else none.
-fn traffic_for<'a>(
+pub fn traffic_for<'a>(
     cli: &Cli,
-    op: &Op<'a>,
+    rt: &'a tokio::runtime::Runtime,
+    desired: &Stack,
+    plan: &Plan,
     release: u64,
 ) -> anyhow::Result<Box<dyn cutover_core::traffic::TrafficSwitch + 'a>> {
-    let Some(t) = &op.desired.traffic else {
+    let Some(t) = &desired.traffic else {
         return Ok(Box::new(NoProxy));
     };
     // The expected window: the longest downtime the plan announces.
-    let window = op
-        .plan
+    let window = plan
         .services
         .iter()
         .filter_map(|c| c.downtime.max_seconds)
@@ -563,17 +625,14 @@ fn traffic_for<'a>(
     let until =
         humantime::format_rfc3339_seconds(std::time::SystemTime::now() + window).to_string();
     let page = traffic::page(
-        op.desired,
-        &format!(
-            "{} is being upgraded to release {release}.",
-            op.desired.name
-        ),
+        desired,
+        &format!("{} is being upgraded to release {release}.", desired.name),
         &until,
         window,
     )
     .map_err(|e| with_code(exit::INVALID, anyhow!("{e}")))?;
     Ok(Box::new(traffic::ProxyTraffic {
-        rt: op.rt,
+        rt,
         client: cutover_proxy::client::Client::new(&traffic::socket_path(&commands::state_dir(
             cli,
         ))),
@@ -584,7 +643,7 @@ fn traffic_for<'a>(
 
 /// Renews the lease every few seconds from a thread with its own store connection, until
 /// the returned guard is dropped.
-fn renew_in_background(cli: &Cli, stack: &str, token: String) -> Option<mpsc::Sender<()>> {
+pub fn renew_in_background(cli: &Cli, stack: &str, token: String) -> Option<mpsc::Sender<()>> {
     let dir = commands::state_dir(cli);
     let stack = stack.to_string();
     let (tx, rx) = mpsc::channel::<()>();

@@ -5,10 +5,10 @@ mod apply;
 mod docs;
 mod down;
 mod history;
-mod later;
 mod maintenance;
 mod plan;
 mod restore_points;
+mod resume;
 mod serve;
 mod status;
 mod unlock;
@@ -39,8 +39,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             apply::upgrade_service(cli, service, confirm)
         }
         Command::Down { volumes, confirm } => down::run(cli, *volumes, confirm),
-        Command::Resume => later::resume(cli),
-        Command::Abort => later::abort(cli),
+        Command::Resume => resume::run(cli, false),
+        Command::Abort => resume::run(cli, true),
         Command::Unlock { force } => unlock::run(cli, *force),
         Command::RestorePoints { action } => restore_points::run(cli, action),
         Command::Serve { access_log } => serve::run(cli, *access_log),

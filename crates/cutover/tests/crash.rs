@@ -1,0 +1,277 @@
+//! The crash matrix: a real upgrade of a stack with a container, a Docker volume and a
+//! PostgreSQL database, killed with SIGKILL at every step boundary (before a step runs and
+//! after it finished), then `cutover resume`. Whatever the boundary, the stack must end
+//! entirely on the old release or entirely on the new one — image, volume and database
+//! agreeing — with the lease free and no operation left unfinished.
+
+#[path = "../../cutover-data/tests/common/mod.rs"]
+mod pg;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let (head, body) = out.split_once("\r\n\r\n").ok_or("no answer")?;
+    if !head.contains(" 200 ") {
+        return Err(head.to_string());
+    }
+    Ok(body.trim().to_string())
+}
+
+fn get_now(addr: SocketAddr, path: &str) -> String {
+    let start = Instant::now();
+    loop {
+        match get(addr, path) {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("GET {path}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().expect("docker");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+struct Stack {
+    name: String,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Stack {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        c.current_dir(self.dir.path())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("PG_URL", &self.url)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("cutover")
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let o = self.run(&["status", "-o", "json"]);
+        serde_json::from_slice(&o.stdout).expect("status json")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.cutover.stack={}", self.name),
+        ]);
+        for id in ids.lines() {
+            docker(&["rm", "-f", id]);
+        }
+        docker(&["network", "rm", &format!("cutover-{}", self.name)]);
+        docker(&["volume", "rm", "-f", &format!("{}-data", self.name)]);
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", "cutover-demo:v1", "cutover-demo:v2"])
+        .output()
+        .expect("docker")
+        .status
+        .success();
+    assert!(
+        ok,
+        "the cutover-demo images are missing: run examples/demo/build-images"
+    );
+    let cluster = pg::Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE app");
+    cluster.psql(
+        "app",
+        "CREATE TABLE marker (v text); INSERT INTO marker VALUES ('1')",
+    );
+
+    let name = format!("t-crash-{}", std::process::id());
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = Stack {
+        name: name.clone(),
+        dir: tempfile::tempdir().expect("tmp"),
+        url: cluster.url(),
+    };
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             vars: {{ v: \"1\" }}\n\
+             secrets: {{ PG_URL: {{ env: PG_URL }} }}\n\
+             services:\n  app:\n    image: cutover-demo:v${{v}}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"{name}-data:/data\"]\n    \
+               stop_grace: 5s\n    health: {{ http: /health, interval: 200ms, deadline: 30s }}\n\
+             data:\n  files:\n    volume: {{ name: {name}-data }}\n    writers: [app]\n  \
+               db:\n    postgres: {{ url: \"${{PG_URL}}\", database: app }}\n    writers: [app]\n\
+             steps:\n  upgrade:\n    - sql: {{ data: db, query: \"UPDATE marker SET v = '${{v}}'\" }}\n      name: migrate the marker\n"
+        ),
+    )
+    .expect("stack file");
+
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "deploy v1\n{}", text(&o));
+
+    // The boundaries of an upgrade, from its plan.
+    let o = s.run(&["plan", "-o", "json", "--set", "vars.v=2"]);
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).expect("plan json");
+    let steps: Vec<String> = plan["procedure"]
+        .as_array()
+        .expect("procedure")
+        .iter()
+        .flat_map(|p| p["steps"].as_array().cloned().unwrap_or_default())
+        .map(|st| st["id"].as_str().expect("id").to_string())
+        .collect();
+    assert!(steps.len() >= 8, "{steps:?}");
+
+    let mut current = 1;
+    let mut outcomes = Vec::new();
+    for step in &steps {
+        for when in ["before", "after"] {
+            let target = 3 - current; // 1 ↔ 2
+            let schema_before = get_now(addr, "/schema");
+            let marker = s.dir.path().join("crashed");
+            let _ = std::fs::remove_file(&marker);
+            let mut child = s
+                .cmd(&["apply", "--yes", "--set", &format!("vars.v={target}")])
+                .env("CUTOVER_TEST_CRASH_AT", format!("{step}:{when}"))
+                .env("CUTOVER_TEST_CRASH_MARKER", &marker)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("apply");
+            let start = Instant::now();
+            while !marker.exists() {
+                if let Some(status) = child.try_wait().expect("wait") {
+                    panic!("apply ended ({status}) before reaching {step}:{when}");
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(90),
+                    "never reached {step}:{when}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+
+            let st = s.status();
+            assert!(
+                !st["unfinished_operations"]
+                    .as_array()
+                    .expect("ops")
+                    .is_empty(),
+                "{step}:{when}: the killed operation shows as unfinished"
+            );
+            let o = s.run(&["resume"]);
+            assert!(
+                code(&o) == 0 || code(&o) == 1,
+                "{step}:{when}: resume ends the operation (0: finished, 1: reverted)\n{}",
+                text(&o)
+            );
+            let st = s.status();
+            assert!(
+                st["lease"].is_null(),
+                "{step}:{when}: the lease is free: {st}"
+            );
+            assert!(
+                st["unfinished_operations"]
+                    .as_array()
+                    .expect("ops")
+                    .is_empty(),
+                "{step}:{when}: nothing left unfinished"
+            );
+
+            // One release, entirely: the app, its volume and the database agree.
+            let version = get_now(addr, "/version");
+            let db = cluster.psql("app", "SELECT v FROM marker");
+            let schema = get_now(addr, "/schema");
+            let ended_on: u32 = version.trim_start_matches('v').parse().expect("version");
+            assert!(
+                ended_on == current || ended_on == target,
+                "{step}:{when}: runs v{ended_on}"
+            );
+            assert_eq!(
+                db,
+                ended_on.to_string(),
+                "{step}:{when}: database matches v{ended_on}"
+            );
+            let want_schema = if ended_on == current {
+                schema_before.clone()
+            } else {
+                schema_before
+                    .parse::<u32>()
+                    .expect("schema")
+                    .max(target)
+                    .to_string()
+            };
+            assert_eq!(
+                schema, want_schema,
+                "{step}:{when}: volume matches v{ended_on}"
+            );
+            let live = st["release"]["revision"].as_u64().expect("a live release");
+            let images = docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=io.cutover.stack={name}"),
+            ]);
+            assert_eq!(
+                images.lines().count(),
+                1,
+                "{step}:{when}: one container runs"
+            );
+            outcomes.push(format!(
+                "{step}:{when} → v{ended_on} (release {live}, {})",
+                if code(&o) == 0 {
+                    "finished"
+                } else {
+                    "reverted"
+                }
+            ));
+            current = ended_on;
+        }
+    }
+    eprintln!("crash matrix:\n  {}", outcomes.join("\n  "));
+    let _ = PathBuf::new();
+}
