@@ -611,8 +611,31 @@ fn short(id: &str) -> &str {
 pub struct StoreJournal<'a> {
     pub store: &'a Store,
     pub operation: u64,
-    /// Print each step as it starts and ends.
-    pub progress: bool,
+    /// How each step is shown as it starts and ends.
+    pub progress: Progress,
+}
+
+/// How steps are reported while they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// A line per step start and end on stderr.
+    Lines,
+    /// One JSON object per event on stdout (`-o json`), for scripts.
+    Json,
+}
+
+fn event(kind: &str, op: u64, step: &PlanStep, status: Option<&str>, output: Option<&str>) {
+    let line = serde_json::json!({
+        "event": kind,
+        "operation": op,
+        "step": step.id,
+        "phase": step.phase.as_str(),
+        "title": step.title,
+        "status": status,
+        "output": output,
+        "at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    });
+    println!("{line}");
 }
 
 /// Test hook: `CUTOVER_TEST_CRASH_AT=<step id>:<before|after>` makes the process write
@@ -639,8 +662,9 @@ impl Journal for StoreJournal<'_> {
     }
 
     fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
-        if self.progress {
-            eprintln!("  {:<13} {} …", step.phase.as_str(), step.title);
+        match self.progress {
+            Progress::Lines => eprintln!("  {:<13} {} …", step.phase.as_str(), step.title),
+            Progress::Json => event("step_started", self.operation, step, None, None),
         }
         let seq = self
             .store
@@ -667,15 +691,23 @@ impl Journal for StoreJournal<'_> {
                 },
             ),
         };
-        if self.progress {
-            let mark = if status == StepStatus::Succeeded {
-                "ok"
-            } else {
-                "FAILED"
-            };
-            let first = output.lines().next().unwrap_or("");
-            eprintln!("  {:<13} {mark}: {first}", "");
-            let _ = step;
+        match self.progress {
+            Progress::Lines => {
+                let mark = if status == StepStatus::Succeeded {
+                    "ok"
+                } else {
+                    "FAILED"
+                };
+                let first = output.lines().next().unwrap_or("");
+                eprintln!("  {:<13} {mark}: {first}", "");
+            }
+            Progress::Json => event(
+                "step_finished",
+                self.operation,
+                step,
+                Some(status.as_str()),
+                Some(&output),
+            ),
         }
         self.store
             .step_finished(self.operation, seq, status, &output)

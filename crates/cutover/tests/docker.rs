@@ -1417,3 +1417,70 @@ fn custom_steps_and_checks_run_in_their_phases_and_a_failing_check_reverts() {
     );
     assert_eq!(version_now(addr), "v2", "reverted to v2");
 }
+
+#[test]
+fn abort_stops_a_running_upgrade_at_its_next_step_and_reverts_with_json_events() {
+    use std::io::BufRead;
+    let s = Stack::new("abort");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let name = &s.name;
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             vars: {{ version: v1 }}\n\
+             services:\n  app:\n    image: cutover-demo:${{version}}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    stop_grace: 5s\n    health: {HEALTH}\n\
+             steps:\n  verify:\n    - run: [sleep, \"3\"]\n      name: soak\n      rerun_safe: true\n    \
+               - run: [\"true\"]\n      name: after the soak\n"
+        ),
+    )
+    .expect("stack file");
+    s.apply_ok(&[]);
+
+    let mut child = s
+        .cmd(&["-o", "json", "apply", "--yes", "--set", "vars.version=v2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apply");
+    let out = child.stdout.take().expect("stdout");
+    let mut events = Vec::new();
+    let mut lines = std::io::BufReader::new(out).lines();
+    // Wait until the soak runs, then pull the emergency brake.
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        let soak = v["event"] == "step_started" && v["title"] == "soak";
+        events.push(v);
+        if soak {
+            break;
+        }
+    }
+    let o = s.run(&["abort"]);
+    expect_code(&o, 0, "abort");
+    assert!(stdout(&o).contains("asked operation"), "{}", stdout(&o));
+    for line in lines {
+        events.push(serde_json::from_str(&line.expect("line")).expect("JSON event"));
+    }
+    let status = child.wait().expect("apply ends");
+    assert_eq!(status.code(), Some(1), "an aborted upgrade is reverted");
+    let last = events.last().expect("events");
+    assert_eq!(last["event"], "finished", "{last}");
+    assert_eq!(last["outcome"], "reverted", "{last}");
+    assert!(
+        last["summary"]
+            .as_str()
+            .expect("summary")
+            .contains("aborted by"),
+        "{last}"
+    );
+    assert!(
+        !events.iter().any(|e| e["title"] == "after the soak"),
+        "nothing after the abort point runs"
+    );
+    assert!(events.iter().any(|e| e["phase"] == "revert"));
+    assert_eq!(version_now(addr), "v1");
+}

@@ -489,7 +489,11 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
     let mut journal = StoreJournal {
         store: op.store,
         operation: operation.id,
-        progress: cli.output == OutputFormat::Text,
+        progress: if cli.output == OutputFormat::Json {
+            crate::runner::Progress::Json
+        } else {
+            crate::runner::Progress::Lines
+        },
     };
     eprintln!(
         "{} {} of stack `{}` (operation {}):",
@@ -506,6 +510,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
     conclude(
         op.store,
         &Concluding {
+            json: cli.output == OutputFormat::Json,
             kind: op.kind,
             operation: operation.id,
             release,
@@ -519,6 +524,8 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
 
 /// What [`conclude`] needs to know about the operation that ran.
 pub struct Concluding<'a> {
+    /// Report as one JSON object on stdout (`-o json`) rather than a line of text.
+    pub json: bool,
     pub kind: &'a str,
     pub operation: u64,
     pub release: u64,
@@ -596,8 +603,24 @@ pub fn conclude(
     }
     let error = (code != exit::OK).then_some(summary.as_str());
     store.finish_operation(c.operation, op_status, error)?;
+    if c.json {
+        output::print(&format!(
+            "{}\n",
+            serde_json::json!({
+                "event": "finished",
+                "operation": c.operation,
+                "kind": kind,
+                "release": release,
+                "outcome": op_status.as_str(),
+                "exit_code": code,
+                "summary": summary,
+            })
+        ))?;
+    }
     if code == exit::OK {
-        output::print(&format!("{summary}\n"))?;
+        if !c.json {
+            output::print(&format!("{summary}\n"))?;
+        }
         Ok(code)
     } else {
         Err(with_code(code, anyhow!(summary)))

@@ -173,12 +173,17 @@ fn finish(
     let mut journal = StoreJournal {
         store,
         operation: op.id,
-        progress: cli.output == OutputFormat::Text,
+        progress: if cli.output == OutputFormat::Json {
+            crate::runner::Progress::Json
+        } else {
+            crate::runner::Progress::Lines
+        },
     };
     let outcome = engine::resume(&ctx.plan, at, &mut runner, &mut journal);
     apply::conclude(
         store,
         &Concluding {
+            json: cli.output == OutputFormat::Json,
             kind: &ctx.kind,
             operation: op.id,
             release: ctx.release,
