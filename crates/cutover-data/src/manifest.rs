@@ -53,6 +53,9 @@ pub struct Manifest {
     pub stack: String,
     /// The release whose upgrade took it: it holds the data as it was before that release.
     pub release: u64,
+    /// The release that was live when it was taken (whose data it holds).
+    #[serde(default)]
+    pub taken_from: Option<u64>,
     /// The data set's name in the stack file.
     pub data: String,
     pub kind: Kind,
@@ -198,6 +201,17 @@ impl RestorePoints {
         Ok(out)
     }
 
+    /// The newest complete restore point of `data` holding the data of release `live`.
+    pub fn of_release(&self, data: &str, live: u64) -> Result<Option<Manifest>, ManifestError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|m| {
+                m.data == data && m.taken_from == Some(live) && m.status == Status::Complete
+            })
+            .max_by_key(|m| m.release))
+    }
+
     /// Checks every artifact's size and blake3 against the manifest; returns the problems.
     pub fn verify_files(&self, m: &Manifest) -> Vec<String> {
         let dir = self.dir(m.release, &m.data);
@@ -280,6 +294,7 @@ mod tests {
             schema: MANIFEST_SCHEMA.into(),
             stack: "demo".into(),
             release,
+            taken_from: release.checked_sub(1),
             data: data.into(),
             kind: Kind::Sqlite,
             source: "/srv/app.sqlite".into(),

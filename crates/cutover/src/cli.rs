@@ -102,6 +102,12 @@ pub enum RestorePointsAction {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataChoice {
+    Restore,
+    Keep,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum MaintenanceAction {
     /// 503 + Retry-After with the stack's maintenance page.
@@ -178,6 +184,11 @@ pub enum Command {
     Rollback {
         /// The release to go back to.
         revision: Option<u64>,
+        /// `restore`: put the data back as it was in that release too (from the restore
+        /// point taken when the stack moved on from it; refused when there is none).
+        /// `keep`: images only, the data stays as it is.
+        #[arg(long, value_enum, default_value_t = DataChoice::Keep)]
+        data: DataChoice,
         #[command(flatten)]
         confirm: ConfirmArgs,
     },

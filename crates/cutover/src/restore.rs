@@ -234,6 +234,7 @@ impl Runner<'_> {
             schema: manifest::MANIFEST_SCHEMA.into(),
             stack: self.desired.name.clone(),
             release: self.release,
+            taken_from: self.from_release,
             data: name.to_string(),
             kind,
             source,
@@ -309,17 +310,51 @@ impl Runner<'_> {
         ))
     }
 
+    /// `rollback --data restore`: puts back the data of release `live`, from the restore
+    /// point taken when the stack moved on from it.
+    pub(crate) fn restore_data_from(&mut self, name: &str, live: u64) -> Result<String, StepError> {
+        let m = self.restore_points.of_release(name, live).map_err(fail)?;
+        match m {
+            Some(m) => self.restore_point_of(name, m.release),
+            None => {
+                // Done already (a step run again after a crash) or never there.
+                let restored = self
+                    .restore_points
+                    .list()
+                    .map_err(fail)?
+                    .into_iter()
+                    .any(|m| {
+                        m.data == name && m.taken_from == Some(live) && m.status == Status::Restored
+                    });
+                if restored {
+                    Ok(format!(
+                        "the data of release {live} is back in `{name}` already"
+                    ))
+                } else {
+                    Err(StepError::new(format!(
+                        "`{name}` has no complete restore point of release {live}'s data"
+                    )))
+                }
+            }
+        }
+    }
+
     /// Revert: puts the restore point back (the writers are stopped).
     pub(crate) fn restore_data(&mut self, name: &str) -> Result<String, StepError> {
+        self.restore_point_of(name, self.release)
+    }
+
+    /// Puts back the restore point that release `rp_release`'s upgrade took of `name`.
+    fn restore_point_of(&mut self, name: &str, rp_release: u64) -> Result<String, StepError> {
         let rps = self.restore_points.clone();
-        let Some(mut m) = rps.load(self.release, name).map_err(fail)? else {
+        let Some(mut m) = rps.load(rp_release, name).map_err(fail)? else {
             return Ok(format!(
                 "no restore point of `{name}` was taken in this operation: nothing to restore"
             ));
         };
         if m.status == Status::Creating {
             // Taking it failed midway; the data itself was never touched by it.
-            rps.remove(self.release, name).map_err(fail)?;
+            rps.remove(rp_release, name).map_err(fail)?;
             if let Some(pg) = &m.postgres {
                 let _ = self.rt.block_on(async {
                     let url = match self.target(name) {
@@ -336,7 +371,7 @@ impl Runner<'_> {
                 "the restore point of `{name}` was never completed; the data was not changed after it: nothing to restore"
             ));
         }
-        let dir = rps.dir(self.release, name);
+        let dir = rps.dir(rp_release, name);
         let started = std::time::Instant::now();
         let what = match self.target(name)? {
             Target::Postgres { url, .. } => {

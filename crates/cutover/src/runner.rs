@@ -590,6 +590,7 @@ impl Executor for Runner<'_> {
             StepKind::CheckData { data } => self.check_data(data),
             StepKind::TakeRestorePoint { data } => self.take_restore_point(data),
             StepKind::RestoreData { data } => self.restore_data(data),
+            StepKind::RestoreFrom { data, release } => self.restore_data_from(data, *release),
             StepKind::CheckSchemaVersion { data, expect } => {
                 self.check_schema_version(data, expect.as_deref())
             }

@@ -1484,3 +1484,49 @@ fn abort_stops_a_running_upgrade_at_its_next_step_and_reverts_with_json_events()
     assert!(events.iter().any(|e| e["phase"] == "revert"));
     assert_eq!(version_now(addr), "v1");
 }
+
+#[test]
+fn rollback_with_data_restore_puts_back_the_old_release_and_its_data() {
+    let s = Stack::new("rollback-data");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    let stack_file = s.dir.path().join("cutover.yaml");
+    let mut yaml = std::fs::read_to_string(&stack_file).expect("read");
+    yaml.push_str(&format!(
+        "data:\n  app_data:\n    volume: {{ name: {} }}\n    writers: [app]\n",
+        s.volume()
+    ));
+    std::fs::write(&stack_file, yaml).expect("write");
+
+    s.apply_ok(&[]);
+    post_item(addr, "in v1");
+    let v1_state = app_state(addr);
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    post_item(addr, "in v2");
+    assert_eq!(app_state(addr).0, "2");
+
+    let o = s.run(&["rollback", "1", "--data", "restore", "--yes"]);
+    expect_code(&o, 0, "rollback 1 --data restore");
+    assert!(
+        stderr(&o).contains("as it was in release 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(version_now(addr), "v1");
+    assert_eq!(app_state(addr), v1_state, "schema 1 and v1's rows only");
+    let history = s.history();
+    assert_eq!(history["releases"][0]["status"], "deployed");
+    assert_eq!(history["releases"][0]["reason"], "rollback to release 1");
+
+    // That restore point is used up: asking again is refused, with the reason.
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    let o = s.run(&["rollback", "1", "--data", "restore", "--yes"]);
+    expect_code(&o, 2, "no restore point left");
+    assert!(
+        stderr(&o).contains("no restore point holds release 1's data"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(version_now(addr), "v2", "nothing was changed");
+}

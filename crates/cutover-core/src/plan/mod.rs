@@ -232,6 +232,12 @@ pub enum StepKind {
     RestoreData {
         data: String,
     },
+    /// `rollback --data restore`: put a data set back as it was while `release` was live,
+    /// from the restore point taken when the stack moved on from it.
+    RestoreFrom {
+        data: String,
+        release: u64,
+    },
     /// Revert: run the previous release's exact image again.
     StartPrevious {
         service: String,
@@ -886,6 +892,32 @@ fn revert_steps(desired: &Stack, services: &[ServiceChange], data: &[DataPlan]) 
 }
 
 impl Plan {
+    /// For `rollback --data restore`: each data set that has a restore point of release
+    /// `release`'s data is put back right after this rollback's own restore points (the
+    /// writers are stopped then), before any service starts on the old images.
+    pub fn restore_data_of(&mut self, release: u64, data: &[(String, String)]) {
+        let steps: Vec<PlanStep> = data
+            .iter()
+            .map(|(name, describe)| PlanStep {
+                id: format!("upgrade.restore.{name}"),
+                phase: Phase::Upgrade,
+                title: format!("put {describe} back as it was in release {release}"),
+                action: StepKind::RestoreFrom {
+                    data: name.clone(),
+                    release,
+                },
+                rerun_safe: true,
+            })
+            .collect();
+        if let Some(upgrade) = self
+            .procedure
+            .iter_mut()
+            .find(|p| p.phase == Phase::Upgrade)
+        {
+            upgrade.steps.splice(0..0, steps);
+        }
+    }
+
     /// All steps in execution order.
     pub fn steps(&self) -> impl Iterator<Item = &PlanStep> {
         self.procedure.iter().flat_map(|p| p.steps.iter())

@@ -14,7 +14,7 @@ use cutover_docker::Runtime;
 use cutover_store::{Holder, NewRelease, OperationStatus, ReleaseStatus, Store};
 use indexmap::IndexMap;
 
-use crate::cli::{Cli, ConfirmArgs, OutputFormat};
+use crate::cli::{Cli, ConfirmArgs, DataChoice, OutputFormat};
 use crate::commands;
 use crate::exit::{self, with_code};
 use crate::output;
@@ -53,7 +53,12 @@ pub fn run(cli: &Cli, sets: &[String], confirm: &ConfirmArgs) -> anyhow::Result<
 
 /// `cutover rollback [REV]`: deploy a recorded release again, with the exact image IDs it
 /// ran, as a new release (like Helm). Data stays as it is until restore points land (#4).
-pub fn rollback(cli: &Cli, revision: Option<u64>, confirm: &ConfirmArgs) -> anyhow::Result<u8> {
+pub fn rollback(
+    cli: &Cli,
+    revision: Option<u64>,
+    data: DataChoice,
+    confirm: &ConfirmArgs,
+) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, &[])?;
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let name = loaded.stack.name.clone();
@@ -136,7 +141,45 @@ pub fn rollback(cli: &Cli, revision: Option<u64>, confirm: &ConfirmArgs) -> anyh
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
     let resolved = resolve(&rt, &docker, &desired, &pins)?;
-    let plan = plan::plan(&desired, &observed, &resolved);
+    let mut plan = plan::plan(&desired, &observed, &resolved);
+    if data == DataChoice::Restore {
+        let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for (name, ds) in &desired.data {
+            match rps.of_release(name, target)? {
+                Some(_) => found.push((name.clone(), ds.kind.describe())),
+                None => missing.push(name.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(with_code(
+                exit::INVALID,
+                anyhow!(
+                    "no restore point holds release {target}'s data of {}: restore points are taken when an upgrade moves on from a release, and are used up by a revert or removed by a prune (`cutover restore-points list`); roll back with `--data keep`, or not at all; nothing was changed",
+                    missing
+                        .iter()
+                        .map(|m| format!("`{m}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        if !plan
+            .data
+            .iter()
+            .any(|d| found.iter().any(|(n, _)| n == &d.name))
+            && !found.is_empty()
+        {
+            return Err(with_code(
+                exit::INVALID,
+                anyhow!(
+                    "release {target}'s data can only be put back while its writers are stopped, and this rollback changes none of them; nothing was changed"
+                ),
+            ));
+        }
+        plan.restore_data_of(target, &found);
+    }
     operate(
         cli,
         Op {

@@ -34,7 +34,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Apply { set, confirm } => apply::run(cli, &set.sets, confirm),
         Command::Status => status::run(cli),
         Command::History { limit } => history::run(cli, *limit),
-        Command::Rollback { revision, confirm } => apply::rollback(cli, *revision, confirm),
+        Command::Rollback {
+            revision,
+            data,
+            confirm,
+        } => apply::rollback(cli, *revision, *data, confirm),
         Command::UpgradeService { service, confirm } => {
             apply::upgrade_service(cli, service, confirm)
         }
