@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+mod approvals;
 mod context;
 mod error;
 mod lease;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Row, Transaction, TransactionBehavior};
 
+pub use approvals::Approval;
 pub use error::StoreError;
 pub use model::{
     Holder, Lease, LeaseEvent, LeaseGrant, NewRelease, Operation, OperationStatus,

@@ -8,7 +8,20 @@ use crate::StoreError;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
 /// Append only: never edit a migration that has shipped.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+
+/// Approval steps: a second person approves a waiting operation with `cutover approve`.
+const V4: &str = r#"
+CREATE TABLE approvals (
+    op           INTEGER NOT NULL REFERENCES operations (id),
+    step_id      TEXT    NOT NULL,
+    text         TEXT    NOT NULL,
+    requested_at INTEGER NOT NULL,
+    approved_by  TEXT,
+    approved_at  INTEGER,
+    PRIMARY KEY (op, step_id)
+) STRICT;
+"#;
 
 /// What `resume` needs to finish an interrupted operation (its plan and the containers that
 /// ran before it), and the emergency stop `abort` asks for.

@@ -196,6 +196,12 @@ pub enum Command {
     /// Continue, or revert, an operation that was interrupted (cutover itself crashed).
     Resume,
 
+    /// Approve an operation waiting at an approval step; not by the one who started it.
+    Approve {
+        /// The operation (default: the one running).
+        operation: Option<u64>,
+    },
+
     /// Stop the running operation at the next step boundary and revert it.
     Abort,
 

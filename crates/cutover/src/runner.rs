@@ -43,12 +43,6 @@ impl ReleaseImages {
 /// that needs one before anything is touched.
 pub fn unsupported(step: &PlanStep) -> Option<&'static str> {
     match &step.action {
-        StepKind::Custom { step } => match step.action {
-            cutover_core::spec::StepAction::Approval { .. } => {
-                Some("approvals by a second person (`cutover approve`)")
-            }
-            _ => None,
-        },
         _ => None,
     }
 }
@@ -73,6 +67,8 @@ pub struct Runner<'a> {
     /// The containers that ran when the operation began: the revert target.
     pub before: Vec<ContainerInfo>,
     pub traffic: Box<dyn TrafficSwitch + 'a>,
+    /// The operation these steps belong to (approvals and aborts are keyed on it).
+    pub operation: u64,
     /// Where this stack's restore points are kept.
     pub restore_points: cutover_data::manifest::RestorePoints,
     /// Bytes the restore points of this operation need, summed by the preflight checks.
@@ -598,7 +594,7 @@ impl Executor for Runner<'_> {
             StepKind::CompareWithBefore => self.compare_with_before(),
             StepKind::MaintenanceOn => self.traffic.maintenance(true).map_err(StepError::new),
             StepKind::MaintenanceOff => self.traffic.maintenance(false).map_err(StepError::new),
-            StepKind::Custom { step } => self.custom_step(step),
+            StepKind::Custom { step: custom } => self.custom_step(&step.id, custom),
         }
     }
 }

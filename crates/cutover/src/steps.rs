@@ -17,6 +17,8 @@ use cutover_data::postgres::Admin;
 
 use crate::runner::Runner;
 
+/// How long an approval waits when the step does not say.
+const APPROVAL_DEFAULT: Duration = Duration::from_secs(3600);
 /// How long a `wait` step waits when neither it nor its check says.
 const WAIT_DEFAULT: Duration = Duration::from_secs(600);
 /// How much of a step's output the journal keeps (the store cuts at 8 KiB too).
@@ -36,13 +38,13 @@ fn tail(s: &str) -> String {
 
 impl Runner<'_> {
     /// Runs one custom step.
-    pub(crate) fn custom_step(&mut self, step: &CustomStep) -> Result<String, StepError> {
+    pub(crate) fn custom_step(&mut self, id: &str, step: &CustomStep) -> Result<String, StepError> {
         let timeout = step.timeout;
         match &step.action {
             StepAction::Manual { text } => self.manual(text),
-            StepAction::Approval { text } => Err(StepError::new(format!(
-                "`{text}`: approvals by a second person (`cutover approve`) are not built yet"
-            ))),
+            StepAction::Approval { text } => {
+                self.approval(id, text, timeout.unwrap_or(APPROVAL_DEFAULT))
+            }
             StepAction::Run { command } => run_host(command, timeout.unwrap_or(WAIT_DEFAULT)),
             StepAction::Exec { service, command } => {
                 let (code, out) = self.exec_in(service, command, timeout)?;
@@ -74,6 +76,37 @@ impl Runner<'_> {
                 let limit = timeout.unwrap_or(WAIT_DEFAULT);
                 self.wait_for(check, &c, limit)
             }
+        }
+    }
+
+    /// Waits until a person other than the one running the operation approves it with
+    /// `cutover approve` (or the operation is aborted, or `limit` passes).
+    fn approval(&self, id: &str, text: &str, limit: Duration) -> Result<String, StepError> {
+        let fail = |e: cutover_store::StoreError| StepError::new(e.to_string());
+        self.store
+            .request_approval(self.operation, id, text)
+            .map_err(fail)?;
+        eprintln!(
+            "  waiting for approval: {text}\n  another person approves with `cutover approve {}`",
+            self.operation
+        );
+        let started = Instant::now();
+        loop {
+            if let Some(by) = self.store.approved_by(self.operation, id).map_err(fail)? {
+                return Ok(format!("approved by {by}"));
+            }
+            if let Some(by) = self.store.abort_requested(self.operation).map_err(fail)? {
+                return Err(StepError::new(format!(
+                    "aborted by {by} while waiting for approval"
+                )));
+            }
+            if started.elapsed() > limit {
+                return Err(StepError::new(format!(
+                    "no approval within {}s: `{text}`",
+                    limit.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 

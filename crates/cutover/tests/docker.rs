@@ -1530,3 +1530,73 @@ fn rollback_with_data_restore_puts_back_the_old_release_and_its_data() {
     );
     assert_eq!(version_now(addr), "v2", "nothing was changed");
 }
+
+#[test]
+fn a_protected_stack_changes_only_after_a_second_person_approves() {
+    use std::io::BufRead;
+    let s = Stack::new("protected");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    let stack_file = s.dir.path().join("cutover.yaml");
+    let yaml = std::fs::read_to_string(&stack_file).expect("read");
+    std::fs::write(&stack_file, format!("protected: true\n{yaml}")).expect("write");
+
+    let o = s.run(&["apply"]);
+    expect_code(&o, 2, "a protected stack without --yes");
+    assert!(stderr(&o).contains("is protected"), "{}", stderr(&o));
+
+    let mut child = s
+        .cmd(&["-o", "json", "apply", "--yes"])
+        .env("USER", "driver")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("apply");
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(out).lines();
+    for line in lines.by_ref() {
+        let v: Value = serde_json::from_str(&line.expect("line")).expect("JSON event");
+        if v["event"] == "step_started" && v["step"] == "preflight.approval" {
+            break;
+        }
+    }
+    assert!(
+        http_get(addr, "/version").is_err(),
+        "nothing runs before the approval"
+    );
+    let o = s
+        .cmd(&["approve"])
+        .env("USER", "driver")
+        .output()
+        .expect("approve");
+    expect_code(&o, 2, "the driver approving himself");
+    assert!(
+        stderr(&o).contains("a different person must approve"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s
+        .cmd(&["approve"])
+        .env("USER", "chief")
+        .output()
+        .expect("approve");
+    expect_code(&o, 0, "the chief approves");
+    assert!(stdout(&o).contains("approved by chief@"), "{}", stdout(&o));
+    let events: Vec<Value> = lines
+        .map(|l| serde_json::from_str(&l.expect("line")).expect("JSON event"))
+        .collect();
+    assert_eq!(child.wait().expect("apply").code(), Some(0));
+    let approval = events
+        .iter()
+        .find(|e| e["event"] == "step_finished" && e["step"] == "preflight.approval")
+        .expect("the approval step finished");
+    assert!(
+        approval["output"]
+            .as_str()
+            .expect("output")
+            .contains("approved by chief@"),
+        "{approval}"
+    );
+    assert_eq!(version_now(addr), "v1");
+}

@@ -418,6 +418,20 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
     if op.record_release {
         op.plan.to_release = commands::next_revision(op.store)?;
     }
+    if op.desired.protected {
+        // A protected stack changes only with --yes and a second person's approval.
+        if !op.confirm.yes {
+            return Err(with_code(
+                exit::INVALID,
+                anyhow!(
+                    "stack `{}` is protected: {} needs --yes, and then waits for a second person's `cutover approve`; nothing was changed",
+                    op.desired.name,
+                    op.kind
+                ),
+            ));
+        }
+        require_approval(&mut op.plan, op.kind);
+    }
     let missing: Vec<String> = op
         .plan
         .steps()
@@ -526,6 +540,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         images: ReleaseImages::default(),
         before,
         traffic,
+        operation: operation.id,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };
@@ -563,6 +578,50 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         &outcome,
         &runner.images,
     )
+}
+
+/// Puts an approval step first in preflight (a protected stack).
+fn require_approval(plan: &mut Plan, kind: &str) {
+    let step = PlanStep {
+        id: "preflight.approval".into(),
+        phase: Phase::Preflight,
+        title: format!("a second person approves this {kind} (protected stack)"),
+        action: StepKind::Custom {
+            step: cutover_core::spec::CustomStep {
+                name: "approval".into(),
+                action: cutover_core::spec::StepAction::Approval {
+                    text: format!(
+                        "{kind} of protected stack `{}` to release {}",
+                        plan.stack, plan.to_release
+                    ),
+                },
+                timeout: None,
+                rerun_safe: true,
+            },
+        },
+        rerun_safe: true,
+    };
+    match plan
+        .procedure
+        .iter_mut()
+        .find(|p| p.phase == Phase::Preflight)
+    {
+        Some(p) => p.steps.insert(0, step),
+        None => {
+            let at = plan
+                .procedure
+                .iter()
+                .position(|p| p.phase != Phase::Plan)
+                .unwrap_or(plan.procedure.len());
+            plan.procedure.insert(
+                at,
+                PlanPhase {
+                    phase: Phase::Preflight,
+                    steps: vec![step],
+                },
+            );
+        }
+    }
 }
 
 /// What [`conclude`] needs to know about the operation that ran.

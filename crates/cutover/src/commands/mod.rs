@@ -2,6 +2,7 @@
 //! error (which `exit::report` prints and classifies).
 
 mod apply;
+mod approve;
 mod docs;
 mod down;
 mod history;
@@ -44,6 +45,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         }
         Command::Down { volumes, confirm } => down::run(cli, *volumes, confirm),
         Command::Resume => resume::run(cli, false),
+        Command::Approve { operation } => approve::run(cli, *operation),
         Command::Abort => resume::run(cli, true),
         Command::Unlock { force } => unlock::run(cli, *force),
         Command::RestorePoints { action } => restore_points::run(cli, action),

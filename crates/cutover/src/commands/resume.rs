@@ -167,6 +167,7 @@ fn finish(
         images,
         before: ctx.before.clone(),
         traffic,
+        operation: op.id,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };
