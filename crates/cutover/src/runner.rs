@@ -39,14 +39,6 @@ impl ReleaseImages {
     }
 }
 
-/// Steps this build cannot do yet, with the issue that brings them. `apply` refuses a plan
-/// that needs one before anything is touched.
-pub fn unsupported(step: &PlanStep) -> Option<&'static str> {
-    match &step.action {
-        _ => None,
-    }
-}
-
 /// Does plan steps on one Docker Engine for one stack.
 pub struct Runner<'a> {
     pub rt: &'a tokio::runtime::Runtime,
@@ -461,9 +453,6 @@ impl Runner<'_> {
 
 impl Executor for Runner<'_> {
     fn run(&mut self, step: &PlanStep) -> Result<String, StepError> {
-        if let Some(what) = unsupported(step) {
-            return Err(StepError::new(format!("{what} are not built yet")));
-        }
         match &step.action {
             StepKind::EnsureImage { service, image } => {
                 let reference = self

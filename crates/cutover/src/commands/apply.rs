@@ -18,7 +18,7 @@ use crate::cli::{Cli, ConfirmArgs, DataChoice, OutputFormat};
 use crate::commands;
 use crate::exit::{self, with_code};
 use crate::output;
-use crate::runner::{ReleaseImages, Runner, StoreJournal, unsupported};
+use crate::runner::{ReleaseImages, Runner, StoreJournal};
 use crate::traffic;
 
 /// How long a lease lives without renewal. A thread renews it while the operation runs.
@@ -432,23 +432,8 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
         }
         require_approval(&mut op.plan, op.kind);
     }
-    let missing: Vec<String> = op
-        .plan
-        .steps()
-        .chain(&op.plan.revert)
-        .filter_map(|s| unsupported(s).map(|what| format!("{} ({what})", s.id)))
-        .collect();
     if cli.output == OutputFormat::Text {
         output::print(&render::text(&op.plan, output::color(cli)))?;
-    }
-    if !missing.is_empty() {
-        return Err(with_code(
-            exit::INVALID,
-            anyhow!(
-                "this plan needs steps this build cannot do yet: {}; nothing was changed",
-                missing.join(", ")
-            ),
-        ));
     }
     // A stack that routes traffic is upgraded through its proxy: without it, a switch or a
     // maintenance page would silently not happen.
