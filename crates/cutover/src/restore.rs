@@ -23,6 +23,36 @@ pub enum Target {
 /// The file a directory's archive is stored in.
 const ARCHIVE: &str = "content.tar.zst";
 
+impl Runner<'_> {
+    /// After a revert: every data set restored by this operation reports the schema version
+    /// its restore point recorded (the Inmanta seed's "the dry-run after revert must equal
+    /// the one before"). Returns the differences.
+    pub(crate) fn schema_differences(&self) -> Vec<String> {
+        let Ok(all) = self.restore_points.list() else {
+            return vec!["cannot list the restore points".into()];
+        };
+        let mut diffs = Vec::new();
+        for m in all.iter().filter(|m| {
+            m.release == self.release && m.status == Status::Restored && m.schema_version.is_some()
+        }) {
+            let now = self
+                .target(&m.data)
+                .and_then(|t| self.schema_version_of(&m.data, &t));
+            match now {
+                Ok(v) if v == m.schema_version => {}
+                Ok(v) => diffs.push(format!(
+                    "schema version of `{}` is {} (was {})",
+                    m.data,
+                    v.as_deref().unwrap_or("unreadable"),
+                    m.schema_version.as_deref().unwrap_or("?")
+                )),
+                Err(e) => diffs.push(format!("schema version of `{}`: {}", m.data, e.message)),
+            }
+        }
+        diffs
+    }
+}
+
 /// Room asked beyond the estimate: a copy that fills the disk to the last byte is a copy
 /// that breaks the service it protects.
 const MARGIN: f64 = 1.1;
@@ -175,7 +205,11 @@ impl Runner<'_> {
         }
     }
 
-    fn schema_version_of(&self, name: &str, target: &Target) -> Result<Option<String>, StepError> {
+    pub(crate) fn schema_version_of(
+        &self,
+        name: &str,
+        target: &Target,
+    ) -> Result<Option<String>, StepError> {
         let Some(sv) = &self.data_set(name)?.schema_version else {
             return Ok(None);
         };

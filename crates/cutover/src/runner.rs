@@ -397,6 +397,7 @@ impl Runner<'_> {
         {
             diffs.push(format!("{} of the reverted release still runs", c.name));
         }
+        diffs.extend(self.schema_differences());
         if diffs.is_empty() {
             Ok(format!(
                 "{same} container(s) run the same image IDs as before the operation"

@@ -885,7 +885,7 @@ fn revert_steps(desired: &Stack, services: &[ServiceChange], data: &[DataPlan]) 
     }
     p.push(
         "compare",
-        "check that every service runs the containers and image IDs it ran before the upgrade",
+        "check that every service runs the containers and image IDs it ran before the upgrade, and restored data its schema version",
         StepKind::CompareWithBefore,
     );
     p.out
