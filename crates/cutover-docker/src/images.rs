@@ -19,6 +19,9 @@ pub struct ImageInfo {
     /// The image defines a Docker HEALTHCHECK.
     #[serde(default)]
     pub has_healthcheck: bool,
+    /// The image's labels (the settings it accepts are declared there).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn not_found(e: &bollard::errors::Error) -> bool {
@@ -42,11 +45,19 @@ impl Runtime {
                     .and_then(|c| c.healthcheck.as_ref())
                     .and_then(|h| h.test.as_ref())
                     .is_some_and(|t| !t.is_empty() && t[0] != "NONE");
+                let labels = img
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
                 Ok(Some(ImageInfo {
                     reference: reference.to_string(),
                     id: img.id.unwrap_or_default(),
                     repo_digests: img.repo_digests.unwrap_or_default(),
                     has_healthcheck,
+                    labels,
                 }))
             }
             Err(e) if not_found(&e) => Ok(None),

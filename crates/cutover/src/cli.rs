@@ -147,6 +147,10 @@ pub enum Command {
     Apply {
         #[command(flatten)]
         set: SetArgs,
+        /// Go on although a new image no longer accepts settings the stack sets (its
+        /// `io.cutover.settings.accepted` label); they are listed in the journal.
+        #[arg(long)]
+        ack_settings: bool,
         #[command(flatten)]
         confirm: ConfirmArgs,
     },

@@ -9,6 +9,7 @@ mod exit;
 mod output;
 mod restore;
 mod runner;
+mod settings;
 mod steps;
 mod traffic;
 

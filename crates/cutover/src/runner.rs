@@ -59,6 +59,8 @@ pub struct Runner<'a> {
     /// The containers that ran when the operation began: the revert target.
     pub before: Vec<ContainerInfo>,
     pub traffic: Box<dyn TrafficSwitch + 'a>,
+    /// Settings the new version no longer accepts were acknowledged (`--ack-settings`).
+    pub ack_settings: bool,
     /// The operation these steps belong to (approvals and aborts are keyed on it).
     pub operation: u64,
     /// Where this stack's restore points are kept.
@@ -463,7 +465,28 @@ impl Executor for Runner<'_> {
                     .unwrap_or_else(|| image.clone());
                 let mut info = self.block(self.docker.ensure_image(&reference))?;
                 info.reference = image.clone();
-                let out = format!("{image} is {}", info.id);
+                let mut out = format!("{image} is {}", info.id);
+                if let Some(svc) = self.desired.services.get(service) {
+                    let (removed, deprecated) =
+                        crate::settings::review(&info.labels, svc.env.keys());
+                    if !deprecated.is_empty() {
+                        out.push_str(&format!(
+                            "; deprecated by this version: {}",
+                            deprecated.join(", ")
+                        ));
+                    }
+                    if !removed.is_empty() {
+                        let list = removed.join(", ");
+                        if !self.ack_settings {
+                            return Err(StepError::new(format!(
+                                "{image} no longer accepts settings `{service}` sets: {list}; remove them, or acknowledge with --ack-settings; nothing was changed"
+                            )));
+                        }
+                        out.push_str(&format!(
+                            "; not accepted by this version (acknowledged): {list}"
+                        ));
+                    }
+                }
                 self.images.0.insert(service.clone(), info);
                 Ok(out)
             }

@@ -1600,3 +1600,49 @@ fn a_protected_stack_changes_only_after_a_second_person_approves() {
     );
     assert_eq!(version_now(addr), "v1");
 }
+
+#[test]
+fn settings_a_new_version_no_longer_accepts_refuse_the_upgrade_unless_acknowledged() {
+    let s = Stack::new("settings");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    let stack_file = s.dir.path().join("cutover.yaml");
+    let yaml = std::fs::read_to_string(&stack_file).expect("read").replace(
+        "    strategy: recreate\n",
+        "    strategy: recreate\n    env: { DEMO_LEGACY: \"1\", DEMO_DB: /data/demo.sqlite }\n",
+    );
+    std::fs::write(&stack_file, yaml).expect("write");
+    s.apply_ok(&[]);
+    let running = s.the_running();
+
+    // v3 lists the keys it accepts: DEMO_LEGACY is not one of them.
+    let o = s.apply(&["app.image=cutover-demo:v3"]);
+    expect_code(&o, 2, "a removed setting");
+    assert!(
+        stderr(&o).contains("no longer accepts settings `app` sets: DEMO_LEGACY"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(s.the_running(), running, "nothing was changed");
+
+    let o = s.run(&[
+        "apply",
+        "--yes",
+        "--ack-settings",
+        "--set",
+        "app.image=cutover-demo:v3",
+    ]);
+    expect_code(&o, 0, "acknowledged");
+    assert!(
+        stderr(&o).contains("deprecated by this version: DEMO_DB"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("(acknowledged): DEMO_LEGACY"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(version_now(addr), "v3");
+}

@@ -25,7 +25,12 @@ use crate::traffic;
 pub const LEASE_TTL: Duration = Duration::from_secs(60);
 const RENEW_EVERY: Duration = Duration::from_secs(15);
 
-pub fn run(cli: &Cli, sets: &[String], confirm: &ConfirmArgs) -> anyhow::Result<u8> {
+pub fn run(
+    cli: &Cli,
+    sets: &[String],
+    confirm: &ConfirmArgs,
+    ack_settings: bool,
+) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, sets)?;
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
@@ -47,6 +52,7 @@ pub fn run(cli: &Cli, sets: &[String], confirm: &ConfirmArgs) -> anyhow::Result<
             pins: IndexMap::new(),
             confirm,
             record_release: true,
+            ack_settings,
         },
     )
 }
@@ -193,6 +199,8 @@ pub fn rollback(
             pins,
             confirm,
             record_release: true,
+            // The release ran with these settings on these images before.
+            ack_settings: true,
         },
     )
 }
@@ -337,6 +345,7 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
             pins,
             confirm,
             record_release: false,
+            ack_settings: false,
         },
     )
 }
@@ -388,6 +397,8 @@ pub struct OperationContext {
     pub release: u64,
     pub record_release: bool,
     pub pins: IndexMap<String, String>,
+    #[serde(default)]
+    pub ack_settings: bool,
     /// The containers that ran when the operation began: the revert target.
     pub before: Vec<cutover_docker::ContainerInfo>,
 }
@@ -404,6 +415,8 @@ struct Op<'a> {
     confirm: &'a ConfirmArgs,
     /// Make a new release (apply, rollback); `upgrade-service` completes the live one.
     record_release: bool,
+    /// Settings the new images no longer accept are acknowledged.
+    ack_settings: bool,
 }
 
 fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
@@ -509,6 +522,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         release,
         record_release: op.record_release,
         pins: op.pins.clone(),
+        ack_settings: op.ack_settings,
         before: before.clone(),
     };
     op.store
@@ -526,6 +540,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         before,
         traffic,
         operation: operation.id,
+        ack_settings: op.ack_settings,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };

@@ -32,7 +32,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Validate => validate::run(cli),
         Command::Plan { set } => plan::run(cli, &set.sets),
-        Command::Apply { set, confirm } => apply::run(cli, &set.sets, confirm),
+        Command::Apply {
+            set,
+            confirm,
+            ack_settings,
+        } => apply::run(cli, &set.sets, confirm, *ack_settings),
         Command::Status => status::run(cli),
         Command::History { limit } => history::run(cli, *limit),
         Command::Rollback {

@@ -168,6 +168,7 @@ fn finish(
         before: ctx.before.clone(),
         traffic,
         operation: op.id,
+        ack_settings: ctx.ack_settings,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };
