@@ -623,11 +623,33 @@ pub struct StoreJournal<'a> {
     pub operation: u64,
     /// How each step is shown as it starts and ends.
     pub progress: Progress,
+    /// The running step's spinner, on a terminal.
+    pub spinner: Option<indicatif::ProgressBar>,
+}
+
+impl StoreJournal<'_> {
+    pub fn new(store: &Store, operation: u64, json: bool) -> StoreJournal<'_> {
+        let progress = if json {
+            Progress::Json
+        } else if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Progress::Terminal
+        } else {
+            Progress::Lines
+        };
+        StoreJournal {
+            store,
+            operation,
+            progress,
+            spinner: None,
+        }
+    }
 }
 
 /// How steps are reported while they run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
+    /// On a terminal: a spinner while a step runs, then its line.
+    Terminal,
     /// A line per step start and end on stderr.
     Lines,
     /// One JSON object per event on stdout (`-o json`), for scripts.
@@ -673,6 +695,19 @@ impl Journal for StoreJournal<'_> {
 
     fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
         match self.progress {
+            Progress::Terminal => {
+                let pb = indicatif::ProgressBar::new_spinner();
+                pb.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "  {spinner} {prefix:<13} {msg} {elapsed}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                pb.set_prefix(step.phase.as_str().to_string());
+                pb.set_message(step.title.clone());
+                pb.enable_steady_tick(std::time::Duration::from_millis(120));
+                self.spinner = Some(pb);
+            }
             Progress::Lines => eprintln!("  {:<13} {} …", step.phase.as_str(), step.title),
             Progress::Json => event("step_started", self.operation, step, None, None),
         }
@@ -702,6 +737,23 @@ impl Journal for StoreJournal<'_> {
             ),
         };
         match self.progress {
+            Progress::Terminal => {
+                let mark = if status == StepStatus::Succeeded {
+                    "✓"
+                } else {
+                    "✗"
+                };
+                let first = output.lines().next().unwrap_or("");
+                let line = format!(
+                    "  {mark} {:<13} {} — {first}",
+                    step.phase.as_str(),
+                    step.title
+                );
+                if let Some(pb) = self.spinner.take() {
+                    pb.finish_and_clear();
+                }
+                eprintln!("{line}");
+            }
             Progress::Lines => {
                 let mark = if status == StepStatus::Succeeded {
                     "ok"

@@ -544,15 +544,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };
-    let mut journal = StoreJournal {
-        store: op.store,
-        operation: operation.id,
-        progress: if cli.output == OutputFormat::Json {
-            crate::runner::Progress::Json
-        } else {
-            crate::runner::Progress::Lines
-        },
-    };
+    let mut journal = StoreJournal::new(op.store, operation.id, cli.output == OutputFormat::Json);
     eprintln!(
         "{} {} of stack `{}` (operation {}):",
         op.kind,

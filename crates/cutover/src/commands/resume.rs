@@ -172,15 +172,7 @@ fn finish(
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };
-    let mut journal = StoreJournal {
-        store,
-        operation: op.id,
-        progress: if cli.output == OutputFormat::Json {
-            crate::runner::Progress::Json
-        } else {
-            crate::runner::Progress::Lines
-        },
-    };
+    let mut journal = StoreJournal::new(store, op.id, cli.output == OutputFormat::Json);
     let outcome = engine::resume(&ctx.plan, at, &mut runner, &mut journal);
     apply::conclude(
         store,
