@@ -10,5 +10,6 @@
 
 pub mod archive;
 pub mod manifest;
+pub mod pg_tables;
 pub mod postgres;
 pub mod sqlite;

@@ -79,6 +79,9 @@ pub struct Manifest {
     /// The same-server copy of a PostgreSQL database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PgCopy>,
+    /// The copies of selected PostgreSQL tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_tables: Option<crate::pg_tables::PgTables>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -306,6 +309,7 @@ mod tests {
             files: Vec::new(),
             failed_copy: None,
             postgres: None,
+            postgres_tables: None,
         }
     }
 

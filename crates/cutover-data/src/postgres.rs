@@ -107,6 +107,13 @@ fn describe(cfg: &Config) -> String {
     )
 }
 
+/// A connection to `database` itself (for table restore points and SQL steps).
+pub async fn connect_db(url: &str, database: &str) -> Result<Client, PgError> {
+    let mut cfg = parse_url(url)?;
+    cfg.dbname(database);
+    connect_cfg(&cfg).await
+}
+
 async fn connect_cfg(cfg: &Config) -> Result<Client, PgError> {
     let (client, conn) = cfg
         .connect(NoTls)

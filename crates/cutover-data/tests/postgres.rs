@@ -202,3 +202,93 @@ fn a_killed_take_leaves_the_live_database_untouched_and_the_next_take_cleans_up(
         "1"
     );
 }
+
+#[test]
+fn selected_tables_are_put_back_and_the_rest_of_the_database_is_left_alone() {
+    use cutover_data::pg_tables;
+    let c = Cluster::start();
+    c.psql("postgres", "CREATE DATABASE lsm");
+    c.psql(
+        "lsm",
+        "CREATE TABLE lsm_serviceentity (id int PRIMARY KEY, name text NOT NULL); \
+         CREATE TABLE lsm_serviceinstance (id int PRIMARY KEY, entity int REFERENCES lsm_serviceentity(id), state text); \
+         CREATE TABLE audit (id serial PRIMARY KEY, what text); \
+         INSERT INTO lsm_serviceentity SELECT g, 'entity ' || g FROM generate_series(1, 500) g; \
+         INSERT INTO lsm_serviceinstance SELECT g, 1 + g % 500, 'up' FROM generate_series(1, 2000) g; \
+         INSERT INTO audit (what) VALUES ('before');",
+    );
+    let sum = |t: &str| {
+        c.psql(
+            "lsm",
+            &format!("SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM {t} x"),
+        )
+    };
+    let entities = sum("lsm_serviceentity");
+    let rt = rt();
+    let tables = vec![
+        "lsm_serviceentity".to_string(),
+        "public.lsm_serviceinstance".to_string(),
+    ];
+    let mut client = rt
+        .block_on(cutover_data::postgres::connect_db(&c.url(), "lsm"))
+        .expect("connect");
+    let rp = rt
+        .block_on(pg_tables::take(&mut client, "lsm", &tables, 4))
+        .expect("take");
+    assert_eq!(
+        rp.tables.iter().map(|t| t.rows).collect::<Vec<_>>(),
+        [500, 2000]
+    );
+
+    // The upgrade adds a column and rewrites the rows; the audit log goes on.
+    c.psql(
+        "lsm",
+        "ALTER TABLE lsm_serviceinstance ADD COLUMN version int DEFAULT 2; \
+         UPDATE lsm_serviceinstance SET state = 'migrated'; DELETE FROM lsm_serviceentity WHERE id > 400 \
+           AND id NOT IN (SELECT entity FROM lsm_serviceinstance); \
+         INSERT INTO lsm_serviceentity VALUES (9999, 'new'); INSERT INTO audit (what) VALUES ('during');",
+    );
+    rt.block_on(pg_tables::restore(&mut client, &rp))
+        .expect("restore");
+    assert_eq!(sum("lsm_serviceentity"), entities);
+    assert_eq!(
+        c.psql(
+            "lsm",
+            "SELECT count(*), min(state), max(state) FROM lsm_serviceinstance"
+        ),
+        "2000|up|up"
+    );
+    assert_eq!(
+        c.psql("lsm", "SELECT md5(string_agg((x.id, x.entity, x.state)::text, ',' ORDER BY x.id)) FROM lsm_serviceinstance x"),
+        c.psql("lsm", "SELECT md5(string_agg((x.id, x.entity, x.state)::text, ',' ORDER BY x.id)) FROM cutover_rp_4.public__lsm_serviceinstance x")
+    );
+    assert_eq!(
+        c.psql("lsm", "SELECT count(*) FROM audit"),
+        "2",
+        "other tables are left alone"
+    );
+    assert_eq!(
+        c.psql("lsm", "SELECT count(*) FROM cutover_failed_4.public__lsm_serviceinstance WHERE state = 'migrated'"),
+        "2000",
+        "the rows the upgrade left are kept for inspection"
+    );
+
+    // A migration that dropped a column cannot be undone row by row: refused, untouched.
+    c.psql("lsm", "ALTER TABLE lsm_serviceentity DROP COLUMN name");
+    let err = rt
+        .block_on(pg_tables::restore(&mut client, &rp))
+        .expect_err("refused");
+    assert!(
+        err.to_string().contains("no longer has column(s) name"),
+        "{err}"
+    );
+    rt.block_on(pg_tables::drop(&client, &rp, true))
+        .expect("drop");
+    assert_eq!(
+        c.psql(
+            "lsm",
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'cutover_%'"
+        ),
+        "0"
+    );
+}

@@ -472,7 +472,9 @@ impl Inner {
             );
         }
         if service.is_held() {
-            if !service.wait_released().await {
+            // Boxed: a rare path, kept out of every request's future (hyper moves the future
+            // into place per request, so its size costs on each one).
+            if !Box::pin(service.wait_released()).await {
                 ex.fail(ErrorKind::HoldTimeout);
                 return local(
                     ex,
@@ -524,11 +526,15 @@ impl Inner {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, limit));
 
-        let sent = tokio::time::timeout(
-            self.config.upstream_response_timeout,
-            self.send(&upstream, upstream_req),
-        )
-        .await;
+        let sf = self.send(&upstream, upstream_req);
+        eprintln!(
+            "FUTSIZE send {} ex {} req {} onup {}",
+            std::mem::size_of_val(&sf),
+            std::mem::size_of::<Exchange>(),
+            std::mem::size_of::<Request<Incoming>>(),
+            std::mem::size_of::<Option<hyper::upgrade::OnUpgrade>>()
+        );
+        let sent = tokio::time::timeout(self.config.upstream_response_timeout, sf).await;
         let (response, sender) = match sent {
             Ok(Ok(sent)) => sent,
             Ok(Err(failure)) => {

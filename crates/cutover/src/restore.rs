@@ -15,9 +15,22 @@ use crate::runner::Runner;
 
 /// Where a data set is, resolved for this host.
 pub enum Target {
-    Postgres { url: String, database: String },
-    Sqlite { path: PathBuf },
-    Directory { path: PathBuf, kind: Kind },
+    Postgres {
+        url: String,
+        database: String,
+    },
+    PostgresTables {
+        url: String,
+        database: String,
+        tables: Vec<String>,
+    },
+    Sqlite {
+        path: PathBuf,
+    },
+    Directory {
+        path: PathBuf,
+        kind: Kind,
+    },
 }
 
 /// The file a directory's archive is stored in.
@@ -92,20 +105,23 @@ impl Runner<'_> {
                 database,
                 tables,
             } => {
-                if !tables.is_empty() {
-                    return Err(StepError::new(format!(
-                        "`{name}`: restore points of selected tables are not built yet; remove `tables:` to copy the whole database"
-                    )));
-                }
                 let url = url.expose().ok_or_else(|| {
                     StepError::new(format!(
                         "`{name}`: the admin URL ({}) is not available here",
                         url.shown()
                     ))
                 })?;
-                Target::Postgres {
-                    url: url.to_string(),
-                    database: database.clone(),
+                if tables.is_empty() {
+                    Target::Postgres {
+                        url: url.to_string(),
+                        database: database.clone(),
+                    }
+                } else {
+                    Target::PostgresTables {
+                        url: url.to_string(),
+                        database: database.clone(),
+                        tables: tables.clone(),
+                    }
                 }
             }
             DataKind::Sqlite { path } => Target::Sqlite {
@@ -184,6 +200,34 @@ impl Runner<'_> {
                     human(size)
                 ))
             }
+            Target::PostgresTables {
+                url,
+                database,
+                tables,
+            } => {
+                let (size, data_dir) = self
+                    .rt
+                    .block_on(async {
+                        let client = cutover_data::postgres::connect_db(&url, &database).await?;
+                        let size = cutover_data::pg_tables::size_of(&client, &tables).await?;
+                        let admin = Admin::connect(&url, &database).await?;
+                        Ok::<_, cutover_data::postgres::PgError>((
+                            size,
+                            admin.data_directory().await,
+                        ))
+                    })
+                    .map_err(fail)?;
+                let size = size.max(0) as u64;
+                let room = match data_dir.map(PathBuf::from).filter(|d| d.exists()) {
+                    Some(dir) => self.check_room(size, &dir)?,
+                    None => "the server's free space cannot be checked from here".to_string(),
+                };
+                Ok(format!(
+                    "tables {} of `{database}` ({}); {room}",
+                    tables.join(", "),
+                    human(size)
+                ))
+            }
             Target::Sqlite { path } => {
                 let size = std::fs::metadata(&path)
                     .map_err(|e| {
@@ -214,10 +258,11 @@ impl Runner<'_> {
             return Ok(None);
         };
         match target {
-            Target::Postgres { url, database } => self
-                .rt
-                .block_on(Admin::schema_version(url, database, &sv.query))
-                .map_err(fail),
+            Target::Postgres { url, database } | Target::PostgresTables { url, database, .. } => {
+                self.rt
+                    .block_on(Admin::schema_version(url, database, &sv.query))
+                    .map_err(fail)
+            }
             Target::Sqlite { path } => sqlite::schema_version(path, &sv.query).map_err(fail),
             Target::Directory { .. } => Err(StepError::new(format!(
                 "`{name}`: a schema version query needs a postgres or sqlite data set"
@@ -260,6 +305,9 @@ impl Runner<'_> {
         let target = self.target(name)?;
         let (kind, source) = match &target {
             Target::Postgres { database, .. } => (Kind::Postgres, database.clone()),
+            Target::PostgresTables {
+                database, tables, ..
+            } => (Kind::Postgres, format!("{database}: {}", tables.join(", "))),
             Target::Sqlite { path } => (Kind::Sqlite, path.display().to_string()),
             Target::Directory { path, kind } => (kind.clone(), path.display().to_string()),
         };
@@ -280,6 +328,7 @@ impl Runner<'_> {
             files: Vec::new(),
             failed_copy: None,
             postgres: None,
+            postgres_tables: None,
         };
         rps.save(&m).map_err(fail)?;
         let dir = rps.dir(self.release, name);
@@ -297,6 +346,32 @@ impl Runner<'_> {
                 m.source_bytes = copy.size_bytes.max(0) as u64;
                 let what = format!("`{}` copied to `{}`", database, copy.copy);
                 m.postgres = Some(copy);
+                what
+            }
+            Target::PostgresTables {
+                url,
+                database,
+                tables,
+            } => {
+                let release = self.release;
+                let copy = self
+                    .rt
+                    .block_on(async {
+                        let mut client = cutover_data::postgres::connect_db(url, database).await?;
+                        cutover_data::pg_tables::take(&mut client, database, tables, release).await
+                    })
+                    .map_err(fail)?;
+                m.source_bytes = copy.bytes.max(0) as u64;
+                let what = format!(
+                    "tables {} of `{database}` copied to schema `{}`",
+                    copy.tables
+                        .iter()
+                        .map(|t| format!("{}.{} ({} rows)", t.schema, t.table, t.rows))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    copy.schema
+                );
+                m.postgres_tables = Some(copy);
                 what
             }
             Target::Sqlite { path } => {
@@ -430,6 +505,25 @@ impl Runner<'_> {
                         .failed_copy
                         .map(|f| format!("; the failed database is kept as `{f}`"))
                         .unwrap_or_default()
+                )
+            }
+            Target::PostgresTables { url, database, .. } => {
+                let rp = m.postgres_tables.clone().ok_or_else(|| {
+                    StepError::new(format!("the manifest of `{name}` lacks its table copies"))
+                })?;
+                if m.status == Status::Complete {
+                    self.rt
+                        .block_on(async {
+                            let mut client =
+                                cutover_data::postgres::connect_db(&url, &database).await?;
+                            cutover_data::pg_tables::restore(&mut client, &rp).await
+                        })
+                        .map_err(fail)?;
+                    m.failed_copy = Some(format!("{database}.{}", rp.failed_schema));
+                }
+                format!(
+                    "tables of `{database}` restored; the rows the upgrade left are kept in schema `{}`",
+                    rp.failed_schema
                 )
             }
             Target::Sqlite { path } => {

@@ -96,7 +96,11 @@ impl Pool {
                     reused: true,
                 });
             }
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, idle.sender.ready()).await {
+            // Boxed, as the connect below: rare paths, kept out of the size of every
+            // request's future.
+            if let Ok(Ok(())) =
+                Box::pin(tokio::time::timeout(READY_WAIT, idle.sender.ready())).await
+            {
                 return Ok(Checkout {
                     sender: idle.sender,
                     reused: true,
@@ -104,7 +108,7 @@ impl Pool {
             }
         }
         Ok(Checkout {
-            sender: connect(addr, connect_timeout).await?,
+            sender: Box::pin(connect(addr, connect_timeout)).await?,
             reused: false,
         })
     }

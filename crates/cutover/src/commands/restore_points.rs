@@ -128,7 +128,21 @@ fn verify(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Resul
                     .map(|e| vec![e.to_string()])
                     .unwrap_or_default(),
             },
-            None => rps.verify_files(m),
+            None => match (&m.postgres_tables, pg_url(cli, &m.data)) {
+                (Some(_), None) => vec![format!(
+                    "the admin URL of `{}` is not available here",
+                    m.data
+                )],
+                (Some(t), Some(url)) => rt
+                    .block_on(async {
+                        let client = cutover_data::postgres::connect_db(&url, &t.database).await?;
+                        cutover_data::pg_tables::verify(&client, t).await
+                    })
+                    .err()
+                    .map(|e| vec![e.to_string()])
+                    .unwrap_or_default(),
+                (None, _) => rps.verify_files(m),
+            },
         };
         if problems.is_empty() {
             out.push_str(&format!("ok       r{} {}\n", m.release, m.data));
@@ -192,7 +206,32 @@ fn prune(cli: &Cli, rps: &RestorePoints, keep: usize, live: Option<u64>) -> anyh
                 out.push_str(&format!("dropped  database `{d}`\n"));
             }
         }
-        if m.postgres.is_none()
+        if let Some(t) = &m.postgres_tables
+            && let Some(url) = pg_url(cli, &m.data)
+        {
+            let drop_copy = !failed_copy_only;
+            rt.block_on(async {
+                let client = cutover_data::postgres::connect_db(&url, &t.database).await?;
+                if drop_copy {
+                    cutover_data::pg_tables::drop(&client, t, true).await
+                } else {
+                    client
+                        .batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {} CASCADE",
+                            cutover_data::postgres::quote_ident(&t.failed_schema)
+                        ))
+                        .await
+                        .map_err(|source| cutover_data::postgres::PgError::Sql {
+                            what: "cannot drop the failed rows".into(),
+                            source,
+                        })
+                }
+            })?;
+            out.push_str(&format!(
+                "dropped  schema(s) of r{} {} in `{}`\n",
+                m.release, m.data, t.database
+            ));
+        } else if m.postgres.is_none()
             && let Some(failed) = &m.failed_copy
         {
             let path = std::path::Path::new(failed);
