@@ -50,8 +50,7 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::HOST;
-use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -526,15 +525,11 @@ impl Inner {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, limit));
 
-        let sf = self.send(&upstream, upstream_req);
-        eprintln!(
-            "FUTSIZE send {} ex {} req {} onup {}",
-            std::mem::size_of_val(&sf),
-            std::mem::size_of::<Exchange>(),
-            std::mem::size_of::<Request<Incoming>>(),
-            std::mem::size_of::<Option<hyper::upgrade::OnUpgrade>>()
-        );
-        let sent = tokio::time::timeout(self.config.upstream_response_timeout, sf).await;
+        let sent = tokio::time::timeout(
+            self.config.upstream_response_timeout,
+            self.send(&upstream, upstream_req),
+        )
+        .await;
         let (response, sender) = match sent {
             Ok(Ok(sent)) => sent,
             Ok(Err(failure)) => {

@@ -161,9 +161,7 @@ async fn serve_connection(
         let conn = conn.clone();
         service_fn(move |req| {
             let conn = conn.clone();
-            let fut = async move { Ok::<_, Infallible>(conn.inner.handle(&conn, req).await) };
-            eprintln!("FUTSIZE {}", std::mem::size_of_val(&fut));
-            fut
+            async move { Ok::<_, Infallible>(conn.inner.handle(&conn, req).await) }
         })
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
