@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod manifest;
+pub mod pg_dump;
 pub mod pg_tables;
 pub mod postgres;
 pub mod sqlite;

@@ -223,6 +223,11 @@ impl Admin {
             .map(|r| r.get(0))
     }
 
+    /// Lets connections into a restore point's copy (for `pg_dump`) or shuts them out again.
+    pub async fn open_copy(&self, rp: &PgCopy, open: bool) -> Result<(), PgError> {
+        self.allow_connections(&rp.copy, open).await
+    }
+
     async fn allow_connections(&self, database: &str, allow: bool) -> Result<(), PgError> {
         self.client
             .batch_execute(&format!(

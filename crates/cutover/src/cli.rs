@@ -85,6 +85,12 @@ pub struct ConfirmArgs {
 pub enum RestorePointsAction {
     /// Every restore point: release, data set, status, size, schema version.
     List,
+    /// `pg_dump -Fd` of PostgreSQL restore points (the same-server copies) into the state
+    /// dir: a copy that survives the copy's loss. Run it after an upgrade.
+    Dump {
+        /// The release whose restore points to dump (default: the newest).
+        release: Option<u64>,
+    },
     /// Check restore points against their manifests (all, or those of one release).
     Verify {
         /// The release whose restore points to check.
@@ -193,6 +199,10 @@ pub enum Command {
         /// `keep`: images only, the data stays as it is.
         #[arg(long, value_enum, default_value_t = DataChoice::Keep)]
         data: DataChoice,
+        /// Restore PostgreSQL data from the restore point's dump (`restore-points dump`), not
+        /// its same-server copy (used anyway when the copy is gone).
+        #[arg(long)]
+        from_dump: bool,
         #[command(flatten)]
         confirm: ConfirmArgs,
     },

@@ -33,6 +33,11 @@ pub enum Target {
     },
 }
 
+/// The directory a PostgreSQL restore point's dump is stored in.
+pub const DUMP_DIR: &str = "pg_dump";
+/// Parallel jobs of pg_dump and pg_restore.
+pub const DUMP_JOBS: u32 = 2;
+
 /// The file a directory's archive is stored in.
 const ARCHIVE: &str = "content.tar.zst";
 
@@ -484,11 +489,58 @@ impl Runner<'_> {
         let started = std::time::Instant::now();
         let what = match self.target(name)? {
             Target::Postgres { url, .. } => {
-                let pg = m.postgres.clone().ok_or_else(|| {
+                let mut pg = m.postgres.clone().ok_or_else(|| {
                     StepError::new(format!(
                         "the manifest of `{name}` lacks its PostgreSQL copy"
                     ))
                 })?;
+                // The durable dump stands in when the copy is gone, or when asked for.
+                let copy_there = self
+                    .rt
+                    .block_on(async {
+                        Admin::connect(&url, &pg.database)
+                            .await?
+                            .oid_of(&pg.copy)
+                            .await
+                    })
+                    .map_err(fail)?
+                    .is_some();
+                let swapped_already = m.status == Status::Restored;
+                if !swapped_already && (self.from_dump || !copy_there) {
+                    let dump_dir = dir.join(DUMP_DIR);
+                    if !dump_dir.exists() {
+                        return Err(StepError::new(format!(
+                            "the same-server copy `{}` is gone and no dump of it was made (`cutover restore-points dump`): `{name}` cannot be restored",
+                            pg.copy
+                        )));
+                    }
+                    refuse_if_tampered(&rps, &m)?;
+                    let started = std::time::Instant::now();
+                    self.rt
+                        .block_on(async {
+                            let admin = Admin::connect(&url, &pg.database).await?;
+                            admin.drop_database(&pg.copy).await
+                        })
+                        .map_err(fail)?;
+                    cutover_data::pg_dump::restore(&url, &dump_dir, &pg.copy, &pg.owner, DUMP_JOBS)
+                        .map_err(fail)?;
+                    pg.copy_oid = self
+                        .rt
+                        .block_on(async {
+                            Admin::connect(&url, &pg.database)
+                                .await?
+                                .oid_of(&pg.copy)
+                                .await
+                        })
+                        .map_err(fail)?
+                        .ok_or_else(|| StepError::new("pg_restore created no database"))?;
+                    m.postgres = Some(pg.clone());
+                    eprintln!(
+                        "  restored `{}` from its dump in {:.1}s",
+                        pg.copy,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
                 let report = self
                     .rt
                     .block_on(async {

@@ -59,6 +59,8 @@ pub struct Runner<'a> {
     /// The containers that ran when the operation began: the revert target.
     pub before: Vec<ContainerInfo>,
     pub traffic: Box<dyn TrafficSwitch + 'a>,
+    /// Restore PostgreSQL restore points from their dumps, not the same-server copies.
+    pub from_dump: bool,
     /// Settings the new version no longer accepts were acknowledged (`--ack-settings`).
     pub ack_settings: bool,
     /// The operation these steps belong to (approvals and aborts are keyed on it).

@@ -275,3 +275,81 @@ fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
     eprintln!("crash matrix:\n  {}", outcomes.join("\n  "));
     let _ = PathBuf::new();
 }
+
+#[test]
+fn a_dumped_restore_point_brings_a_release_and_its_database_back_when_the_copy_is_gone() {
+    let cluster = pg::Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE app");
+    cluster.psql(
+        "app",
+        "CREATE TABLE marker (v text); INSERT INTO marker VALUES ('1')",
+    );
+    let name = format!("t-dump-{}", std::process::id());
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = Stack {
+        name: name.clone(),
+        dir: tempfile::tempdir().expect("tmp"),
+        url: cluster.url(),
+    };
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             vars: {{ v: \"1\" }}\n\
+             secrets: {{ PG_URL: {{ env: PG_URL }} }}\n\
+             services:\n  app:\n    image: cutover-demo:v${{v}}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"{name}-data:/data\"]\n    \
+               stop_grace: 5s\n    health: {{ http: /health, interval: 200ms, deadline: 30s }}\n\
+             data:\n  db:\n    postgres: {{ url: \"${{PG_URL}}\", database: app }}\n    writers: [app]\n\
+             steps:\n  upgrade:\n    - sql: {{ data: db, query: \"UPDATE marker SET v = '${{v}}'\" }}\n"
+        ),
+    )
+    .expect("stack file");
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let o = s.run(&["apply", "--yes", "--set", "vars.v=2"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(cluster.psql("app", "SELECT v FROM marker"), "2");
+    // What v2 did to the database besides: a table of its own.
+    cluster.psql("app", "CREATE TABLE v2_only (x int)");
+
+    let o = s.run(&["restore-points", "dump"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("dumped   r2 db"),
+        "{}",
+        text(&o)
+    );
+    let o = s.run(&["restore-points", "verify"]);
+    assert_eq!(
+        code(&o),
+        0,
+        "the dump's files are checksummed: {}",
+        text(&o)
+    );
+
+    // The server loses the same-server copy; the dump brings it back.
+    cluster.psql("postgres", "DROP DATABASE app__rp_2");
+    let o = s.run(&["rollback", "1", "--data", "restore", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("from its dump"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(get_now(addr, "/version"), "v1");
+    assert_eq!(
+        cluster.psql("app", "SELECT v FROM marker"),
+        "1",
+        "release 1's data is back"
+    );
+    assert_eq!(
+        cluster.psql(
+            "app",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'v2_only'"
+        ),
+        "0",
+        "the database is release 1's, not v2's with a rewritten marker"
+    );
+}

@@ -53,6 +53,7 @@ pub fn run(
             confirm,
             record_release: true,
             ack_settings,
+            from_dump: false,
         },
     )
 }
@@ -63,6 +64,7 @@ pub fn rollback(
     cli: &Cli,
     revision: Option<u64>,
     data: DataChoice,
+    from_dump: bool,
     confirm: &ConfirmArgs,
 ) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, &[])?;
@@ -201,6 +203,7 @@ pub fn rollback(
             record_release: true,
             // The release ran with these settings on these images before.
             ack_settings: true,
+            from_dump,
         },
     )
 }
@@ -346,6 +349,7 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
             confirm,
             record_release: false,
             ack_settings: false,
+            from_dump: false,
         },
     )
 }
@@ -399,6 +403,8 @@ pub struct OperationContext {
     pub pins: IndexMap<String, String>,
     #[serde(default)]
     pub ack_settings: bool,
+    #[serde(default)]
+    pub from_dump: bool,
     /// The containers that ran when the operation began: the revert target.
     pub before: Vec<cutover_docker::ContainerInfo>,
 }
@@ -417,6 +423,8 @@ struct Op<'a> {
     record_release: bool,
     /// Settings the new images no longer accept are acknowledged.
     ack_settings: bool,
+    /// PostgreSQL data comes back from dumps (`rollback --from-dump`).
+    from_dump: bool,
 }
 
 fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
@@ -523,6 +531,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         record_release: op.record_release,
         pins: op.pins.clone(),
         ack_settings: op.ack_settings,
+        from_dump: op.from_dump,
         before: before.clone(),
     };
     op.store
@@ -541,6 +550,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         traffic,
         operation: operation.id,
         ack_settings: op.ack_settings,
+        from_dump: op.from_dump,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };

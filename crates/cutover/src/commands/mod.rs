@@ -42,8 +42,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Rollback {
             revision,
             data,
+            from_dump,
             confirm,
-        } => apply::rollback(cli, *revision, *data, confirm),
+        } => apply::rollback(cli, *revision, *data, *from_dump, confirm),
         Command::UpgradeService { service, confirm } => {
             apply::upgrade_service(cli, service, confirm)
         }

@@ -17,6 +17,7 @@ pub fn run(cli: &Cli, action: &RestorePointsAction) -> anyhow::Result<u8> {
     match action {
         RestorePointsAction::List => list(cli, &rps),
         RestorePointsAction::Verify { release } => verify(cli, &rps, *release),
+        RestorePointsAction::Dump { release } => dump(cli, &rps, *release),
         RestorePointsAction::Prune { keep, confirm } => {
             let store = commands::open_store(cli, &name)?;
             if !confirm.yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
@@ -165,6 +166,100 @@ fn verify(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Resul
             ),
         ));
     }
+    Ok(exit::OK)
+}
+
+/// `pg_dump -Fd` of each PostgreSQL same-server copy of a release into its restore point's
+/// directory, with a checksum of every file of the dump in the manifest.
+fn dump(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<u8> {
+    let all = rps.list()?;
+    let release = match release {
+        Some(r) => r,
+        None => all
+            .iter()
+            .filter(|m| m.postgres.is_some() && m.status == Status::Complete)
+            .map(|m| m.release)
+            .max()
+            .ok_or_else(|| {
+                with_code(
+                    exit::INVALID,
+                    anyhow!("no PostgreSQL restore point to dump"),
+                )
+            })?,
+    };
+    let mut out = String::new();
+    for mut m in all
+        .into_iter()
+        .filter(|m| m.release == release && m.status == Status::Complete)
+    {
+        let Some(pg) = m.postgres.clone() else {
+            continue;
+        };
+        let url = pg_url(cli, &m.data).ok_or_else(|| {
+            with_code(
+                exit::INVALID,
+                anyhow!("the admin URL of `{}` is not available here", m.data),
+            )
+        })?;
+        let dir = rps.dir(m.release, &m.data);
+        let target = dir.join(crate::restore::DUMP_DIR);
+        if target.exists() {
+            out.push_str(&format!(
+                "exists   r{} {}: {}\n",
+                m.release,
+                m.data,
+                target.display()
+            ));
+            continue;
+        }
+        let partial = dir.join(format!("{}.partial", crate::restore::DUMP_DIR));
+        let _ = std::fs::remove_dir_all(&partial);
+        let started = std::time::Instant::now();
+        // The copy takes no connections (nothing may write to it): open it for the dump only.
+        let rt = commands::tokio()?;
+        let admin = rt.block_on(Admin::connect(&url, &pg.database))?;
+        rt.block_on(admin.open_copy(&pg, true))?;
+        let dumped =
+            cutover_data::pg_dump::dump(&url, &pg.copy, &partial, crate::restore::DUMP_JOBS);
+        rt.block_on(admin.open_copy(&pg, false))?;
+        dumped?;
+        std::fs::rename(&partial, &target)?;
+        let mut files: Vec<_> = std::fs::read_dir(&target)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        let mut bytes = 0;
+        for f in files {
+            let (n, blake3) = cutover_data::manifest::checksum(&f)?;
+            bytes += n;
+            let rel = f
+                .strip_prefix(&dir)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            m.artifacts.push(cutover_data::manifest::Artifact {
+                file: rel,
+                bytes: n,
+                blake3,
+            });
+        }
+        rps.save(&m)?;
+        out.push_str(&format!(
+            "dumped   r{} {}: `{}` → {} ({}) in {:.1}s\n",
+            m.release,
+            m.data,
+            pg.copy,
+            target.display(),
+            human(bytes),
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    if out.is_empty() {
+        out.push_str(&format!(
+            "release {release} has no PostgreSQL restore point to dump\n"
+        ));
+    }
+    output::print(&out)?;
     Ok(exit::OK)
 }
 

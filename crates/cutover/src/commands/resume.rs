@@ -169,6 +169,7 @@ fn finish(
         traffic,
         operation: op.id,
         ack_settings: ctx.ack_settings,
+        from_dump: ctx.from_dump,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
     };
