@@ -356,3 +356,123 @@ fn a_dumped_restore_point_brings_a_release_and_its_database_back_when_the_copy_i
         "the database is release 1's, not v2's with a rewritten marker"
     );
 }
+
+/// A Grouper-like stack (seeds/grouper-container-upgrade.txt): a daemon that owns the
+/// database schema and a UI in front of it, both on one image, sharing one PostgreSQL
+/// database whose DDL table records the schema version. The daemon's DDL upgrade is an
+/// upgrade-phase SQL step; the verify phase checks the version it left.
+#[test]
+fn a_grouper_like_upgrade_whose_ddl_check_fails_is_reverted_to_exactly_before() {
+    let cluster = pg::Cluster::start();
+    cluster.psql("postgres", "CREATE DATABASE grouper");
+    cluster.psql(
+        "grouper",
+        "CREATE TABLE grouper_ddl (object_name text PRIMARY KEY, db_version text); \
+         INSERT INTO grouper_ddl VALUES ('Grouper', '2.6.15'); \
+         CREATE TABLE grouper_groups (id int PRIMARY KEY, name text); \
+         INSERT INTO grouper_groups SELECT g, 'group ' || g FROM generate_series(1, 1000) g;",
+    );
+    let name = format!("t-grouper-{}", std::process::id());
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = Stack {
+        name: name.clone(),
+        dir: tempfile::tempdir().expect("tmp"),
+        url: cluster.url(),
+    };
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             vars: {{ version: \"2.6.15\", ddl: \"2.6.15\", img: v1 }}\n\
+             secrets: {{ DB_ADMIN_URL: {{ env: PG_URL }} }}\n\
+             services:\n  \
+               daemon:\n    image: cutover-demo:${{img}}\n    port: 8080\n    \
+                 env: {{ DEMO_DB: /tmp/daemon.sqlite }}\n    strategy: recreate\n    stop_grace: 5s\n    \
+                 health: {{ http: /health, interval: 200ms, deadline: 30s }}\n  \
+               ui:\n    image: cutover-demo:${{img}}\n    port: 8080\n    \
+                 ports: [\"127.0.0.1:{port}:8080\"]\n    env: {{ DEMO_DB: /tmp/ui.sqlite }}\n    \
+                 depends_on: [daemon]\n    stop_grace: 5s\n    \
+                 health: {{ http: /health, interval: 200ms, deadline: 30s }}\n\
+             data:\n  grouper_db:\n    postgres: {{ url: \"${{DB_ADMIN_URL}}\", database: grouper }}\n    \
+               writers: [daemon, ui]\n    \
+               schema_version: {{ query: \"select db_version from grouper_ddl where object_name = 'Grouper'\", expect: \"${{version}}\" }}\n\
+             steps:\n  upgrade:\n    \
+               - sql: {{ data: grouper_db, query: \"UPDATE grouper_ddl SET db_version = '${{ddl}}' WHERE object_name = 'Grouper'\" }}\n      \
+                 name: the daemon upgrades the DDL\n"
+        ),
+    )
+    .expect("stack file");
+    let checksum = || {
+        cluster.psql(
+            "grouper",
+            "SELECT md5(string_agg(x::text, ',' ORDER BY x::text)) FROM (SELECT * FROM grouper_ddl UNION ALL SELECT id::text, name FROM grouper_groups) x",
+        )
+    };
+
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "deploy\n{}", text(&o));
+    let o = s.run(&[
+        "apply",
+        "--yes",
+        "--set",
+        "vars.img=v2",
+        "--set",
+        "vars.version=2.6.16",
+        "--set",
+        "vars.ddl=2.6.16",
+    ]);
+    assert_eq!(code(&o), 0, "2.6.16\n{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("schema version of `grouper_db` is 2.6.16"),
+        "{}",
+        text(&o)
+    );
+    cluster.psql(
+        "grouper",
+        "UPDATE grouper_groups SET name = name || ' (renamed in 2.6.16)' WHERE id <= 10",
+    );
+    let before = checksum();
+    let version_before = get_now(addr, "/version");
+
+    // v3: the DDL upgrade stops half-way (the table says 2.6.17-partial, not 2.6.17).
+    let o = s.run(&[
+        "apply",
+        "--yes",
+        "--set",
+        "vars.img=v3",
+        "--set",
+        "vars.version=2.6.17",
+        "--set",
+        "vars.ddl=2.6.17-partial",
+    ]);
+    assert_eq!(code(&o), 1, "reverted\n{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("schema version is 2.6.17-partial, expected 2.6.17"),
+        "{err}"
+    );
+    assert!(err.contains("swapped back"), "{err}");
+    assert!(
+        err.contains("run the same image IDs as before"),
+        "the revert's comparison passed: {err}"
+    );
+    assert_eq!(
+        checksum(),
+        before,
+        "the database is exactly as before the upgrade"
+    );
+    assert_eq!(
+        cluster.psql("grouper", "SELECT db_version FROM grouper_ddl"),
+        "2.6.16"
+    );
+    assert_eq!(get_now(addr, "/version"), version_before);
+    assert_eq!(
+        cluster.psql(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname = 'grouper__failed_3'"
+        ),
+        "1",
+        "what v3 left is kept for inspection"
+    );
+}
