@@ -1646,3 +1646,52 @@ fn settings_a_new_version_no_longer_accepts_refuse_the_upgrade_unless_acknowledg
     );
     assert_eq!(version_now(addr), "v3");
 }
+
+#[test]
+fn a_manual_step_waits_for_someone_at_the_terminal() {
+    let s = Stack::new("manual-step");
+    let port = free_port();
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    let stack_file = s.dir.path().join("cutover.yaml");
+    let mut yaml = std::fs::read_to_string(&stack_file).expect("read");
+    yaml.push_str("steps:\n  preflight:\n    - manual: \"Read the release notes\"\n");
+    std::fs::write(&stack_file, yaml).expect("write");
+    // `script` gives cutover a terminal; what we write to its input is what a person types.
+    let at_terminal = |answer: &str| {
+        let cmdline = format!(
+            "{} --state-dir {} apply --yes",
+            env!("CARGO_BIN_EXE_cutover"),
+            s.dir.path().join("state").display()
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &cmdline, "/dev/null"])
+            .current_dir(s.dir.path())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (bsdutils) runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::thread::sleep(Duration::from_millis(1500));
+        stdin
+            .write_all(format!("{answer}\n").as_bytes())
+            .expect("type");
+        let o = child.wait_with_output().expect("ends");
+        drop(stdin);
+        o
+    };
+    let o = at_terminal("no");
+    assert_eq!(code(&o), 2, "not confirmed: refused\n{}", stdout(&o));
+    assert!(stdout(&o).contains("was not confirmed"), "{}", stdout(&o));
+    assert!(s.containers(true, &[]).is_empty(), "nothing was started");
+
+    let o = at_terminal("yes");
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("MANUAL STEP: Read the release notes"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("confirmed by"), "{}", stdout(&o));
+}
