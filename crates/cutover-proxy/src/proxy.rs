@@ -405,8 +405,48 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
-        server::serve(self.inner.clone(), listener, shutdown).await
+        server::serve(self.inner.clone(), listener, None, shutdown).await
     }
+
+    /// Like [`Proxy::serve`], terminating TLS with `tls` (see [`tls_acceptor`]); clients
+    /// negotiate HTTP/2 or HTTP/1.1 by ALPN.
+    pub async fn serve_tls(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: tokio_rustls::TlsAcceptor,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        server::serve(self.inner.clone(), listener, Some(tls), shutdown).await
+    }
+}
+
+/// A TLS acceptor from a PEM certificate chain and private key (the stack file's
+/// `traffic.tls`), offering HTTP/2 and HTTP/1.1 by ALPN.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the certificate {} is not valid PEM: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no certificate", cert.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(
+        std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
+    )
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 impl Inner {
@@ -508,6 +548,7 @@ impl Inner {
             upgrade,
             &conn.client_ip,
             self.config.trust_forwarded_headers,
+            conn.https,
         );
         if !parts.headers.contains_key(HOST)
             && let Some(host) = upstream_host

@@ -1035,3 +1035,77 @@ async fn shutdown_lets_in_flight_requests_finish() {
     // The listener is closed.
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+/// TLS termination: a client that trusts the stack's certificate reaches the upstream over
+/// HTTPS (HTTP/1.1 or HTTP/2 by ALPN), and the upstream learns the request was `https`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_terminated_with_the_stacks_certificate() {
+    use tokio_rustls::rustls;
+    let v1 = upstream("v1").await;
+    let certified = rcgen::generate_simple_self_signed(vec!["app.test".to_string()]).expect("cert");
+    let dir = tempfile::tempdir().expect("tmp");
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, certified.cert.pem()).expect("cert");
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("key");
+    let acceptor = cutover_proxy::proxy::tls_acceptor(&cert_path, &key_path).expect("acceptor");
+    assert!(
+        cutover_proxy::proxy::tls_acceptor(&key_path, &key_path).is_err(),
+        "a key is not a certificate"
+    );
+
+    let proxy = Proxy::new(test_config());
+    proxy.set_routes(vec![RouteSpec {
+        host: None,
+        path_prefix: None,
+        service: "app".into(),
+    }]);
+    proxy.switch("app", vec![v1]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let served = proxy.clone();
+    tokio::spawn(async move {
+        let _ = served
+            .serve_tls(listener, acceptor, std::future::pending::<()>())
+            .await;
+    });
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("root");
+    for alpn in [b"http/1.1".to_vec(), b"h2".to_vec()] {
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.clone()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("app.test").expect("name");
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        let req = Request::builder()
+            .uri("https://app.test/headers")
+            .header(HOST, "app.test")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = if alpn == b"h2" {
+            let (mut send, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .expect("h2");
+            tokio::spawn(conn);
+            send.send_request(req).await.expect("response")
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .expect("http/1.1");
+            tokio::spawn(conn);
+            send.send_request(req).await.expect("response")
+        };
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("\"x-forwarded-proto\":\"https\""), "{text}");
+    }
+}

@@ -80,6 +80,7 @@ pub fn all_keys() -> BTreeSet<&'static str> {
         fields_of::<RawSteps>(),
         fields_of::<RawStep>(),
         fields_of::<RawTraffic>(),
+        fields_of::<RawTls>(),
         fields_of::<RawRoute>(),
         fields_of::<RawEnvironment>(),
         fields_of::<ComposeService>(),

@@ -1541,6 +1541,26 @@ impl Cx {
                 .as_ref()
                 .and_then(|p| self.plain(p, vars))
                 .map(|p| self.resolve_path(&p).display().to_string()),
+            tls: t.tls.as_ref().and_then(|tls| {
+                let path = |cx: &mut Self, v: &Option<Text>, what: &str| match v {
+                    Some(v) => cx
+                        .plain(v, vars)
+                        .map(|p| cx.resolve_path(&p).display().to_string()),
+                    None => {
+                        let at = cx.key_at(&["traffic", "tls"]);
+                        cx.error(DiagKind::Missing, at, format!("`tls` needs `{what}`"))
+                            .hint =
+                            Some("cert: a PEM certificate chain; key: its private key".into());
+                        None
+                    }
+                };
+                let cert = path(self, &tls.cert, "cert");
+                let key = path(self, &tls.key, "key");
+                Some(crate::spec::Tls {
+                    cert: cert?,
+                    key: key?,
+                })
+            }),
         }
     }
 

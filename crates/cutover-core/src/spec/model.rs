@@ -612,6 +612,16 @@ pub struct Traffic {
     #[serde(with = "duration")]
     pub max_hold: Duration,
     pub maintenance_page: Option<String>,
+    /// TLS termination, when set.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+/// A PEM certificate chain and its private key (paths, resolved against the stack file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -281,6 +281,14 @@ pub struct RawTraffic {
     pub max_hold: Option<Text>,
     /// An HTML file shown with 503 during maintenance.
     pub maintenance_page: Option<Text>,
+    /// TLS termination: a PEM certificate chain and its private key.
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawTls {
+    pub cert: Option<Text>,
+    pub key: Option<Text>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -105,7 +105,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// - `Host` is the authority when the request had one (HTTP/2 carries no `Host`);
 /// - `X-Forwarded-For` gets the client's address appended (after any values received, joined
 ///   into one header so that no upstream reads only the first line);
-/// - `X-Forwarded-Proto` is `http` and `X-Forwarded-Host` the original `Host`, unless
+/// - `X-Forwarded-Proto` is `http` (`https` behind TLS) and `X-Forwarded-Host` the original `Host`, unless
 ///   `trust_forwarded` and the client sent them.
 pub(crate) fn prepare_request(
     headers: &mut HeaderMap,
@@ -113,6 +113,7 @@ pub(crate) fn prepare_request(
     upgrade: bool,
     client_ip: &HeaderValue,
     trust_forwarded: bool,
+    https: bool,
 ) {
     strip_hop_by_hop(headers, upgrade);
     headers.remove(EXPECT);
@@ -142,7 +143,8 @@ pub(crate) fn prepare_request(
     );
 
     if !(trust_forwarded && headers.contains_key(X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = if https { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if !(trust_forwarded && headers.contains_key(X_FORWARDED_HOST)) {
         match headers.get(HOST).cloned() {
@@ -213,7 +215,7 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2"),
             ("x-forwarded-proto", "https"),
         ]);
-        prepare_request(&mut h, &uri, false, &ip, false);
+        prepare_request(&mut h, &uri, false, &ip, false, false);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -221,7 +223,7 @@ mod tests {
 
         let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "a")]);
         let uri: Uri = "http://b.example/x".parse().expect("uri");
-        prepare_request(&mut h, &uri, false, &ip, true);
+        prepare_request(&mut h, &uri, false, &ip, true, false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a");

@@ -14,7 +14,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use super::Inner;
@@ -37,6 +37,8 @@ pub(crate) struct Conn {
     inner: Arc<Inner>,
     /// The client's address as `X-Forwarded-For` writes it, made once per connection.
     pub(crate) client_ip: HeaderValue,
+    /// The client came over TLS (`X-Forwarded-Proto: https`).
+    pub(crate) https: bool,
     stage: watch::Receiver<Stage>,
     tasks: Arc<Tasks>,
 }
@@ -86,9 +88,13 @@ impl Drop for Open {
     }
 }
 
+/// How long a client gets to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -116,11 +122,30 @@ pub(crate) async fn serve(
                 let conn = Arc::new(Conn {
                     inner: inner.clone(),
                     client_ip: client_ip(remote),
+                    https: tls.is_some(),
                     stage: stage_rx.clone(),
                     tasks: tasks.clone(),
                 });
                 let guard = tasks.enter();
-                tokio::spawn(serve_connection(builder.clone(), stream, conn, guard));
+                // Small requests and responses must not wait for Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                match &tls {
+                    None => {
+                        tokio::spawn(serve_connection(builder.clone(), stream, conn, guard));
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, builder) = (acceptor.clone(), builder.clone());
+                        tokio::spawn(async move {
+                            // A failed or stalled handshake is the client's problem, not logged.
+                            if let Ok(Ok(stream)) =
+                                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                    .await
+                            {
+                                serve_connection(builder, stream, conn, guard).await;
+                            }
+                        });
+                    }
+                }
             }
             Err(e) if is_per_connection(&e) => {}
             Err(e) => {
@@ -146,14 +171,14 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-async fn serve_connection(
+async fn serve_connection<S>(
     builder: Arc<auto::Builder<TokioExecutor>>,
-    stream: TcpStream,
+    stream: S,
     conn: Arc<Conn>,
     _guard: TaskGuard,
-) {
-    // Small requests and responses must not wait for Nagle's algorithm.
-    let _ = stream.set_nodelay(true);
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     conn.inner.connections.fetch_add(1, Ordering::Relaxed);
     let _open = Open(conn.inner.clone());
     let mut stage = conn.stage.clone();

@@ -127,12 +127,25 @@ pub fn run(cli: &Cli, access_log: bool) -> anyhow::Result<u8> {
         .parse()
         .with_context(|| format!("traffic.listen `{}` is not an address:port", t.listen))?;
     let socket = traffic::socket_path(&commands::state_dir(cli));
+    // A certificate that cannot be read is bad input, found before anything listens.
+    let tls = t
+        .tls
+        .as_ref()
+        .map(|tls| {
+            cutover_proxy::proxy::tls_acceptor(
+                std::path::Path::new(&tls.cert),
+                std::path::Path::new(&tls.key),
+            )
+        })
+        .transpose()
+        .map_err(|e| with_code(exit::INVALID, anyhow!("traffic.tls: {e}")))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         eprintln!(
-            "cutover serve: stack `{}` on http://{listen}, control socket {}",
+            "cutover serve: stack `{}` on {scheme}://{listen}, control socket {}",
             stack.name,
             socket.display()
         );
@@ -147,9 +160,15 @@ pub fn run(cli: &Cli, access_log: bool) -> anyhow::Result<u8> {
             .await
         });
         let mut serve_stop = stop_rx.clone();
-        let serving = proxy.serve(listener, async move {
+        let stop = async move {
             let _ = serve_stop.changed().await;
-        });
+        };
+        let serving = async {
+            match tls {
+                Some(acceptor) => proxy.serve_tls(listener, acceptor, stop).await,
+                None => proxy.serve(listener, stop).await,
+            }
+        };
         tokio::pin!(serving);
         tokio::select! {
             r = &mut serving => r.context("the proxy stopped")?,
