@@ -223,7 +223,7 @@ pub fn resume(
     }
     let mut revert_failures = Vec::new();
     for step in &plan.revert {
-        if let Err(error) = run_one(step, exec, journal) {
+        if let Err(error) = run_revert_step(step, exec, journal) {
             revert_failures.push(Failure {
                 step: step.id.clone(),
                 phase: step.phase,
@@ -238,6 +238,44 @@ pub fn resume(
             failure,
             revert_failures,
         }
+    }
+}
+
+/// A revert step runs even when the journal cannot record it (a full disk must not leave
+/// the stack half-way): it then counts as failed, saying why, so the outcome tells an
+/// operator to look.
+fn run_revert_step(
+    step: &PlanStep,
+    exec: &mut dyn Executor,
+    journal: &mut dyn Journal,
+) -> Result<(), String> {
+    let seq = match journal.started(step) {
+        Ok(seq) => seq,
+        Err(e) => {
+            return Err(match exec.run(step) {
+                Ok(_) => format!(
+                    "done, but the journal could not record it ({}): the state does not show it",
+                    e.0
+                ),
+                Err(error) => format!(
+                    "{} (and the journal could not record the step: {})",
+                    error.message, e.0
+                ),
+            });
+        }
+    };
+    let result = match exec.run(step) {
+        Ok(output) => StepResult::Succeeded { output },
+        Err(error) => StepResult::Failed { error },
+    };
+    let recorded = journal.finished(seq, step, &result);
+    match (result, recorded) {
+        (StepResult::Succeeded { .. }, Ok(())) => Ok(()),
+        (StepResult::Succeeded { .. }, Err(e)) => Err(format!(
+            "done, but the journal could not record its end ({})",
+            e.0
+        )),
+        (StepResult::Failed { error }, _) => Err(error.message),
     }
 }
 

@@ -150,7 +150,7 @@ pub struct RestoreReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    #[error("cannot {op} {}", .path.display())]
+    #[error("cannot {op} {}: {source}", .path.display())]
     Io {
         op: &'static str,
         path: PathBuf,

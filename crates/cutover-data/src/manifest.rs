@@ -138,11 +138,14 @@ impl RestorePoints {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        {
-            let mut f = File::create(&tmp).map_err(io("cannot write the manifest", &tmp))?;
-            f.write_all(text.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(io("cannot write the manifest", &tmp))?;
+        let written = File::create(&tmp).and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            // A half-written manifest must not hold on to the space it could not fill.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("cannot write the manifest", &tmp)(e));
         }
         std::fs::rename(&tmp, &path).map_err(io("cannot move the manifest into place", &path))?;
         File::open(&dir)

@@ -103,6 +103,28 @@ impl Runtime {
         })
     }
 
+    /// An error of a call that could not reach the daemon at all (it stopped, or its socket
+    /// went away) says so, naming the socket; other errors stay as they are.
+    pub fn explain(&self, e: RuntimeError) -> RuntimeError {
+        match e {
+            RuntimeError::Docker { what, source }
+                if matches!(
+                    source,
+                    bollard::errors::Error::HyperLegacyError { .. }
+                        | bollard::errors::Error::IOError { .. }
+                        | bollard::errors::Error::SocketNotFoundError(_)
+                        | bollard::errors::Error::RequestTimeoutError
+                ) =>
+            {
+                RuntimeError::Unavailable {
+                    socket: self.socket.clone(),
+                    reason: format!("{what}: {source}"),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// The socket this runtime talks to.
     pub fn socket(&self) -> &str {
         &self.socket

@@ -185,6 +185,24 @@ impl Store {
         Ok(())
     }
 
+    /// Makes an operation whose revert failed running again, so `resume` can finish its
+    /// revert once the cause is fixed. Only a `revert_failed` operation can be reopened.
+    pub fn reopen_operation(&self, id: u64) -> Result<(), StoreError> {
+        let tx = self.immediate()?;
+        match self.op_status(&tx, id)? {
+            OperationStatus::RevertFailed => {}
+            done => return Err(StoreError::OperationFinished { id, status: done }),
+        }
+        tx.execute(
+            "UPDATE operations SET status = ?1, finished_at = NULL WHERE id = ?2",
+            params![OperationStatus::Running, int(id, "operation id")?],
+        )
+        .map_err(sql("cannot reopen the operation"))?;
+        tx.commit()
+            .map_err(sql("cannot commit the operation's reopening"))?;
+        Ok(())
+    }
+
     /// The operation with that id, if it exists and belongs to this stack.
     pub fn operation(&self, id: u64) -> Result<Option<Operation>, StoreError> {
         self.conn

@@ -75,8 +75,19 @@ impl Runner<'_> {
 /// that breaks the service it protects.
 const MARGIN: f64 = 1.1;
 
-fn fail(e: impl std::fmt::Display) -> StepError {
-    StepError::new(e.to_string())
+/// The error and its causes, one line: "cannot write …: No space left on device".
+fn fail(e: impl std::error::Error) -> StepError {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    StepError::new(msg)
 }
 
 pub fn human(bytes: u64) -> String {
@@ -297,6 +308,16 @@ impl Runner<'_> {
     /// Takes the restore point (writers are stopped). Complete ones are not taken twice; an
     /// incomplete one (an interrupted run) is cleaned up and taken again.
     pub(crate) fn take_restore_point(&mut self, name: &str) -> Result<String, StepError> {
+        let result = self.take_restore_point_inner(name);
+        if result.is_err() {
+            // What a failed take left (an archive, a `creating` manifest) must neither look
+            // like a restore point nor hold on to the disk it filled; the data was not touched.
+            let _ = self.restore_points.remove(self.release, name);
+        }
+        result
+    }
+
+    fn take_restore_point_inner(&mut self, name: &str) -> Result<String, StepError> {
         let rps = self.restore_points.clone();
         if let Some(m) = rps.load(self.release, name).map_err(fail)?
             && m.status == Status::Complete

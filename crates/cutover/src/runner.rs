@@ -77,7 +77,9 @@ fn fail(e: impl std::fmt::Display) -> StepError {
 
 impl Runner<'_> {
     fn block<T>(&self, f: impl Future<Output = Result<T, RuntimeError>>) -> Result<T, StepError> {
-        self.rt.block_on(f).map_err(fail)
+        self.rt
+            .block_on(f)
+            .map_err(|e| fail(self.docker.explain(e)))
     }
 
     fn service(&self, name: &str) -> Result<&Service, StepError> {

@@ -98,10 +98,6 @@ fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string()
-}
-
 fn text(o: &Output) -> String {
     format!(
         "--- stdout\n{}\n--- stderr\n{}",
@@ -481,37 +477,12 @@ fn docker_api_cut_mid_upgrade() {
     // Docker is back.
     let _proxy = DockerProxy::start(&sock);
     let o = s.run(&["resume"]);
-    if stdout(&o).contains("no interrupted operation") {
-        // PRODUCT GAP: `resume` only picks up operations still `running`
-        // (Store::unfinished_operations); a revert that failed finished the operation as
-        // `revert_failed`, so resume has nothing to do although the stack runs the failed
-        // release. Until it does, the operator's way back is a rollback…
-        eprintln!("known gap: resume does not finish a revert that failed");
-        assert_eq!(code(&o), 0, "{}", text(&o));
-        let o = s.run(&["rollback", "1", "--yes"]);
-        assert_eq!(code(&o), 0, "rollback 1\n{}", text(&o));
-        if get_now(addr, "/version") != "v1" {
-            // PRODUCT GAP: …but `rollback 1` plans against the live release's record
-            // (release 1, v1) rather than what runs (v2), and says "nothing to do". What
-            // works today: take the stack down and deploy v1 again (the volume is kept).
-            eprintln!("known gap: rollback 1 plans from the record, not from what runs");
-            assert!(
-                stdout(&o).contains("nothing to do"),
-                "rollback 1 neither rolled back nor said why\n{}",
-                text(&o)
-            );
-            let o = s.run(&["down", "--yes"]);
-            assert_eq!(code(&o), 0, "down\n{}", text(&o));
-            let o = s.run(&["apply", "--yes"]);
-            assert_eq!(code(&o), 0, "deploy v1 again\n{}", text(&o));
-        }
-    } else {
-        assert!(
-            code(&o) == 0 || code(&o) == 1,
-            "resume finishes the revert\n{}",
-            text(&o)
-        );
-    }
+    // The cause fixed, `resume` runs the failed revert again.
+    assert!(
+        code(&o) == 0 || code(&o) == 1,
+        "resume finishes the revert\n{}",
+        text(&o)
+    );
     assert_eq!(
         get_now(addr, "/version"),
         "v1",
@@ -681,34 +652,12 @@ fn postgres_stopped_mid_verify() {
     assert_eq!(rp["status"], "complete", "{rp:#}");
 
     let o = s.run(&["resume"]);
-    if stdout(&o).contains("no interrupted operation") {
-        // PRODUCT GAP: `resume` ignores an operation whose revert failed (it is finished, as
-        // `revert_failed`), and `rollback 1 --data restore` refuses because release 1's
-        // containers already run ("changes none of its writers"). No cutover command puts
-        // the restore point back today; an operator swaps it in by hand, the way the revert
-        // would have: the live database aside, the copy into place.
-        eprintln!("known gap: resume does not finish a revert that failed; swapping by hand");
-        assert_eq!(code(&o), 0, "{}", text(&o));
-        let pgc = &rp["postgres"];
-        let (copy, failed) = (
-            pgc["copy"].as_str().expect("copy"),
-            pgc["failed_name"].as_str().expect("failed_name"),
-        );
-        cluster.psql(
-            "postgres",
-            &format!(
-                "ALTER DATABASE app RENAME TO \"{failed}\"; \
-                 ALTER DATABASE \"{copy}\" RENAME TO app"
-            ),
-        );
-        cluster.psql("postgres", "ALTER DATABASE app WITH ALLOW_CONNECTIONS true");
-    } else {
-        assert!(
-            code(&o) == 0 || code(&o) == 1,
-            "resume finishes the revert\n{}",
-            text(&o)
-        );
-    }
+    // The cause fixed, `resume` runs the failed revert again.
+    assert!(
+        code(&o) == 0 || code(&o) == 1,
+        "resume finishes the revert\n{}",
+        text(&o)
+    );
     assert_eq!(
         items_checksum(&cluster),
         before,
@@ -919,6 +868,8 @@ fn disk_full_from_the_manifest_of_many_small_files() {
     }
     let o = s.run(&["apply", "--yes", "--set", "vars.v=2"]);
     let err = String::from_utf8_lossy(&o.stderr);
+    nothing_left(&s, &state, &v1, addr, &o);
+    assert_eq!(std::fs::read_dir(&many).expect("ls").count(), 10_000);
     match code(&o) {
         1 => assert!(
             err.contains("reverted: the stack runs what it ran before"),
@@ -932,7 +883,5 @@ fn disk_full_from_the_manifest_of_many_small_files() {
         ),
         _ => panic!("reverted (1) or refused (2)\n{}", text(&o)),
     }
-    nothing_left(&s, &state, &v1, addr, &o);
-    assert_eq!(std::fs::read_dir(&many).expect("ls").count(), 10_000);
     s.settled();
 }

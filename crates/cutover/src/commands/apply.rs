@@ -491,7 +491,13 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
     }
     let result = run_locked(cli, &op, &holder);
     drop(renewer);
-    op.store.release_lease(&grant.lease.token)?;
+    // The outcome matters more than the lease: a lease that cannot be released expires.
+    if let Err(e) = op.store.release_lease(&grant.lease.token) {
+        eprintln!(
+            "cutover: could not release the lease ({e}); it expires in {}s",
+            LEASE_TTL.as_secs()
+        );
+    }
     result
 }
 
@@ -685,7 +691,7 @@ pub fn conclude(
             Some(ReleaseStatus::Failed),
             exit::REVERT_FAILED,
             format!(
-                "{} failed at {}: {}\nthe revert failed too:\n{}\nan operator must look: `cutover status` shows what runs, `cutover history` the journal",
+                "{} failed at {}: {}\nthe revert failed too:\n{}\nan operator must look: `cutover status` shows what runs, `cutover history` the journal; once the cause is fixed, `cutover resume` runs the revert again",
                 kind,
                 failure.step,
                 failure.error,
@@ -697,16 +703,33 @@ pub fn conclude(
             ),
         ),
     };
+    // What happened decides the exit code; a record that cannot be written is said, not
+    // allowed to replace it.
+    let mut unrecorded = Vec::new();
     if c.record_release
         && let Some(status) = rel_status
     {
-        store.set_release_status(release, status)?;
-        if !images.0.is_empty() {
-            store.set_release_images(release, &images.to_json())?;
+        if let Err(e) = store.set_release_status(release, status) {
+            unrecorded.push(format!("the release status: {e}"));
+        }
+        if !images.0.is_empty()
+            && let Err(e) = store.set_release_images(release, &images.to_json())
+        {
+            unrecorded.push(format!("the release images: {e}"));
         }
     }
     let error = (code != exit::OK).then_some(summary.as_str());
-    store.finish_operation(c.operation, op_status, error)?;
+    if let Err(e) = store.finish_operation(c.operation, op_status, error) {
+        unrecorded.push(format!("the end of operation {}: {e}", c.operation));
+    }
+    let summary = if unrecorded.is_empty() {
+        summary
+    } else {
+        format!(
+            "{summary}\ncould not be recorded in the state (is its disk full?): {}",
+            unrecorded.join("; ")
+        )
+    };
     if c.json {
         output::print(&format!(
             "{}\n",

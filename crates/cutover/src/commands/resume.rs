@@ -22,9 +22,29 @@ pub fn run(cli: &Cli, abort: bool) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, &[])?;
     let name = loaded.stack.name.clone();
     let store = commands::open_store(cli, &name)?;
-    let Some(op) = store.unfinished_operations()?.into_iter().next() else {
-        output::print(&format!("stack `{name}`: no interrupted operation\n"))?;
-        return Ok(exit::OK);
+    // An interrupted operation, or the last one if its revert failed (its cause fixed
+    // since, `resume` finishes the revert).
+    let op = match store.unfinished_operations()?.into_iter().next() {
+        Some(op) => op,
+        None => match store
+            .operations(1)?
+            .into_iter()
+            .next()
+            .filter(|op| op.status == cutover_store::OperationStatus::RevertFailed)
+        {
+            Some(op) => {
+                store.reopen_operation(op.id)?;
+                eprintln!(
+                    "operation {} ({}) ended with a failed revert: running its revert again",
+                    op.id, op.kind
+                );
+                op
+            }
+            None => {
+                output::print(&format!("stack `{name}`: no interrupted operation\n"))?;
+                return Ok(exit::OK);
+            }
+        },
     };
     let holder = Holder::current();
     let grant = match store.acquire_lease(
