@@ -94,6 +94,16 @@ impl Drop for Stack {
     }
 }
 
+/// Stops a child process (`cutover serve`) when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
@@ -128,6 +138,8 @@ fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
     let name = format!("t-crash-{}", std::process::id());
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let proxy_port = free_port();
+    let proxy = SocketAddr::from(([127, 0, 0, 1], proxy_port));
     let s = Stack {
         name: name.clone(),
         dir: tempfile::tempdir().expect("tmp"),
@@ -144,10 +156,28 @@ fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
                stop_grace: 5s\n    health: {{ http: /health, interval: 200ms, deadline: 30s }}\n\
              data:\n  files:\n    volume: {{ name: {name}-data }}\n    writers: [app]\n  \
                db:\n    postgres: {{ url: \"${{PG_URL}}\", database: app }}\n    writers: [app]\n\
-             steps:\n  upgrade:\n    - sql: {{ data: db, query: \"UPDATE marker SET v = '${{v}}'\" }}\n      name: migrate the marker\n"
+             steps:\n  upgrade:\n    - sql: {{ data: db, query: \"UPDATE marker SET v = '${{v}}'\" }}\n      name: migrate the marker\n\
+             traffic:\n  listen: 127.0.0.1:{proxy_port}\n  routes: [{{ service: app }}]\n"
         ),
     )
     .expect("stack file");
+    // The stack routes through its proxy: the quiesce puts up the maintenance page (a
+    // restore point is taken), the release or the revert takes it down.
+    let serve = s
+        .cmd(&["serve"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cutover serve");
+    let _serve = KillOnDrop(serve);
+    let started = Instant::now();
+    while !s.dir.path().join(".cutover/proxy.sock").exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "cutover serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let o = s.run(&["apply", "--yes"]);
     assert_eq!(code(&o), 0, "deploy v1\n{}", text(&o));
@@ -261,6 +291,20 @@ fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
                 images.lines().count(),
                 1,
                 "{step}:{when}: one container runs"
+            );
+            // Maintenance is off, and the proxy routes to the release that runs.
+            assert_eq!(
+                get_now(proxy, "/version"),
+                version,
+                "{step}:{when}: through the proxy"
+            );
+            let o = s.run(&["-o", "json", "maintenance", "status"]);
+            let state: serde_json::Value = serde_json::from_slice(&o.stdout).expect("proxy state");
+            assert!(
+                state["maintenance"].is_null()
+                    && state["services"]["app"]["maintenance"].is_null()
+                    && state["services"]["app"]["held"] == false,
+                "{step}:{when}: maintenance off, nothing held: {state}"
             );
             let line = format!(
                 "{step}:{when} → v{ended_on} (release {live}, {})",
