@@ -6,19 +6,14 @@
 
 #[path = "../../cutover-data/tests/common/mod.rs"]
 mod pg;
+mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use support::{code, docker, free_port, text};
 
 fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut s =
@@ -44,11 +39,6 @@ fn get_now(addr: SocketAddr, path: &str) -> String {
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().expect("docker");
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 struct Stack {
@@ -102,18 +92,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

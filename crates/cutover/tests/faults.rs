@@ -11,9 +11,10 @@
 
 #[path = "../../cutover-data/tests/common/mod.rs"]
 mod pg;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,17 +22,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{code, demo_images, docker, free_port, text};
 
 // ---------------------------------------------------------------------------------------
 // Small helpers (as in crash.rs and docker.rs).
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<String, String> {
     let mut s =
@@ -70,40 +64,6 @@ fn post_item(addr: SocketAddr, name: &str) {
     if let Err(e) = request(addr, "POST", "/items", name) {
         panic!("POST /items: {e}");
     }
-}
-
-fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("docker");
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-fn demo_images() {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", "cutover-demo:v1", "cutover-demo:v2"])
-        .output()
-        .expect("docker")
-        .status
-        .success();
-    assert!(
-        ok,
-        "the cutover-demo images are missing: run examples/demo/build-images"
-    );
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn is_root() -> bool {
