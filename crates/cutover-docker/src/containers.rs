@@ -366,7 +366,7 @@ impl Runtime {
     /// pruned while it is a rollback target.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let t: i32 = grace.as_secs().try_into().unwrap_or(i32::MAX);
-        match self
+        let stopped = self
             .docker
             .stop_container(
                 id,
@@ -375,25 +375,17 @@ impl Runtime {
                     ..Default::default()
                 }),
             )
-            .await
-        {
-            Ok(()) => {}
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304 | 404,
-                ..
-            }) => {}
-            Err(e) => {
-                return Err(RuntimeError::docker(format!("cannot stop container {id}"))(
-                    e,
-                ));
-            }
-        }
+            .await;
+        // 304: not running; 404: gone. Both mean stopped.
+        settled(stopped, &[304, 404], || {
+            format!("cannot stop container {id}")
+        })?;
         self.set_restart(id, Restart::No).await
     }
 
     /// Changes a container's restart policy.
     pub async fn set_restart(&self, id: &str, policy: Restart) -> Result<(), RuntimeError> {
-        match self
+        let updated = self
             .docker
             .update_container(
                 id,
@@ -402,21 +394,15 @@ impl Runtime {
                     ..Default::default()
                 },
             )
-            .await
-        {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(RuntimeError::docker(format!(
-                "cannot update the restart policy of container {id}"
-            ))(e)),
-        }
+            .await;
+        settled(updated, &[404], || {
+            format!("cannot update the restart policy of container {id}")
+        })
     }
 
     /// Removes a container, stopping it first if it runs (a no-op when it is gone).
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        match self
+        let removed = self
             .docker
             .remove_container(
                 id,
@@ -425,16 +411,8 @@ impl Runtime {
                     ..Default::default()
                 }),
             )
-            .await
-        {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(RuntimeError::docker(format!(
-                "cannot remove container {id}"
-            ))(e)),
-        }
+            .await;
+        settled(removed, &[404], || format!("cannot remove container {id}"))
     }
 
     /// The last `lines` lines of a container's output (stdout and stderr interleaved).
@@ -628,6 +606,24 @@ impl Runtime {
             }
         }
         Ok(removed)
+    }
+}
+
+/// The outcome of an idempotent call: the status codes in `done` mean the container is
+/// already as asked (gone, not running) and count as success.
+fn settled(
+    result: Result<(), bollard::errors::Error>,
+    done: &[u16],
+    what: impl FnOnce() -> String,
+) -> Result<(), RuntimeError> {
+    match result {
+        Ok(()) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+            if done.contains(&status_code) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(RuntimeError::docker(what())(e)),
     }
 }
 
