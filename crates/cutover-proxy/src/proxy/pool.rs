@@ -33,8 +33,23 @@ const MAX_IDLE: usize = 1024;
 const READY_WAIT: Duration = Duration::from_millis(250);
 
 pub(crate) struct Pool {
-    /// Oldest at the front, most recently used at the back.
-    idle: Mutex<VecDeque<Idle>>,
+    /// One list per shard (see [`shard`]); in each, oldest at the front, most recently used
+    /// at the back.
+    shards: Box<[Mutex<VecDeque<Idle>>]>,
+}
+
+/// Lists per pool. A thread uses the one [`shard`] gives it, so the requests of a thread
+/// reuse connections whose tasks run on that same thread.
+const SHARDS: usize = 8;
+
+/// This thread's shard: threads are numbered in the order they first ask.
+fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|s| *s)
 }
 
 struct Idle {
@@ -66,13 +81,15 @@ pub(crate) struct Checkout {
 impl Pool {
     pub(crate) fn new() -> Pool {
         Pool {
-            idle: Mutex::new(VecDeque::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+    fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         // The list is valid after any panic in push or pop.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used idle connection that is still open and ready, else a new one.
@@ -86,11 +103,15 @@ impl Pool {
         connect_timeout: Duration,
         idle_timeout: Duration,
     ) -> Result<Checkout, ConnectError> {
-        loop {
+        let home = shard();
+        // This thread's list first, then the others' before connecting anew.
+        let mut shards = (0..SHARDS).map(|i| (home + i) % SHARDS);
+        let mut current = shards.next();
+        while let Some(shard) = current {
             let now = Instant::now();
             let expired = |i: &Idle| now.duration_since(i.since) > idle_timeout;
             let (popped, stale) = {
-                let mut idle = self.lock();
+                let mut idle = self.lock(shard);
                 // `Vec::new` does not allocate; it only does when something expired.
                 let mut stale = Vec::new();
                 while idle.front().is_some_and(expired) {
@@ -101,7 +122,8 @@ impl Pool {
             // Closed outside the lock.
             drop(stale);
             let Some(mut idle) = popped else {
-                break;
+                current = shards.next();
+                continue;
             };
             if idle.sender.is_closed() || expired(&idle) {
                 continue;
@@ -134,7 +156,7 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.lock();
+        let mut idle = self.lock(shard());
         if idle.len() < MAX_IDLE {
             idle.push_back(Idle {
                 sender,
@@ -145,7 +167,7 @@ impl Pool {
 
     /// Idle connections now (for the metrics).
     pub(crate) fn idle_count(&self) -> usize {
-        self.lock().len()
+        (0..SHARDS).map(|s| self.lock(s).len()).sum()
     }
 }
 
