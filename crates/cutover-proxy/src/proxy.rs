@@ -49,7 +49,6 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::body::{Body as _, Incoming};
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use serde::{Deserialize, Serialize};
@@ -58,7 +57,7 @@ use tokio::time::Instant;
 use body::{BodyTooLarge, ClientBodyError, Exchange, ProxyBody, RequestBody};
 use metrics::ErrorKind;
 use page::Page;
-use pool::{Checkout, ConnectError};
+use pool::{Checkout, ConnectError, Upconn};
 use registry::{Registry, RouteTable, Service, Upstream};
 use server::Conn;
 
@@ -571,7 +570,7 @@ impl Inner {
             self.send(&upstream, upstream_req),
         )
         .await;
-        let (response, sender) = match sent {
+        let (response, connection) = match sent {
             Ok(Ok(sent)) => sent,
             Ok(Err(failure)) => {
                 ex.fail_because(failure.kind, failure.detail);
@@ -600,12 +599,12 @@ impl Inner {
                     None,
                 );
             };
-            return server::tunnel(conn, ex, client_upgrade, response);
+            return server::tunnel(conn, ex, client_upgrade, response, connection);
         }
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
         ex.status = parts.status.as_u16();
-        Response::from_parts(parts, ProxyBody::stream(body, ex, sender))
+        Response::from_parts(parts, ProxyBody::stream(body, ex, connection))
     }
 
     /// Sends `req` on a pooled connection to `upstream` (a new one if none is idle) and
@@ -619,9 +618,9 @@ impl Inner {
         &self,
         upstream: &Upstream,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, SendRequest<RequestBody>), Failure> {
+    ) -> Result<(Response<Incoming>, Upconn), Failure> {
         loop {
-            let Checkout { mut sender, reused } = upstream
+            let Checkout { mut conn, reused } = upstream
                 .pool
                 .checkout(
                     upstream.addr,
@@ -630,8 +629,8 @@ impl Inner {
                 )
                 .await
                 .map_err(|e| connect_failure(&e))?;
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, sender)),
+            match conn.send(req).await {
+                Ok(response) => return Ok((response, conn)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => req = unsent,
                     _ => return Err(send_failure(&e.into_error())),

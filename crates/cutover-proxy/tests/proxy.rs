@@ -126,6 +126,41 @@ async fn upstream_answer(
     }
 }
 
+/// A bare HTTP/1.1 upstream that keeps a connection alive after each answer (`ok`) but
+/// closes it when no request follows within `idle`, as Node.js (5 s) or gunicorn (2 s) do.
+async fn closes_idle_connections(idle: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+                        Ok(Ok(n)) if n > 0 => n,
+                        // Idle too long, closed, or failed: close (the drop).
+                        _ => return,
+                    };
+                    seen.extend_from_slice(&buf[..n]);
+                    // GETs without bodies: one answer per complete head.
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// An address nothing listens on.
 async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -776,6 +811,37 @@ async fn upstream_connections_are_reused_and_closed_ones_are_not() {
     })
     .await;
     assert_eq!(get(&c, p.addr, "app", "/").await.text(), "v1");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    let up = closes_idle_connections(Duration::from_millis(100)).await;
+    let p = start(test_config()).await;
+    p.proxy.set_routes(vec![route(None, None, "web")]);
+    p.proxy.switch("web", vec![up]);
+    let c = client();
+    for round in 0..5 {
+        // Two on the same pooled connection, then a pause past the upstream's idle limit:
+        // the next request finds that connection closed by the upstream.
+        for _ in 0..2 {
+            let a = get(&c, p.addr, "app", "/").await;
+            assert_eq!(
+                (a.status, a.text()),
+                (StatusCode::OK, "ok"),
+                "round {round}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let errors: u64 = p
+        .proxy
+        .metrics()
+        .lines()
+        .filter(|l| l.starts_with("cutover_proxy_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(errors, 0, "no request failed:\n{}", p.proxy.metrics());
     p.stop().await;
 }
 

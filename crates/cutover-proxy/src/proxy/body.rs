@@ -9,12 +9,12 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use hyper::Request;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
 
 use super::ProxyConfig;
 use super::log::{self, LogFields};
 use super::metrics::ErrorKind;
+use super::pool::Upconn;
 use super::registry::{Service, Upstream};
 
 /// One request, from its arrival to the end of its response (last body byte handed to the
@@ -118,13 +118,14 @@ impl Drop for Exchange {
 /// of the proxy's own.
 ///
 /// It carries the exchange, ended when the body is (see [`Exchange`]), and the upstream
-/// connection the body comes from, which goes back to the upstream's pool when the body was
+/// connection the body comes from: polling the body drives that connection's I/O (see
+/// [`super::pool`]), and the connection goes back to the upstream's pool when the body was
 /// read to its end, and is closed otherwise (an upstream body cut short leaves the
 /// connection in the middle of a message).
 pub(crate) struct ProxyBody {
     kind: Kind,
     exchange: Option<Exchange>,
-    connection: Option<SendRequest<RequestBody>>,
+    connection: Option<Upconn>,
 }
 
 enum Kind {
@@ -149,11 +150,7 @@ impl ProxyBody {
         }
     }
 
-    pub(crate) fn stream(
-        body: Incoming,
-        exchange: Exchange,
-        connection: SendRequest<RequestBody>,
-    ) -> ProxyBody {
+    pub(crate) fn stream(body: Incoming, exchange: Exchange, connection: Upconn) -> ProxyBody {
         ProxyBody {
             kind: Kind::Stream(body),
             exchange: Some(exchange),
@@ -203,7 +200,14 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
-            Kind::Stream(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Kind::Stream(body) => {
+                // Reads what the upstream sent into `body` (or the end of the connection,
+                // which `body` then reports), and registers this task for more.
+                if let Some(connection) = this.connection.as_mut() {
+                    connection.drive(cx);
+                }
+                ready!(Pin::new(body).poll_frame(cx))
+            }
         };
         match &polled {
             Some(Ok(frame)) => {

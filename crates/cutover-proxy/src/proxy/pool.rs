@@ -1,4 +1,18 @@
-//! Keep-alive HTTP/1.1 connections to one upstream address.
+//! Keep-alive HTTP/1.1 connections to one upstream address, driven by the requests that use
+//! them.
+//!
+//! hyper's client connection is two halves: a `SendRequest` handle and the `Connection` future
+//! that does the socket I/O, usually spawned as a task of its own. Here no task is spawned: an
+//! [`Upconn`] carries both halves, and whoever holds it drives the I/O from its own task: the
+//! request's task while the request is sent and its response head awaited, then the client
+//! connection's task while the response body streams out ([`super::body::ProxyBody`]). A
+//! proxied request then wakes one task per socket event instead of handing every message to
+//! another task (possibly on another worker thread) through channels. Against the demo app
+//! behind Docker's published port that measured 17% less CPU per request (59.8 against 72.2
+//! ms per 1000 requests, medians of 5 interleaved wrk -c64 rounds of the `bare_proxy`
+//! example; nginx 56.6 in the same rounds). An idle connection is driven by no one; a close
+//! by the upstream meanwhile is noticed when it is next checked out (and a request that
+//! finds it closed before it was written goes on another connection).
 //!
 //! Why not `hyper_util`'s pooled client: it is built for arbitrary URIs (a pool keyed by
 //! scheme and authority, a resolver, proxy support), and to re-pool an HTTP/1 connection
@@ -11,10 +25,16 @@
 //! connections close.
 
 use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -26,10 +46,10 @@ use super::body::RequestBody;
 /// sustains; beyond it connections close after their response.
 const MAX_IDLE: usize = 1024;
 
-/// A connection just back from a response may not have marked itself ready yet (its task runs
-/// separately); this bounds how long a checkout waits for that before trying another one.
-/// A connection still busy past it is dropped: it is sending a request body the upstream did
-/// not wait for, and would only hold the next request up.
+/// A connection just back from a response may not be ready for the next request yet (it is
+/// still sending a request body the upstream answered without reading in full); this bounds
+/// how long a checkout drives it toward ready before trying another one. A connection still
+/// busy past it is dropped: it would only hold the next request up.
 const READY_WAIT: Duration = Duration::from_millis(250);
 
 pub(crate) struct Pool {
@@ -53,8 +73,81 @@ fn shard() -> usize {
 }
 
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    conn: Upconn,
     since: Instant,
+}
+
+/// The I/O half of a connection: reads responses into their bodies, writes requests. With
+/// upgrades, so that a 101 can hand the socket over. (Boxed as a trait object: hyper does not
+/// export the type's name.)
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One HTTP/1.1 connection to an upstream: the handle requests are sent on, and the I/O that
+/// the holder drives (see the module docs).
+pub(crate) struct Upconn {
+    sender: SendRequest<RequestBody>,
+    /// `None` once the connection ended (closed, failed, or handed over by an upgrade).
+    driver: Option<Driver>,
+}
+
+impl Upconn {
+    /// Does the connection's pending I/O, registering `cx`'s task for what comes next.
+    /// Returns whether the connection is over.
+    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = self.driver.as_mut() else {
+            return true;
+        };
+        match driver.as_mut().poll(cx) {
+            Poll::Pending => false,
+            // An error reaches the request or body it concerns; the connection is gone
+            // either way.
+            Poll::Ready(_) => {
+                self.driver = None;
+                true
+            }
+        }
+    }
+
+    /// [`Upconn::drive`] without a task to wake: what the socket has now (a close by the
+    /// upstream, the end of a response) is taken in.
+    pub(crate) fn drive_now(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Sends `req` and waits for the response head, driving the connection meanwhile. A
+    /// request that was not written (the connection was closed) comes back in the error.
+    pub(crate) async fn send(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> Result<hyper::Response<Incoming>, TrySendError<Request<RequestBody>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(req));
+        let driver = &mut self.driver;
+        poll_fn(|cx| {
+            if let Poll::Ready(r) = response.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            if let Some(d) = driver.as_mut()
+                && d.as_mut().poll(cx).is_ready()
+            {
+                // The connection ended: dropping it fails the request's callback, which the
+                // next poll of `response` reports (with the request if it was never written).
+                *driver = None;
+                return response.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The I/O half, to be driven to its end elsewhere: after a 101, until it hands the
+    /// socket to the upgrade.
+    pub(crate) fn into_driver(self) -> Option<Driver> {
+        self.driver
+    }
+
+    fn is_open(&self) -> bool {
+        self.driver.is_some() && !self.sender.is_closed()
+    }
 }
 
 /// Why no connection could be had.
@@ -72,7 +165,7 @@ pub(crate) enum ConnectError {
 
 /// A connection checked out for one request.
 pub(crate) struct Checkout {
-    pub(crate) sender: SendRequest<RequestBody>,
+    pub(crate) conn: Upconn,
     /// It served a request before: if it fails before the request is written, the request
     /// may go on a fresh connection (the upstream closed this one while it was idle).
     pub(crate) reused: bool,
@@ -125,41 +218,45 @@ impl Pool {
                 current = shards.next();
                 continue;
             };
-            if idle.sender.is_closed() || expired(&idle) {
+            // Takes in what happened while it sat idle: a close shows here.
+            if idle.conn.drive_now() || !idle.conn.is_open() || expired(&idle) {
                 continue;
             }
-            if idle.sender.is_ready() {
+            if idle.conn.sender.is_ready() {
                 return Ok(Checkout {
-                    sender: idle.sender,
+                    conn: idle.conn,
                     reused: true,
                 });
             }
             // Boxed, as the connect below: rare paths, kept out of the size of every
             // request's future.
-            if let Ok(Ok(())) =
-                Box::pin(tokio::time::timeout(READY_WAIT, idle.sender.ready())).await
-            {
-                return Ok(Checkout {
-                    sender: idle.sender,
-                    reused: true,
-                });
+            let mut conn = idle.conn;
+            let ready = poll_fn(|cx| {
+                if conn.drive(cx) {
+                    return Poll::Ready(false);
+                }
+                conn.sender.poll_ready(cx).map(|r| r.is_ok())
+            });
+            if let Ok(true) = Box::pin(tokio::time::timeout(READY_WAIT, ready)).await {
+                return Ok(Checkout { conn, reused: true });
             }
         }
         Ok(Checkout {
-            sender: Box::pin(connect(addr, connect_timeout)).await?,
+            conn: Box::pin(connect(addr, connect_timeout)).await?,
             reused: false,
         })
     }
 
     /// A connection whose response was passed on in full, back for the next request.
-    pub(crate) fn put(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    pub(crate) fn put(&self, mut conn: Upconn) {
+        // Lets it finish the response it just read and become ready for the next request.
+        if conn.drive_now() || !conn.is_open() {
             return;
         }
         let mut idle = self.lock(shard());
         if idle.len() < MAX_IDLE {
             idle.push_back(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -171,12 +268,8 @@ impl Pool {
     }
 }
 
-/// A new connection: TCP with `TCP_NODELAY`, and its HTTP/1 task spawned (with upgrades, so a
-/// 101 can hand the socket over).
-pub(crate) async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<SendRequest<RequestBody>, ConnectError> {
+/// A new connection: TCP with `TCP_NODELAY` and the HTTP/1 handshake (which does no I/O).
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Upconn, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_elapsed) => return Err(ConnectError::Timeout),
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
@@ -187,10 +280,8 @@ pub(crate) async fn connect(
         .handshake(TokioIo::new(stream))
         .await
         .map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        // Errors end the connection; the request on it (if any) gets them through its
-        // response future, so there is nothing to add here.
-        let _ = connection.with_upgrades().await;
-    });
-    Ok(sender)
+    Ok(Upconn {
+        sender,
+        driver: Some(Box::pin(connection.with_upgrades())),
+    })
 }

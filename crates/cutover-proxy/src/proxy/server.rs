@@ -21,6 +21,7 @@ use super::Inner;
 use super::body::{Exchange, ProxyBody};
 use super::headers;
 use super::metrics::ErrorKind;
+use super::pool::Upconn;
 
 /// Where a [`serve`] is in its life; connections and tunnels watch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,6 +236,7 @@ pub(crate) fn tunnel(
     mut ex: Exchange,
     client: OnUpgrade,
     mut response: Response<Incoming>,
+    connection: Upconn,
 ) -> Response<ProxyBody> {
     let upstream = hyper::upgrade::on(&mut response);
     let (mut parts, _empty) = response.into_parts();
@@ -245,8 +247,14 @@ pub(crate) fn tunnel(
     tokio::spawn(async move {
         let _guard = guard;
         // The client side completes once hyper has written the 101 below; the upstream side
-        // already has.
-        let (client, upstream) = tokio::join!(client, upstream);
+        // once its connection, driven here, hands the socket over.
+        let driven = async {
+            if let Some(driver) = connection.into_driver() {
+                let _ = driver.await;
+            }
+            upstream.await
+        };
+        let (client, upstream) = tokio::join!(client, driven);
         let (Ok(client), Ok(upstream)) = (client, upstream) else {
             ex.fail(ErrorKind::Upgrade);
             return;
