@@ -2,6 +2,9 @@
 //! engine switches, drains, holds and turns maintenance on and off through it. JSON in,
 //! JSON out; every change is handed to `on_change` (which persists it) before it is
 //! acknowledged, so an acknowledged switch survives a restart of the proxy.
+//!
+//! [`serve_metrics`] offers the one read-only route a Prometheus server needs, `GET /metrics`,
+//! on a TCP address, since a scraper cannot open a unix socket.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -84,8 +87,18 @@ async fn state(State(ctx): State<Ctx>) -> Json<ProxyState> {
     Json(ctx.proxy.state())
 }
 
-async fn metrics(State(ctx): State<Ctx>) -> String {
-    ctx.proxy.metrics()
+/// The Prometheus text exposition format's media type.
+const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn metrics(State(ctx): State<Ctx>) -> impl IntoResponse {
+    exposition(&ctx.proxy)
+}
+
+fn exposition(proxy: &Proxy) -> impl IntoResponse + use<> {
+    (
+        [(axum::http::header::CONTENT_TYPE, EXPOSITION)],
+        proxy.metrics(),
+    )
 }
 
 async fn switch(
@@ -149,6 +162,25 @@ pub fn router(proxy: Proxy, on_change: OnChange) -> Router {
         .route("/drain", post(drain))
         .route("/maintenance", put(maintenance))
         .with_state(Ctx { proxy, on_change })
+}
+
+/// Serves `GET /metrics` alone (plain HTTP/1.1) on `listener` until `shutdown`: nothing that
+/// reads the routes' state in detail or changes the proxy is reachable this way.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    proxy: Proxy,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let proxy = proxy.clone();
+            async move { exposition(&proxy) }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Serves the control API on `socket` (replacing a stale socket file) until `shutdown`.

@@ -224,6 +224,10 @@ pub enum Command {
         /// Log every request as a JSON line on stderr.
         #[arg(long)]
         access_log: bool,
+        /// Also serve the Prometheus metrics (`GET /metrics`, nothing else) over plain HTTP
+        /// on ADDR, e.g. 127.0.0.1:9464, for a scraper; the control socket serves them too.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
 
     /// The maintenance page: on, off, status.

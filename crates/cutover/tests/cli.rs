@@ -315,3 +315,125 @@ fn a_closed_pipe_is_not_an_error() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One HTTP/1.1 request on a new connection; the status code and the whole answer.
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: app\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).expect("read");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
+}
+
+#[test]
+fn serve_exposes_the_metrics_alone_on_a_tcp_address() {
+    let (proxy_port, metrics_port) = (free_port(), free_port());
+    let d = Dir::with_stack(&format!(
+        "name: shop\nservices:\n  web: {{ image: 'shop:1', port: 8080 }}\n\
+         traffic:\n  listen: 127.0.0.1:{proxy_port}\n  routes: [{{ service: web }}]\n"
+    ));
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let log = d.path.join("serve.log");
+    let mut child = d
+        .cmd(&[
+            "--state-dir",
+            "state",
+            "serve",
+            "--metrics-listen",
+            &metrics,
+        ])
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("cutover serve starts");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&metrics).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15) && child.try_wait().ok().flatten().is_none(),
+            "cutover serve did not come up: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // No upstream yet: the proxy answers 503, and the metrics count it.
+    let (status, _) = http(&format!("127.0.0.1:{proxy_port}"), "GET", "/");
+    assert_eq!(status, 503);
+    let (status, body) = http(&metrics, "GET", "/metrics");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{body}"
+    );
+    assert!(
+        body.contains("cutover_proxy_errors_total{service=\"web\",kind=\"no_upstream\"} 1"),
+        "{body}"
+    );
+    let served = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        served.contains(&format!("metrics on http://{metrics}/metrics")),
+        "{served}"
+    );
+}
+
+#[test]
+fn the_metrics_address_offers_no_control_verb() {
+    let (proxy_port, metrics_port) = (free_port(), free_port());
+    let d = Dir::with_stack(&format!(
+        "name: shop\nservices:\n  web: {{ image: 'shop:1', port: 8080 }}\n\
+         traffic:\n  listen: 127.0.0.1:{proxy_port}\n  routes: [{{ service: web }}]\n"
+    ));
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let mut child = d
+        .cmd(&[
+            "--state-dir",
+            "state",
+            "serve",
+            "--metrics-listen",
+            &metrics,
+        ])
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("cutover serve starts");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&metrics).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no metrics listener"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let answers = [
+        http(&metrics, "GET", "/state").0,
+        http(&metrics, "POST", "/services/web/hold").0,
+        http(&metrics, "PUT", "/maintenance").0,
+    ];
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answers, [404, 404, 404]);
+}

@@ -54,7 +54,10 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Abort => resume::run(cli, true),
         Command::Unlock { force } => unlock::run(cli, *force),
         Command::RestorePoints { action } => restore_points::run(cli, action),
-        Command::Serve { access_log } => serve::run(cli, *access_log),
+        Command::Serve {
+            access_log,
+            metrics_listen,
+        } => serve::run(cli, *access_log, *metrics_listen),
         Command::Maintenance { action } => maintenance::run(cli, action),
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),

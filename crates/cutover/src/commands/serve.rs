@@ -17,7 +17,7 @@ use crate::commands;
 use crate::exit::{self, with_code};
 use crate::traffic;
 
-pub fn run(cli: &Cli, access_log: bool) -> anyhow::Result<u8> {
+pub fn run(cli: &Cli, access_log: bool, metrics_listen: Option<SocketAddr>) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, &[])?;
     let stack = loaded.stack;
     let Some(t) = stack.traffic.clone() else {
@@ -144,12 +144,29 @@ pub fn run(cli: &Cli, access_log: bool) -> anyhow::Result<u8> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        let metrics_listener = match metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for the metrics"))?,
+            ),
+            None => None,
+        };
         eprintln!(
             "cutover serve: stack `{}` on {scheme}://{listen}, control socket {}",
             stack.name,
             socket.display()
         );
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_task = metrics_listener.map(|l| {
+            if let Ok(addr) = l.local_addr() {
+                eprintln!("cutover serve: metrics on http://{addr}/metrics");
+            }
+            let (proxy, mut stop) = (proxy.clone(), stop_rx.clone());
+            tokio::spawn(admin::serve_metrics(l, proxy, async move {
+                let _ = stop.changed().await;
+            }))
+        });
         let admin_proxy = proxy.clone();
         let admin_socket = socket.clone();
         let mut admin_stop = stop_rx.clone();
@@ -180,6 +197,9 @@ pub fn run(cli: &Cli, access_log: bool) -> anyhow::Result<u8> {
         }
         let _ = stop_tx.send(true);
         let _ = admin_task.await;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
         let _ = std::fs::remove_file(&socket);
         Ok::<_, anyhow::Error>(())
     })?;
