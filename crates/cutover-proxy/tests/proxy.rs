@@ -846,6 +846,27 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_close_after_the_idle_timeout_without_traffic() {
+    let v1 = upstream("v1").await;
+    let p = start(ProxyConfig {
+        upstream_idle_timeout: Duration::from_millis(200),
+        ..test_config()
+    })
+    .await;
+    p.proxy.set_routes(vec![route(None, None, "web")]);
+    p.proxy.switch("web", vec![v1]);
+    let idle = format!("cutover_proxy_upstream_idle_connections{{upstream=\"{v1}\"}}");
+    assert_eq!(get(&client(), p.addr, "app", "/").await.text(), "v1");
+    assert_eq!(gauge(&p.proxy, &idle), Some(1), "kept for reuse");
+    // No request comes to pass by the pool: the sweep closes it.
+    eventually("the idle connection to close", || {
+        gauge(&p.proxy, &idle) == Some(0)
+    })
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_leaves_nothing_in_flight() {
     let v1 = upstream("v1").await;
     let p = start(test_config()).await;

@@ -12,7 +12,9 @@
 //! ms per 1000 requests, medians of 5 interleaved wrk -c64 rounds of the `bare_proxy`
 //! example; nginx 56.6 in the same rounds). An idle connection is driven by no one; a close
 //! by the upstream meanwhile is noticed when it is next checked out (and a request that
-//! finds it closed before it was written goes on another connection).
+//! finds it closed before it was written goes on another connection), and a connection idle
+//! past the idle timeout is closed by [`Pool::close_expired`], which the server calls every
+//! second, so no socket lingers half-closed on a service that gets no traffic.
 //!
 //! Why not `hyper_util`'s pooled client: it is built for arbitrary URIs (a pool keyed by
 //! scheme and authority, a resolver, proxy support), and to re-pool an HTTP/1 connection
@@ -259,6 +261,26 @@ impl Pool {
                 conn,
                 since: Instant::now(),
             });
+        }
+    }
+
+    /// Closes the connections idle for longer than `idle_timeout` (they would not be reused).
+    pub(crate) fn close_expired(&self, idle_timeout: Duration) {
+        let now = Instant::now();
+        for shard in 0..SHARDS {
+            let expired: Vec<Idle> = {
+                let mut idle = self.lock(shard);
+                let mut expired = Vec::new();
+                while idle
+                    .front()
+                    .is_some_and(|i| now.duration_since(i.since) > idle_timeout)
+                {
+                    expired.extend(idle.pop_front());
+                }
+                expired
+            };
+            // Closed outside the lock.
+            drop(expired);
         }
     }
 

@@ -92,6 +92,35 @@ impl Drop for Open {
 /// How long a client gets to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often idle upstream connections past their idle timeout are closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Closes expired idle upstream connections every [`SWEEP_EVERY`], for as long as a serve runs
+/// (the handle aborts it on drop).
+fn sweep_idle(inner: Arc<Inner>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let upstreams = inner.registry().live_upstreams();
+            for upstream in upstreams {
+                upstream
+                    .pool
+                    .close_expired(inner.config.upstream_idle_timeout);
+            }
+        }
+    }))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub(crate) async fn serve(
     inner: Arc<Inner>,
     listener: TcpListener,
@@ -111,6 +140,7 @@ pub(crate) async fn serve(
 
     let (stage_tx, stage_rx) = watch::channel(Stage::Running);
     let tasks = Arc::new(Tasks::default());
+    let _sweeper = sweep_idle(inner.clone());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
