@@ -123,17 +123,13 @@ impl Upconn {
         req: Request<RequestBody>,
     ) -> Result<hyper::Response<Incoming>, TrySendError<Request<RequestBody>>> {
         let mut response = std::pin::pin!(self.sender.try_send_request(req));
-        let driver = &mut self.driver;
         poll_fn(|cx| {
             if let Poll::Ready(r) = response.as_mut().poll(cx) {
                 return Poll::Ready(r);
             }
-            if let Some(d) = driver.as_mut()
-                && d.as_mut().poll(cx).is_ready()
-            {
-                // The connection ended: dropping it fails the request's callback, which the
-                // next poll of `response` reports (with the request if it was never written).
-                *driver = None;
+            if self.drive(cx) {
+                // The connection ended: dropping it failed the request's callback, which
+                // this poll of `response` reports (with the request if it was never written).
                 return response.as_mut().poll(cx);
             }
             Poll::Pending
@@ -190,8 +186,7 @@ impl Pool {
     /// The most recently used idle connection that is still open and ready, else a new one.
     ///
     /// Most recent first (LIFO) keeps the busy set warm and lets the surplus of a burst age
-    /// out: connections idle past `idle_timeout` are closed from the old end as checkouts
-    /// pass by.
+    /// out: [`Pool::close_expired`] closes those idle past `idle_timeout` from the old end.
     pub(crate) async fn checkout(
         &self,
         addr: SocketAddr,
@@ -203,25 +198,15 @@ impl Pool {
         let mut shards = (0..SHARDS).map(|i| (home + i) % SHARDS);
         let mut current = shards.next();
         while let Some(shard) = current {
-            let now = Instant::now();
-            let expired = |i: &Idle| now.duration_since(i.since) > idle_timeout;
-            let (popped, stale) = {
-                let mut idle = self.lock(shard);
-                // `Vec::new` does not allocate; it only does when something expired.
-                let mut stale = Vec::new();
-                while idle.front().is_some_and(expired) {
-                    stale.extend(idle.pop_front());
-                }
-                (idle.pop_back(), stale)
-            };
-            // Closed outside the lock.
-            drop(stale);
+            let popped = self.lock(shard).pop_back();
             let Some(mut idle) = popped else {
                 current = shards.next();
                 continue;
             };
-            // Takes in what happened while it sat idle: a close shows here.
-            if idle.conn.drive_now() || !idle.conn.is_open() || expired(&idle) {
+            // Takes in what happened while it sat idle: a close shows here. One expired since
+            // the last sweep is not reused either.
+            if idle.conn.drive_now() || !idle.conn.is_open() || idle.since.elapsed() > idle_timeout
+            {
                 continue;
             }
             if idle.conn.sender.is_ready() {
