@@ -345,44 +345,79 @@ fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     (status, answer)
 }
 
+/// `cutover serve --metrics-listen` for a routed stack with no upstream yet; killed on drop.
+struct MetricsServe {
+    _dir: Dir,
+    child: std::process::Child,
+    log: PathBuf,
+    proxy: String,
+    metrics: String,
+}
+
+impl MetricsServe {
+    fn start() -> MetricsServe {
+        let (proxy_port, metrics_port) = (free_port(), free_port());
+        let dir = Dir::with_stack(&format!(
+            "name: shop\nservices:\n  web: {{ image: 'shop:1', port: 8080 }}\n\
+             traffic:\n  listen: 127.0.0.1:{proxy_port}\n  routes: [{{ service: web }}]\n"
+        ));
+        let (proxy, metrics) = (
+            format!("127.0.0.1:{proxy_port}"),
+            format!("127.0.0.1:{metrics_port}"),
+        );
+        let log = dir.path.join("serve.log");
+        let child = dir
+            .cmd(&[
+                "--state-dir",
+                "state",
+                "serve",
+                "--metrics-listen",
+                &metrics,
+            ])
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cutover serve starts");
+        let mut served = MetricsServe {
+            _dir: dir,
+            child,
+            log,
+            proxy,
+            metrics,
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&served.metrics).is_err()
+            || std::net::TcpStream::connect(&served.proxy).is_err()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(15)
+                    && served.child.try_wait().ok().flatten().is_none(),
+                "cutover serve did not come up: {}",
+                served.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        served
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for MetricsServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn serve_exposes_the_metrics_alone_on_a_tcp_address() {
-    let (proxy_port, metrics_port) = (free_port(), free_port());
-    let d = Dir::with_stack(&format!(
-        "name: shop\nservices:\n  web: {{ image: 'shop:1', port: 8080 }}\n\
-         traffic:\n  listen: 127.0.0.1:{proxy_port}\n  routes: [{{ service: web }}]\n"
-    ));
-    let metrics = format!("127.0.0.1:{metrics_port}");
-    let log = d.path.join("serve.log");
-    let mut child = d
-        .cmd(&[
-            "--state-dir",
-            "state",
-            "serve",
-            "--metrics-listen",
-            &metrics,
-        ])
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("cutover serve starts");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&metrics).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", proxy_port)).is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(15) && child.try_wait().ok().flatten().is_none(),
-            "cutover serve did not come up: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let s = MetricsServe::start();
     // No upstream yet: the proxy answers 503, and the metrics count it.
-    let (status, _) = http(&format!("127.0.0.1:{proxy_port}"), "GET", "/");
-    assert_eq!(status, 503);
-    let (status, body) = http(&metrics, "GET", "/metrics");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_eq!(http(&s.proxy, "GET", "/").0, 503);
+    let (status, body) = http(&s.metrics, "GET", "/metrics");
     assert_eq!(status, 200, "{body}");
     assert!(
         body.to_ascii_lowercase()
@@ -393,47 +428,20 @@ fn serve_exposes_the_metrics_alone_on_a_tcp_address() {
         body.contains("cutover_proxy_errors_total{service=\"web\",kind=\"no_upstream\"} 1"),
         "{body}"
     );
-    let served = std::fs::read_to_string(&log).unwrap_or_default();
+    let served = s.log();
     assert!(
-        served.contains(&format!("metrics on http://{metrics}/metrics")),
+        served.contains(&format!("metrics on http://{}/metrics", s.metrics)),
         "{served}"
     );
 }
 
 #[test]
 fn the_metrics_address_offers_no_control_verb() {
-    let (proxy_port, metrics_port) = (free_port(), free_port());
-    let d = Dir::with_stack(&format!(
-        "name: shop\nservices:\n  web: {{ image: 'shop:1', port: 8080 }}\n\
-         traffic:\n  listen: 127.0.0.1:{proxy_port}\n  routes: [{{ service: web }}]\n"
-    ));
-    let metrics = format!("127.0.0.1:{metrics_port}");
-    let mut child = d
-        .cmd(&[
-            "--state-dir",
-            "state",
-            "serve",
-            "--metrics-listen",
-            &metrics,
-        ])
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("cutover serve starts");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&metrics).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "no metrics listener"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let s = MetricsServe::start();
     let answers = [
-        http(&metrics, "GET", "/state").0,
-        http(&metrics, "POST", "/services/web/hold").0,
-        http(&metrics, "PUT", "/maintenance").0,
+        http(&s.metrics, "GET", "/state").0,
+        http(&s.metrics, "POST", "/services/web/hold").0,
+        http(&s.metrics, "PUT", "/maintenance").0,
     ];
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(answers, [404, 404, 404]);
 }
