@@ -200,14 +200,16 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
-            Kind::Stream(body) => {
+            Kind::Stream(body) => match this.connection.as_mut() {
                 // Reads what the upstream sent into `body` (or the end of the connection,
                 // which `body` then reports), and registers this task for more.
-                if let Some(connection) = this.connection.as_mut() {
-                    connection.drive(cx);
+                Some(connection) => {
+                    ready!(
+                        connection.poll_driven(cx, |quiet| Pin::new(&mut *body).poll_frame(quiet))
+                    )
                 }
-                ready!(Pin::new(body).poll_frame(cx))
-            }
+                None => ready!(Pin::new(body).poll_frame(cx)),
+            },
         };
         match &polled {
             Some(Ok(frame)) => {
