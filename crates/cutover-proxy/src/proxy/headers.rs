@@ -64,6 +64,18 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `Host` is never removed even when `Connection` names it: the upstream needs it to route
 /// virtual hosts, and a client should not be able to take it away.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of these. One pass over their few names finds that out for
+    // less than the lookups below (one hash and probe per name, for both the request and
+    // the response: 9 % of the proxy's instructions per request under callgrind).
+    if !headers
+        .keys()
+        .any(|name| is_hop_by_hop(name) || (!upgrade && name == UPGRADE))
+    {
+        if upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         // Only names beyond the usual ones allocate; `Vec::new` does not.
         let mut named: Vec<HeaderName> = Vec::new();
@@ -80,15 +92,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
         headers.remove(CONNECTION);
     }
-    for name in [
-        KEEP_ALIVE,
-        PROXY_CONNECTION,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if upgrade {
@@ -96,6 +100,21 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         headers.remove(UPGRADE);
     }
+}
+
+/// What [`strip_hop_by_hop`] removes besides `Connection`, the names it lists and `Upgrade`.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION || HOP_BY_HOP.contains(name)
 }
 
 /// Makes a client's request headers fit to send upstream.
@@ -189,6 +208,30 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["host", "content-length"]);
+    }
+
+    #[test]
+    fn a_message_without_hop_by_hop_headers_keeps_all_of_them_and_a_lone_upgrade_goes() {
+        let pairs = [
+            ("host", "example.com"),
+            ("accept", "*/*"),
+            ("x-custom", "1"),
+        ];
+        let mut h = map(&pairs);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&pairs));
+
+        // `Upgrade` without `Connection: upgrade` is not a handshake: it is not forwarded.
+        let mut h = map(&[("upgrade", "websocket"), ("accept", "*/*")]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["accept"]);
+
+        // A lone custom hop-by-hop name is found by the first pass too.
+        let mut h = map(&[("accept", "*/*"), ("keep-alive", "timeout=5")]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["accept"]);
     }
 
     #[test]
