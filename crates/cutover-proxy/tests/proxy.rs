@@ -223,6 +223,14 @@ async fn start(config: ProxyConfig) -> Running {
     }
 }
 
+/// A proxy on `config` that sends every request to `upstream`, as service `web`.
+async fn start_web(config: ProxyConfig, upstream: SocketAddr) -> Running {
+    let p = start(config).await;
+    p.proxy.set_routes(vec![route(None, None, "web")]);
+    p.proxy.switch("web", vec![upstream]);
+    p
+}
+
 fn route(host: Option<&str>, prefix: Option<&str>, service: &str) -> RouteSpec {
     RouteSpec {
         host: host.map(str::to_string),
@@ -384,9 +392,7 @@ async fn routes_by_host_and_longest_prefix_and_forwards_headers() {
 async fn switch_under_load_is_atomic_and_loses_nothing() {
     let v1 = upstream("v1").await;
     let v2 = upstream("v2").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
 
     let begin = Instant::now();
     let end = begin + Duration::from_secs(2);
@@ -451,9 +457,7 @@ async fn switch_under_load_is_atomic_and_loses_nothing() {
 async fn drain_waits_for_requests_to_the_old_upstream() {
     let v1 = upstream("v1").await;
     let v2 = upstream("v2").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
 
     let addr = p.addr;
     let slow = tokio::spawn(async move { get(&client(), addr, "app", "/slow?ms=1000").await });
@@ -501,9 +505,7 @@ async fn drain_waits_for_requests_to_the_old_upstream() {
 async fn drain_gives_up_at_its_timeout_and_says_what_is_left() {
     let v1 = upstream("v1").await;
     let v2 = upstream("v2").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
 
     let addr = p.addr;
     let slow = tokio::spawn(async move { get(&client(), addr, "app", "/slow?ms=1000").await });
@@ -529,9 +531,7 @@ async fn drain_gives_up_at_its_timeout_and_says_what_is_left() {
 async fn held_requests_wait_and_go_to_the_new_upstream_on_release() {
     let v1 = upstream("v1").await;
     let v2 = upstream("v2").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
     p.proxy.hold("web", Duration::from_secs(10));
     assert!(p.proxy.state().services["web"].held);
 
@@ -567,9 +567,7 @@ async fn held_requests_wait_and_go_to_the_new_upstream_on_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hold_never_released_answers_503_after_max_hold() {
     let v1 = upstream("v1").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
     p.proxy.hold("web", Duration::from_millis(200));
 
     let c = client();
@@ -673,13 +671,14 @@ async fn maintenance_per_service_and_stack_wide() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_over_the_limit_get_413() {
     let v1 = upstream("v1").await;
-    let p = start(ProxyConfig {
-        max_request_body: 1024,
-        ..test_config()
-    })
+    let p = start_web(
+        ProxyConfig {
+            max_request_body: 1024,
+            ..test_config()
+        },
+        v1,
+    )
     .await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
     let c = client();
 
     let post = |body| {
@@ -746,13 +745,14 @@ async fn an_upstream_that_is_down_gets_502_quickly_and_no_upstream_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_gets_504_after_the_response_timeout() {
     let v1 = upstream("v1").await;
-    let p = start(ProxyConfig {
-        upstream_response_timeout: Duration::from_millis(200),
-        ..test_config()
-    })
+    let p = start_web(
+        ProxyConfig {
+            upstream_response_timeout: Duration::from_millis(200),
+            ..test_config()
+        },
+        v1,
+    )
     .await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
     let answer = get(&client(), p.addr, "app", "/slow?ms=2000").await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(p.proxy.state().services["web"].in_flight, 0);
@@ -762,9 +762,7 @@ async fn a_slow_upstream_gets_504_after_the_response_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_response_streams_through_intact() {
     let v1 = upstream("v1").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
 
     for c in [client(), h2_client()] {
         let answer = get(&c, p.addr, "app", "/big").await;
@@ -792,9 +790,7 @@ async fn a_large_response_streams_through_intact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused_and_closed_ones_are_not() {
     let v1 = upstream("v1").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
     let c = client();
     let idle = format!("cutover_proxy_upstream_idle_connections{{upstream=\"{v1}\"}}");
 
@@ -817,9 +813,7 @@ async fn upstream_connections_are_reused_and_closed_ones_are_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_closing_idle_connections_costs_no_request() {
     let up = closes_idle_connections(Duration::from_millis(100)).await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![up]);
+    let p = start_web(test_config(), up).await;
     let c = client();
     for round in 0..5 {
         // Two on the same pooled connection, then a pause past the upstream's idle limit:
@@ -848,13 +842,14 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_upstream_connections_close_after_the_idle_timeout_without_traffic() {
     let v1 = upstream("v1").await;
-    let p = start(ProxyConfig {
-        upstream_idle_timeout: Duration::from_millis(200),
-        ..test_config()
-    })
+    let p = start_web(
+        ProxyConfig {
+            upstream_idle_timeout: Duration::from_millis(200),
+            ..test_config()
+        },
+        v1,
+    )
     .await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
     let idle = format!("cutover_proxy_upstream_idle_connections{{upstream=\"{v1}\"}}");
     assert_eq!(get(&client(), p.addr, "app", "/").await.text(), "v1");
     assert_eq!(gauge(&p.proxy, &idle), Some(1), "kept for reuse");
@@ -869,9 +864,7 @@ async fn idle_upstream_connections_close_after_the_idle_timeout_without_traffic(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_leaves_nothing_in_flight() {
     let v1 = upstream("v1").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
 
     let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
     tcp.write_all(b"GET /slow?ms=300 HTTP/1.1\r\nHost: app\r\n\r\n")
@@ -897,9 +890,7 @@ async fn a_client_that_goes_away_leaves_nothing_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_are_tunnelled_and_counted_in_flight_until_closed() {
     let v1 = upstream("v1").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
 
     let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
     tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
@@ -1099,9 +1090,7 @@ async fn state_round_trips_and_metrics_count() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_requests_finish() {
     let v1 = upstream("v1").await;
-    let p = start(test_config()).await;
-    p.proxy.set_routes(vec![route(None, None, "web")]);
-    p.proxy.switch("web", vec![v1]);
+    let p = start_web(test_config(), v1).await;
     let addr = p.addr;
     let slow = tokio::spawn(async move { get(&client(), addr, "app", "/slow?ms=500").await });
     let proxy = p.proxy.clone();

@@ -239,16 +239,11 @@ impl Io {
 }
 
 impl Upconn {
-    /// Does the connection's pending I/O, registering `cx`'s task for what comes next.
-    /// Returns whether the connection is over.
-    pub(crate) fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        self.io.drive(cx)
-    }
-
-    /// [`Upconn::drive`] without a task to wake: what the socket has now (a close by the
-    /// upstream, the end of a response) is taken in.
-    pub(crate) fn drive_now(&mut self) -> bool {
-        self.drive(&mut Context::from_waker(Waker::noop()))
+    /// Does the connection's pending I/O without a task to wake: what the socket has now (a
+    /// close by the upstream, the end of a response) is taken in. Returns whether the
+    /// connection is over.
+    fn drive_now(&mut self) -> bool {
+        self.io.drive(&mut Context::from_waker(Waker::noop()))
     }
 
     /// Polls `consumer`, which this connection's I/O alone feeds (the response body),
@@ -359,7 +354,7 @@ impl Pool {
             // request's future.
             let mut conn = idle.conn;
             let ready = poll_fn(|cx| {
-                if conn.drive(cx) {
+                if conn.io.drive(cx) {
                     return Poll::Ready(false);
                 }
                 conn.sender.poll_ready(cx).map(|r| r.is_ok())
