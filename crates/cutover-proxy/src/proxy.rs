@@ -40,6 +40,7 @@ mod page;
 mod pool;
 mod registry;
 mod server;
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -104,6 +105,11 @@ pub struct ProxyConfig {
     /// upstreams' own keep-alive timeout (Node.js: 5 s), so the proxy never sends a request
     /// on a connection the upstream is closing at that moment.
     pub upstream_idle_timeout: Duration,
+    /// How long a client connection may go without a request in progress before it is
+    /// closed: an idle keep-alive connection, and one still sending a request's headers
+    /// (slowloris), alike. A request is in progress from its complete head to the last byte
+    /// of its response.
+    pub client_idle_timeout: Duration,
     /// Largest request body forwarded, in bytes: a larger `Content-Length` gets 413 before
     /// anything is sent upstream; a body without one (chunked, HTTP/2) is counted while it
     /// streams, and the request fails with 413 when it passes the limit.
@@ -131,6 +137,7 @@ impl Default for ProxyConfig {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_response_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(4),
+            client_idle_timeout: Duration::from_secs(30),
             max_request_body: 100 * 1024 * 1024,
             default_max_hold: Duration::from_secs(30),
             health_path: "/_cutover/health".to_string(),
@@ -509,6 +516,8 @@ impl Inner {
                 None,
             );
         }
+        // The upstream's time to answer counts from here; a held request's from its release.
+        let mut dispatch_at = start;
         if service.is_held() {
             // Boxed: a rare path, kept out of every request's future (hyper moves the future
             // into place per request, so its size costs on each one).
@@ -525,6 +534,7 @@ impl Inner {
             if let Some(page) = self.page_for(&service) {
                 return maintenance_response(ex, &page);
             }
+            dispatch_at = Instant::now();
         }
         let Some(upstream) = service.acquire_upstream() else {
             ex.fail(ErrorKind::NoUpstream);
@@ -565,11 +575,13 @@ impl Inner {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, limit));
 
-        let sent = tokio::time::timeout(
-            self.config.upstream_response_timeout,
-            self.send(&upstream, upstream_req),
-        )
-        .await;
+        let sent = conn
+            .sweep
+            .within(
+                dispatch_at + self.config.upstream_response_timeout,
+                self.send(&upstream, upstream_req),
+            )
+            .await;
         let (response, connection) = match sent {
             Ok(Ok(sent)) => sent,
             Ok(Err(failure)) => {

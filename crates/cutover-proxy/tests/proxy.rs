@@ -759,6 +759,86 @@ async fn a_slow_upstream_gets_504_after_the_response_timeout() {
     p.stop().await;
 }
 
+/// Reads from `tcp` until the proxy closes it (EOF or reset); how long that took.
+async fn closed_after(tcp: &mut TcpStream, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, tcp.read(&mut buf)).await {
+            Err(_) => panic!("the connection was still open after {limit:?}"),
+            Ok(Ok(0) | Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off_after_the_idle_timeout() {
+    let v1 = upstream("v1").await;
+    let timeout = Duration::from_millis(400);
+    let p = start_web(
+        ProxyConfig {
+            client_idle_timeout: timeout,
+            ..test_config()
+        },
+        v1,
+    )
+    .await;
+    let connected = Instant::now();
+    let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
+    // Slowloris: part of a head, then a byte now and then, never the blank line.
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n")
+        .await
+        .expect("write");
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if tcp.write_all(b"X").await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, trickle).await;
+    closed_after(&mut tcp, Duration::from_secs(5)).await;
+    let waited = connected.elapsed();
+    assert!(waited >= timeout, "closed after {waited:?}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_closes_but_a_long_request_is_not_idle() {
+    let v1 = upstream("v1").await;
+    let timeout = Duration::from_millis(300);
+    let p = start_web(
+        ProxyConfig {
+            client_idle_timeout: timeout,
+            ..test_config()
+        },
+        v1,
+    )
+    .await;
+    let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
+    // A request that takes three times the idle timeout is answered on the same connection…
+    tcp.write_all(b"GET /slow?ms=900 HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(b"v1") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the slow answer in time")
+            .expect("read");
+        assert_ne!(n, 0, "closed while the request was in progress: {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    // …and then, with nothing more asked, the connection is closed after the timeout.
+    let idle = closed_after(&mut tcp, Duration::from_secs(5)).await;
+    assert!(idle >= timeout, "closed after {idle:?} idle");
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_response_streams_through_intact() {
     let v1 = upstream("v1").await;

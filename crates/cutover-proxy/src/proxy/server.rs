@@ -1,13 +1,16 @@
 //! Accepting client connections, graceful shutdown, and upgraded tunnels.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
@@ -22,6 +25,7 @@ use super::body::{Exchange, ProxyBody};
 use super::headers;
 use super::metrics::ErrorKind;
 use super::pool::Upconn;
+use super::sweep::{Active, Activity, Signal, Sweep};
 
 /// Where a [`serve`] is in its life; connections and tunnels watch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +44,11 @@ pub(crate) struct Conn {
     pub(crate) client_ip: HeaderValue,
     /// The client came over TLS (`X-Forwarded-Proto: https`).
     pub(crate) https: bool,
+    /// The serve's deadlines (the upstream response timeout is one).
+    pub(crate) sweep: Arc<Sweep>,
+    /// Requests in progress, for the idle timeout; the sweep's and shutdown's signals.
+    activity: Arc<Activity>,
+    /// For upgraded tunnels, which outlive their connection.
     stage: watch::Receiver<Stage>,
     tasks: Arc<Tasks>,
 }
@@ -92,17 +101,15 @@ impl Drop for Open {
 /// How long a client gets to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often idle upstream connections past their idle timeout are closed.
-const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// Closes expired idle upstream connections every [`SWEEP_EVERY`], for as long as a serve runs
-/// (the handle aborts it on drop).
-fn sweep_idle(inner: Arc<Inner>) -> AbortOnDrop {
+/// Runs the serve's [`Sweep`] every period, and closes idle upstream connections past their
+/// idle timeout, for as long as the serve runs (the handle aborts it on drop).
+fn run_sweep(inner: Arc<Inner>, sweep: Arc<Sweep>) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        let mut tick = tokio::time::interval(sweep.period());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            let now = tick.tick().await;
+            sweep.tick(now);
             let upstreams = inner.registry().live_upstreams();
             for upstream in upstreams {
                 upstream
@@ -128,19 +135,23 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // A client gets this long to send a request's headers (slowloris); hyper's default
-        // once a timer is set, spelled out.
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
+    // No timer for HTTP/1: hyper's header-read timeout would arm one per request. The sweep's
+    // client idle timeout bounds the time to send a request's headers instead.
+    builder.http1().keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
 
     let (stage_tx, stage_rx) = watch::channel(Stage::Running);
     let tasks = Arc::new(Tasks::default());
-    let _sweeper = sweep_idle(inner.clone());
+    let config = &inner.config;
+    let sweep = Arc::new(Sweep::new(
+        config
+            .client_idle_timeout
+            .min(config.upstream_response_timeout)
+            .min(config.upstream_idle_timeout),
+        config.client_idle_timeout,
+    ));
+    let _sweeper = run_sweep(inner.clone(), sweep.clone());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -154,6 +165,8 @@ pub(crate) async fn serve(
                     inner: inner.clone(),
                     client_ip: client_ip(remote),
                     https: tls.is_some(),
+                    sweep: sweep.clone(),
+                    activity: Arc::new(Activity::default()),
                     stage: stage_rx.clone(),
                     tasks: tasks.clone(),
                 });
@@ -189,12 +202,14 @@ pub(crate) async fn serve(
     }
     drop(listener);
     let _ = stage_tx.send(Stage::Draining);
+    sweep.signal_all(Signal::Drain);
     let grace = inner.config.shutdown_grace;
     if tokio::time::timeout(grace, tasks.wait_idle())
         .await
         .is_err()
     {
         let _ = stage_tx.send(Stage::Stopped);
+        sweep.signal_all(Signal::Close);
         // Tasks cut their connections as soon as they see `Stopped`; a short wait lets them
         // (and their in-flight accounting) finish before the caller moves on.
         let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait_idle()).await;
@@ -212,34 +227,64 @@ async fn serve_connection<S>(
 {
     conn.inner.connections.fetch_add(1, Ordering::Relaxed);
     let _open = Open(conn.inner.clone());
-    let mut stage = conn.stage.clone();
-    let service = {
+    let sweep = conn.sweep.clone();
+    let _tracked = sweep.track(conn.activity.clone());
+    let activity = conn.activity.clone();
+    let service = service_fn(move |req| {
         let conn = conn.clone();
-        service_fn(move |req| {
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(conn.inner.handle(&conn, req).await) }
-        })
-    };
+        async move {
+            let active = conn.activity.begin();
+            let response = conn.inner.handle(&conn, req).await;
+            Ok::<_, Infallible>(response.map(|body| ConnBody {
+                body,
+                _active: active,
+            }))
+        }
+    });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut draining = false;
-    loop {
-        tokio::select! {
-            // Protocol errors and clients that vanish are routine for a server facing the
-            // internet; they are not logged.
-            _ = connection.as_mut() => return,
-            changed = stage.changed() => {
-                let now = *stage.borrow_and_update();
-                if changed.is_err() || now == Stage::Stopped {
-                    // `serve` is gone or the grace period is over.
-                    return;
-                }
-                if now == Stage::Draining && !draining {
-                    draining = true;
-                    connection.as_mut().graceful_shutdown();
-                }
+    // Protocol errors and clients that vanish are routine for a server facing the internet;
+    // they are not logged.
+    poll_fn(|cx| {
+        match activity.signal(cx.waker()) {
+            // Idle past the timeout, or the shutdown's grace period is over.
+            Signal::Close => return Poll::Ready(()),
+            Signal::Drain if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
             }
+            Signal::Drain | Signal::Run => {}
         }
+        connection.as_mut().poll(cx).map(|_| ())
+    })
+    .await;
+}
+
+/// A response body that keeps its request counted in progress on its connection (for the
+/// idle timeout) until hyper is done with it.
+struct ConnBody {
+    body: ProxyBody,
+    _active: Active,
+}
+
+impl Body for ConnBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
