@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER};
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -545,26 +545,23 @@ impl Inner {
                 Some(HeaderValue::from_static("1")),
             );
         };
-        let upstream_host = upstream.host.clone();
         ex.dispatched(upstream.clone());
 
         let upgrade = headers::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        let client = headers::Client {
+            ip: &conn.client_ip,
+            https: conn.https,
+            trust_forwarded: self.config.trust_forwarded_headers,
+        };
         headers::prepare_request(
             &mut parts.headers,
             &parts.uri,
             upgrade,
-            &conn.client_ip,
-            self.config.trust_forwarded_headers,
-            conn.https,
+            &client,
+            upstream.host.as_ref(),
         );
-        if !parts.headers.contains_key(HOST)
-            && let Some(host) = upstream_host
-        {
-            // An HTTP/1.0 client may send no Host; HTTP/1.1 requires one.
-            parts.headers.insert(HOST, host);
-        }
         // Origin-form on the wire: an HTTP/2 request (or an HTTP/1 one in absolute-form)
         // carries scheme and authority in its URI; `Host` has the authority now.
         if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {

@@ -67,15 +67,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // Most messages carry none of these. One pass over their few names finds that out for
     // less than the lookups below (one hash and probe per name, for both the request and
     // the response: 9 % of the proxy's instructions per request under callgrind).
-    if !headers.keys().any(|name| match name.as_str() {
-        "upgrade" => !upgrade,
-        other => is_hop_by_hop(other),
-    }) {
-        if upgrade {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        return;
+    if headers
+        .keys()
+        .any(|name| is_hop_by_hop(name.as_str(), upgrade))
+    {
+        remove_hop_by_hop(headers, upgrade);
+    } else if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// [`strip_hop_by_hop`] once a hop-by-hop header was seen.
+fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     if headers.contains_key(CONNECTION) {
         // Only names beyond the usual ones allocate; `Vec::new` does not.
         let mut named: Vec<HeaderName> = Vec::new();
@@ -113,80 +116,132 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     TRANSFER_ENCODING,
 ];
 
-/// `Connection` or one of [`HOP_BY_HOP`], by its (lowercase) name: a match on the string
-/// costs a length switch and a compare, where comparing `HeaderName`s one by one costs more.
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
+/// Whether [`strip_hop_by_hop`] removes a header, by its (lowercase) name: `Connection`, one
+/// of [`HOP_BY_HOP`], or `Upgrade` unless `upgrade`. A match on the string costs a length
+/// switch and a compare, where comparing `HeaderName`s one by one costs more.
+fn is_hop_by_hop(name: &str, upgrade: bool) -> bool {
+    match name {
+        "upgrade" => !upgrade,
         "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-    )
+        | "keep-alive"
+        | "proxy-connection"
+        | "proxy-authenticate"
+        | "proxy-authorization"
+        | "te"
+        | "trailer"
+        | "transfer-encoding" => true,
+        _ => false,
+    }
+}
+
+/// Who sent a request, for its `X-Forwarded-*` headers.
+pub(crate) struct Client<'a> {
+    /// As `X-Forwarded-For` writes it.
+    pub(crate) ip: &'a HeaderValue,
+    /// Came over TLS: `X-Forwarded-Proto: https`.
+    pub(crate) https: bool,
+    /// Keep `X-Forwarded-Proto` and `X-Forwarded-Host` as received.
+    pub(crate) trust_forwarded: bool,
 }
 
 /// Makes a client's request headers fit to send upstream.
 ///
 /// - hop-by-hop headers go ([`strip_hop_by_hop`]), and `Expect`: hyper answered
 ///   `100 Continue` to the client already when the body was first read;
-/// - `Host` is the authority when the request had one (HTTP/2 carries no `Host`);
+/// - `Host` is the authority when the request had one (HTTP/2 carries no `Host`), else
+///   `fallback_host` when the request has none (HTTP/1.0 may send none; HTTP/1.1 requires one);
 /// - `X-Forwarded-For` gets the client's address appended (after any values received, joined
 ///   into one header so that no upstream reads only the first line);
-/// - `X-Forwarded-Proto` is `http` (`https` behind TLS) and `X-Forwarded-Host` the original `Host`, unless
-///   `trust_forwarded` and the client sent them.
+/// - `X-Forwarded-Proto` is `http` (`https` behind TLS) and `X-Forwarded-Host` the original
+///   `Host`, unless `client.trust_forwarded` and the client sent them.
 pub(crate) fn prepare_request(
     headers: &mut HeaderMap,
     uri: &Uri,
     upgrade: bool,
-    client_ip: &HeaderValue,
-    trust_forwarded: bool,
-    https: bool,
+    client: &Client<'_>,
+    fallback_host: Option<&HeaderValue>,
 ) {
-    strip_hop_by_hop(headers, upgrade);
-    headers.remove(EXPECT);
+    // One pass over the names finds what the lookups below would look for (each a hash and a
+    // probe): most requests carry none of the headers this removes or extends.
+    let mut seen = Seen::default();
+    for (name, value) in headers.iter() {
+        match name.as_str() {
+            "host" => {
+                if seen.host.is_none() {
+                    seen.host = Some(value.clone());
+                }
+            }
+            "expect" => seen.expect = true,
+            "x-forwarded-for" => seen.forwarded_for = true,
+            "x-forwarded-proto" => seen.forwarded_proto = true,
+            "x-forwarded-host" => seen.forwarded_host = true,
+            other => seen.hop_by_hop |= is_hop_by_hop(other, upgrade),
+        }
+    }
+    if seen.hop_by_hop {
+        remove_hop_by_hop(headers, upgrade);
+        // `Connection` may have named any of them.
+        seen.expect = headers.contains_key(EXPECT);
+        seen.forwarded_for = headers.contains_key(X_FORWARDED_FOR);
+        seen.forwarded_proto = headers.contains_key(X_FORWARDED_PROTO);
+        seen.forwarded_host = headers.contains_key(X_FORWARDED_HOST);
+    } else if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if seen.expect {
+        headers.remove(EXPECT);
+    }
     if let Some(authority) = uri.authority()
         && let Ok(value) = HeaderValue::from_str(authority.as_str())
     {
-        headers.insert(HOST, value);
+        headers.insert(HOST, value.clone());
+        seen.host = Some(value);
     }
 
-    let appended = {
-        let mut previous = headers.get_all(X_FORWARDED_FOR).iter().peekable();
-        if previous.peek().is_none() {
-            None
-        } else {
-            let mut joined = BytesMut::with_capacity(64);
-            for value in previous {
-                joined.put_slice(value.as_bytes());
-                joined.put_slice(b", ");
-            }
-            joined.put_slice(client_ip.as_bytes());
-            HeaderValue::from_maybe_shared(joined.freeze()).ok()
+    let forwarded_for = if seen.forwarded_for {
+        let mut joined = BytesMut::with_capacity(64);
+        for value in headers.get_all(X_FORWARDED_FOR) {
+            joined.put_slice(value.as_bytes());
+            joined.put_slice(b", ");
         }
+        joined.put_slice(client.ip.as_bytes());
+        HeaderValue::from_maybe_shared(joined.freeze()).unwrap_or_else(|_| client.ip.clone())
+    } else {
+        client.ip.clone()
     };
-    headers.insert(
-        X_FORWARDED_FOR,
-        appended.unwrap_or_else(|| client_ip.clone()),
-    );
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
 
-    if !(trust_forwarded && headers.contains_key(X_FORWARDED_PROTO)) {
-        let proto = if https { "https" } else { "http" };
+    if !(client.trust_forwarded && seen.forwarded_proto) {
+        let proto = if client.https { "https" } else { "http" };
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !(trust_forwarded && headers.contains_key(X_FORWARDED_HOST)) {
-        match headers.get(HOST).cloned() {
+    if !(client.trust_forwarded && seen.forwarded_host) {
+        match &seen.host {
             Some(host) => {
-                headers.insert(X_FORWARDED_HOST, host);
+                headers.insert(X_FORWARDED_HOST, host.clone());
             }
-            None => {
+            None if seen.forwarded_host => {
                 headers.remove(X_FORWARDED_HOST);
             }
+            None => {}
         }
     }
+    if seen.host.is_none()
+        && let Some(host) = fallback_host
+    {
+        headers.insert(HOST, host.clone());
+    }
+}
+
+/// What [`prepare_request`]'s pass over the header names found.
+#[derive(Default)]
+struct Seen {
+    host: Option<HeaderValue>,
+    hop_by_hop: bool,
+    expect: bool,
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
 }
 
 #[cfg(test)]
@@ -274,26 +329,80 @@ mod tests {
     #[test]
     fn forwarded_headers() {
         let ip = HeaderValue::from_static("10.0.0.9");
+        let plain = Client {
+            ip: &ip,
+            https: false,
+            trust_forwarded: false,
+        };
         let uri: Uri = "/x".parse().expect("uri");
         let mut h = map(&[
             ("host", "app.example:8080"),
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
             ("x-forwarded-proto", "https"),
+            ("expect", "100-continue"),
         ]);
-        prepare_request(&mut h, &uri, false, &ip, false, false);
+        prepare_request(&mut h, &uri, false, &plain, None);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.example:8080");
+        assert!(!h.contains_key("expect"));
 
+        let trusting = Client {
+            ip: &ip,
+            https: false,
+            trust_forwarded: true,
+        };
         let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "a")]);
         let uri: Uri = "http://b.example/x".parse().expect("uri");
-        prepare_request(&mut h, &uri, false, &ip, true, false);
+        prepare_request(&mut h, &uri, false, &trusting, None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "a");
         assert_eq!(h["host"], "b.example");
+
+        // Over TLS, with no Host (HTTP/1.0): the upstream's name as Host, no X-Forwarded-Host
+        // (not even the client's, which is not trusted).
+        let tls = Client {
+            ip: &ip,
+            https: true,
+            trust_forwarded: false,
+        };
+        let mut h = map(&[("x-forwarded-host", "spoofed")]);
+        let fallback = HeaderValue::from_static("upstream:8080");
+        prepare_request(
+            &mut h,
+            &"/".parse().expect("uri"),
+            false,
+            &tls,
+            Some(&fallback),
+        );
+        assert_eq!(h["host"], "upstream:8080");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn headers_named_by_connection_are_gone_before_forwarding() {
+        // A client naming X-Forwarded-Proto in Connection removes what it sent; the proxy's
+        // own value is still set even when forwarded headers are trusted.
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let trusting = Client {
+            ip: &ip,
+            https: false,
+            trust_forwarded: true,
+        };
+        let mut h = map(&[
+            ("host", "app"),
+            ("connection", "x-forwarded-proto, x-forwarded-for"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-for", "6.6.6.6"),
+        ]);
+        prepare_request(&mut h, &"/".parse().expect("uri"), false, &trusting, None);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert!(!h.contains_key("connection"));
     }
 
     #[test]
