@@ -20,10 +20,12 @@
 //!
 //! # Concurrency
 //!
-//! The per-request path shares no lock between requests of different upstreams: the routing
-//! table is an [`ArcSwap`] replaced whole, a service's upstream set is an `ArcSwap<Vec<_>>`
-//! replaced whole by [`Proxy::switch`], and the counters are atomics; the one mutex it takes
-//! is its upstream's list of idle keep-alive connections, for one pop and one push. The
+//! The per-request path shares no lock between requests of different upstreams but one: the
+//! routing table is an [`ArcSwap`] replaced whole, a service's upstream set is an
+//! `ArcSwap<Vec<_>>` replaced whole by [`Proxy::switch`], and the counters are atomics; it
+//! takes its upstream's list of idle keep-alive connections (one pop, one push) and, while it
+//! waits for the upstream's answer, the serve's list of waiting requests (`sweep.rs`: one
+//! insert, one removal, a check per wake-up), each held for a few instructions. The
 //! control-plane verbs serialize on another mutex (the registry of services and upstream
 //! addresses), which the data plane never touches.
 //!
