@@ -22,7 +22,7 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-/// `log!("...", args)`: [`line`] with `format!` syntax.
+/// `log!("...", args)`: [`line()`] with `format!` syntax.
 macro_rules! log {
     ($($arg:tt)*) => {
         $crate::log::line(format_args!($($arg)*))

@@ -11,6 +11,12 @@
 //!
 //! `admin` is the local control API (`cutover serve` exposes it on a unix socket) and
 //! `client` the engine's side of it.
+//!
+//! [`Proxy::switch`]: proxy::Proxy::switch
+//! [`Proxy::drain`]: proxy::Proxy::drain
+//! [`Proxy::hold`]: proxy::Proxy::hold
+//! [`Proxy::release`]: proxy::Proxy::release
+//! [`Proxy::maintenance`]: proxy::Proxy::maintenance
 
 pub mod admin;
 pub mod client;

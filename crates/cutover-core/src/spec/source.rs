@@ -3,7 +3,7 @@
 //! Every value of the stack file that validation may complain about is a [`Located`]: it keeps
 //! the file it was read from and its 1-based line and column, so diagnostics can say
 //! `cutover.yaml:12:5`. The file is stamped while deserializing through a scoped thread-local
-//! ([`SourceScope`]): one parse runs on one thread, start to end, so the stamp is exact.
+//! (`SourceScope`): one parse runs on one thread, start to end, so the stamp is exact.
 
 use std::cell::Cell;
 use std::fmt;
