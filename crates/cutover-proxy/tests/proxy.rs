@@ -840,6 +840,22 @@ async fn an_idle_keep_alive_connection_closes_but_a_long_request_is_not_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_dropped_unfinished_closes_its_connections() {
+    let v1 = upstream("v1").await;
+    let mut p = start_web(test_config(), v1).await;
+    let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 1024];
+    let n = tcp.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The keep-alive connection is idle; the serve is aborted rather than shut down.
+    p.served.take().expect("serve task").abort();
+    closed_after(&mut tcp, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_response_streams_through_intact() {
     let v1 = upstream("v1").await;
     let p = start_web(test_config(), v1).await;

@@ -122,6 +122,14 @@ fn run_sweep(inner: Arc<Inner>, sweep: Arc<Sweep>) -> AbortOnDrop {
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
+struct CloseAllOnDrop(Arc<Sweep>);
+
+impl Drop for CloseAllOnDrop {
+    fn drop(&mut self) {
+        self.0.signal_all(Signal::Close);
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
@@ -152,6 +160,8 @@ pub(crate) async fn serve(
         config.client_idle_timeout,
     ));
     let _sweeper = run_sweep(inner.clone(), sweep.clone());
+    // Whichever way this ends (also dropped unfinished), no connection outlives it.
+    let _close_all = CloseAllOnDrop(sweep.clone());
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
