@@ -109,8 +109,11 @@ pub struct ProxyConfig {
     pub upstream_idle_timeout: Duration,
     /// How long a client connection may go without a request in progress before it is
     /// closed: an idle keep-alive connection, and one still sending a request's headers
-    /// (slowloris), alike. A request is in progress from its complete head to the last byte
-    /// of its response.
+    /// (slowloris), alike. A request is in progress from its complete head until its
+    /// response body has been handed to hyper in full. Enforced by a periodic sweep: closed
+    /// gracefully (HTTP/2: GOAWAY) within two sweep periods past the timeout, cut two
+    /// periods later if still open (a period is an eighth of the shortest timeout, at most
+    /// 1 s).
     pub client_idle_timeout: Duration,
     /// Largest request body forwarded, in bytes: a larger `Content-Length` gets 413 before
     /// anything is sent upstream; a body without one (chunked, HTTP/2) is counted while it
@@ -574,12 +577,13 @@ impl Inner {
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, RequestBody::new(body, limit));
 
+        // A timeout too large to add is no timeout (about 30 years: tokio's own "never").
+        let deadline = dispatch_at
+            .checked_add(self.config.upstream_response_timeout)
+            .unwrap_or_else(|| dispatch_at + Duration::from_secs(86_400 * 365 * 30));
         let sent = conn
             .sweep
-            .within(
-                dispatch_at + self.config.upstream_response_timeout,
-                self.send(&upstream, upstream_req),
-            )
+            .within(deadline, self.send(&upstream, upstream_req))
             .await;
         let (response, connection) = match sent {
             Ok(Ok(sent)) => sent,

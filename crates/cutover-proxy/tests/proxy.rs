@@ -36,6 +36,7 @@ const BIG: usize = 5 * 1024 * 1024;
 /// An upstream answering its name, with a few special paths:
 /// `/slow?ms=N` (answers after N ms), `/headers` (the request's headers, as JSON),
 /// `/count` (the request body's length), `/close` (answers, then closes the connection), `/big` (5 MiB, streamed in 64 KiB chunks),
+/// `/drip?ms=N` (the head and `a` at once, `b` after N ms),
 /// and `Upgrade: echo` (101, then echoes bytes).
 async fn upstream(name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
@@ -112,6 +113,22 @@ async fn upstream_answer(
         "/count" => {
             let body = req.into_body().collect().await.map(|b| b.to_bytes());
             Ok(text(body.map_or(-1, |b| b.len() as i64).to_string()))
+        }
+        "/drip" => {
+            let ms: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            let first = stream::once(async { Ok::<_, Infallible>(Frame::data(Bytes::from("a"))) });
+            let second = stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, Infallible>(Frame::data(Bytes::from("b")))
+            });
+            Ok(Response::new(
+                StreamBody::new(futures_util::StreamExt::chain(first, second)).boxed(),
+            ))
         }
         "/big" => {
             let chunks = (0..BIG).step_by(64 * 1024).map(|start| {
@@ -760,7 +777,7 @@ async fn a_slow_upstream_gets_504_after_the_response_timeout() {
 }
 
 /// Reads from `tcp` until the proxy closes it (EOF or reset); how long that took.
-async fn closed_after(tcp: &mut TcpStream, limit: Duration) -> Duration {
+async fn closed_after(tcp: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> Duration {
     let start = Instant::now();
     let mut buf = [0u8; 1024];
     loop {
@@ -786,20 +803,25 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off_after_the_idle_time
     .await;
     let connected = Instant::now();
     let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
-    // Slowloris: part of a head, then a byte now and then, never the blank line.
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n")
+    let (mut rd, mut wr) = tcp.split();
+    // Slowloris: part of a head, then a byte every 50 ms, never the blank line; the reading
+    // side notices the close.
+    wr.write_all(b"GET / HTTP/1.1\r\nHost: app\r\n")
         .await
         .expect("write");
     let trickle = async {
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if tcp.write_all(b"X").await.is_err() {
-                return;
+            if wr.write_all(b"X").await.is_err() {
+                // Closed: the reader sees it too.
+                std::future::pending::<()>().await;
             }
         }
     };
-    let _ = tokio::time::timeout(timeout, trickle).await;
-    closed_after(&mut tcp, Duration::from_secs(5)).await;
+    tokio::select! {
+        () = trickle => unreachable!(),
+        _ = closed_after(&mut rd, Duration::from_secs(5)) => {}
+    }
     let waited = connected.elapsed();
     assert!(waited >= timeout, "closed after {waited:?}");
     p.stop().await;
@@ -836,6 +858,23 @@ async fn an_idle_keep_alive_connection_closes_but_a_long_request_is_not_idle() {
     // …and then, with nothing more asked, the connection is closed after the timeout.
     let idle = closed_after(&mut tcp, Duration::from_secs(5)).await;
     assert!(idle >= timeout, "closed after {idle:?} idle");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_slower_than_the_idle_timeout_is_not_cut() {
+    let v1 = upstream("v1").await;
+    let p = start_web(
+        ProxyConfig {
+            client_idle_timeout: Duration::from_millis(200),
+            ..test_config()
+        },
+        v1,
+    )
+    .await;
+    // The head and the first byte come at once; the rest 3x the idle timeout later.
+    let answer = get(&client(), p.addr, "app", "/drip?ms=600").await;
+    assert_eq!((answer.status, answer.text()), (StatusCode::OK, "ab"));
     p.stop().await;
 }
 

@@ -303,9 +303,23 @@ mod tests {
 
     #[test]
     fn each_hop_by_hop_header_alone_is_found_and_removed() {
-        // The first pass matches names as strings; this keeps that list and `HOP_BY_HOP` one.
-        for name in HOP_BY_HOP.iter().chain([&CONNECTION]) {
-            let mut h = map(&[("accept", "*/*"), (name.as_str(), "x")]);
+        // The first pass matches names as strings, the removal goes by `HOP_BY_HOP`: every
+        // name of either, and of RFC 9110 §7.6.1's list, must be found and removed.
+        let rfc = [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ];
+        let names = HOP_BY_HOP.iter().map(HeaderName::as_str).chain(rfc);
+        for name in names {
+            assert!(is_hop_by_hop(name, false), "{name}");
+            let mut h = map(&[("accept", "*/*"), (name, "x")]);
             strip_hop_by_hop(&mut h, false);
             let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
             assert_eq!(left, ["accept"], "{name}");

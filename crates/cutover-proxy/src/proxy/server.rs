@@ -242,8 +242,9 @@ async fn serve_connection<S>(
     let activity = conn.activity.clone();
     let service = service_fn(move |req| {
         let conn = conn.clone();
+        // Counted on the connection's task, before the request's future runs anywhere.
+        let active = conn.activity.begin();
         async move {
-            let active = conn.activity.begin();
             let response = conn.inner.handle(&conn, req).await;
             Ok::<_, Infallible>(response.map(|body| ConnBody {
                 body,
@@ -258,13 +259,14 @@ async fn serve_connection<S>(
     // they are not logged.
     poll_fn(|cx| {
         match activity.signal(cx.waker()) {
-            // Idle past the timeout, or the shutdown's grace period is over.
+            // The shutdown's grace period is over, or idle and not closing when asked.
             Signal::Close => return Poll::Ready(()),
-            Signal::Drain if !draining => {
+            // Shutdown, or idle past the timeout with no request in progress.
+            Signal::Drain | Signal::Idle if !draining => {
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
-            Signal::Drain | Signal::Run => {}
+            Signal::Drain | Signal::Idle | Signal::Run => {}
         }
         connection.as_mut().poll(cx).map(|_| ())
     })

@@ -7,7 +7,8 @@
 //! upstream's answer) cost 7 % of the instructions of a proxied request (bench/README). Here
 //! a request costs two counter increments on its connection, and a request waiting on an
 //! upstream one entry in a slab; the serve's sweep task calls [`Sweep::tick`] every
-//! [`Sweep::period`] and closes or fails what is past its deadline, at most two periods late.
+//! [`Sweep::period`] and closes or fails what is past its deadline, at most two periods late
+//! (an idle connection that does not close when asked is cut two periods after that).
 //!
 //! [`ProxyConfig::client_idle_timeout`]: super::ProxyConfig::client_idle_timeout
 //! [`ProxyConfig::upstream_response_timeout`]: super::ProxyConfig::upstream_response_timeout
@@ -32,20 +33,28 @@ const MAX_PERIOD: Duration = Duration::from_secs(1);
 /// upstream's answer.
 pub(crate) struct Sweep {
     period: Duration,
-    /// Sweeps a connection must be seen idle in a row before it is closed.
+    /// Sweeps a connection must be seen idle in a row before it is asked to close.
     idle_sweeps: u32,
     conns: Mutex<Slab<Tracked>>,
+    /// The least signal of every connection, tracked now or later: what [`Sweep::signal_all`]
+    /// raised (a connection whose task starts after a shutdown began gets it too). Written
+    /// under the `conns` lock.
+    floor: AtomicU8,
     waiting: Mutex<Slab<Waiting>>,
 }
 
 /// A client connection as the sweep sees it.
 struct Tracked {
     activity: Arc<Activity>,
-    /// `started` when last swept.
+    /// `finished` when last swept; [`UNSEEN`] until the first sweep.
     seen: u64,
-    /// Sweeps in a row that found it idle with no request started since the one before.
+    /// Sweeps in a row that found it idle with no request ended since the one before.
     idle_sweeps: u32,
 }
+
+/// [`Tracked::seen`] of a connection no sweep has looked at: the first sweep only takes note,
+/// as it does after a request, so that idle time counts from a sweep in both cases.
+const UNSEEN: u64 = u64::MAX;
 
 /// A request waiting for its upstream's response head.
 struct Waiting {
@@ -59,10 +68,14 @@ struct Waiting {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Signal {
     Run = 0,
+    /// Idle past the timeout: close, gracefully (HTTP/2: GOAWAY), unless a request began
+    /// since the sweep looked, in which case the task lowers it back to `Run`.
+    Idle = 1,
     /// Finish the request in progress and close (HTTP/2: GOAWAY).
-    Drain = 1,
-    /// Close now: idle past the timeout, or the shutdown's grace period is over.
-    Close = 2,
+    Drain = 2,
+    /// Close now: the shutdown's grace period is over, the serve is gone, or the connection
+    /// stayed open two periods after `Idle`.
+    Close = 3,
 }
 
 /// A client connection's requests in progress, counted by the requests themselves and read by
@@ -77,7 +90,9 @@ pub(crate) struct Activity {
 
 impl Activity {
     /// A request has begun (its head is in); it lasts until the guard drops, which the
-    /// response body carries to its end.
+    /// response body carries until hyper is done with it. Called on the connection's task
+    /// (hyper calls the service there, for HTTP/2 too), so a task that finds no request in
+    /// progress knows none is being started.
     pub(crate) fn begin(self: &Arc<Self>) -> Active {
         self.started.fetch_add(1, Ordering::Release);
         Active(self.clone())
@@ -88,28 +103,51 @@ impl Activity {
         self.waker.register(waker);
         match self.signal.load(Ordering::Acquire) {
             0 => Signal::Run,
-            1 => Signal::Drain,
+            1 => {
+                if self.in_progress() {
+                    // A request began after the sweep looked: not idle. Lowered only from
+                    // `Idle`, never from a shutdown's signal.
+                    let _ = self.signal.compare_exchange(
+                        Signal::Idle as u8,
+                        Signal::Run as u8,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                    return self.signal(waker);
+                }
+                Signal::Idle
+            }
+            2 => Signal::Drain,
             _ => Signal::Close,
         }
     }
 
-    /// Raises the signal (never lowers it: a closing connection does not go back to draining).
-    pub(crate) fn raise(&self, to: Signal) {
-        let previous = self.signal.fetch_max(to as u8, Ordering::AcqRel);
-        if previous < to as u8 {
-            self.waker.wake();
-        }
+    fn in_progress(&self) -> bool {
+        self.finished.load(Ordering::Acquire) != self.started.load(Ordering::Acquire)
     }
 
+    /// Raises the signal (never lowers it: a closing connection does not go back to
+    /// draining); whether it rose, so the task needs waking.
+    fn raise(&self, to: Signal) -> bool {
+        self.signal.fetch_max(to as u8, Ordering::AcqRel) < to as u8
+    }
+
+    fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// `Ok` when no request is in progress and none ended since the sweep saw `seen`
+    /// finished; else `Err` with the count to remember. Idle time then counts from the sweep
+    /// after a request's end, never from before it.
     fn idle_since_seen(&self, seen: u64) -> Result<(), u64> {
         // `finished` first: a request that ends between the two loads then shows as still
         // in progress, never the other way round.
         let finished = self.finished.load(Ordering::Acquire);
         let started = self.started.load(Ordering::Acquire);
-        if started == finished && started == seen {
+        if started == finished && finished == seen {
             Ok(())
         } else {
-            Err(started)
+            Err(finished)
         }
     }
 }
@@ -158,11 +196,14 @@ impl Sweep {
         let period = (shortest / 8).clamp(MIN_PERIOD, MAX_PERIOD);
         // A connection first seen idle anywhere within a period has been idle for more than
         // (n - 1) periods when seen idle the n-th time in a row.
-        let idle_sweeps = client_idle_timeout.div_duration_f64(period).ceil() as u32 + 1;
+        // Idle time counts from a sweep that saw the connection's last change, so n idle
+        // sweeps in a row are at least n periods; the `as` saturates for absurd timeouts.
+        let idle_sweeps = (client_idle_timeout.div_duration_f64(period).ceil() as u32).max(1);
         Sweep {
             period,
             idle_sweeps,
             conns: Mutex::new(Slab::new()),
+            floor: AtomicU8::new(Signal::Run as u8),
             waiting: Mutex::new(Slab::new()),
         }
     }
@@ -172,20 +213,34 @@ impl Sweep {
     }
 
     /// Puts a client connection on the list until the guard drops.
+    /// Puts a client connection on the list until the guard drops. It starts with what
+    /// [`Sweep::signal_all`] raised so far.
     pub(crate) fn track(&self, activity: Arc<Activity>) -> TrackedGuard<'_> {
-        let key = lock(&self.conns).insert(Tracked {
+        let mut conns = lock(&self.conns);
+        let floor = self.floor.load(Ordering::Acquire);
+        activity.signal.fetch_max(floor, Ordering::AcqRel);
+        let key = conns.insert(Tracked {
             activity,
-            // Nothing started yet, so the first sweep already counts it idle.
-            seen: 0,
+            seen: UNSEEN,
             idle_sweeps: 0,
         });
         TrackedGuard { sweep: self, key }
     }
 
-    /// Raises `signal` on every client connection.
+    /// Raises `signal` on every client connection, and on those tracked from now on.
     pub(crate) fn signal_all(&self, signal: Signal) {
-        for (_, tracked) in lock(&self.conns).iter() {
-            tracked.activity.raise(signal);
+        let raised: Vec<Arc<Activity>> = {
+            let conns = lock(&self.conns);
+            self.floor.fetch_max(signal as u8, Ordering::AcqRel);
+            conns
+                .iter()
+                .filter(|(_, t)| t.activity.raise(signal))
+                .map(|(_, t)| t.activity.clone())
+                .collect()
+        };
+        // Woken outside the lock: a woken task may end and take it to leave the list.
+        for activity in raised {
+            activity.wake();
         }
     }
 
@@ -241,19 +296,32 @@ impl Sweep {
         for waker in wake {
             waker.wake();
         }
+        let mut raised = Vec::new();
         for (_, t) in lock(&self.conns).iter_mut() {
             match t.activity.idle_since_seen(t.seen) {
                 Ok(()) => {
-                    t.idle_sweeps += 1;
-                    if t.idle_sweeps >= self.idle_sweeps {
-                        t.activity.raise(Signal::Close);
+                    t.idle_sweeps = t.idle_sweeps.saturating_add(1);
+                    // Asked to close; cut two sweeps later if it is still there and idle
+                    // (a client that ignores a GOAWAY, a head hyper is still reading).
+                    let signal = if t.idle_sweeps >= self.idle_sweeps.saturating_add(2) {
+                        Signal::Close
+                    } else if t.idle_sweeps >= self.idle_sweeps {
+                        Signal::Idle
+                    } else {
+                        continue;
+                    };
+                    if t.activity.raise(signal) {
+                        raised.push(t.activity.clone());
                     }
                 }
-                Err(started) => {
-                    t.seen = started;
+                Err(finished) => {
+                    t.seen = finished;
                     t.idle_sweeps = 0;
                 }
             }
+        }
+        for activity in raised {
+            activity.wake();
         }
     }
 }
@@ -281,34 +349,43 @@ mod tests {
         assert_eq!(s(60_000), MAX_PERIOD);
     }
 
+    /// `n` sweeps at one instant (the idle count does not look at the clock).
+    fn ticks(sweep: &Sweep, n: usize) {
+        let now = Instant::now();
+        for _ in 0..n {
+            sweep.tick(now);
+        }
+    }
+
     #[test]
-    fn a_connection_closes_only_after_enough_idle_sweeps_in_a_row() {
-        // 1 s timeout at 100 ms periods: more than 10 periods idle, so 11 sweeps.
+    fn an_idle_connection_is_asked_to_close_after_the_timeout_then_cut() {
+        // 1 s at 100 ms periods: the first sweep takes note, the next ten count it idle.
         let sweep = Sweep::new(Duration::from_millis(800), Duration::from_secs(1));
         let activity = Arc::new(Activity::default());
         let _tracked = sweep.track(activity.clone());
-        let now = Instant::now();
-        for _ in 0..10 {
-            sweep.tick(now);
-        }
+        ticks(&sweep, 10);
         assert_eq!(activity.signal(&noop()), Signal::Run);
-
-        // A request in progress is not idle, however long it lasts.
-        let active = activity.begin();
-        for _ in 0..30 {
-            sweep.tick(now);
-        }
-        assert_eq!(activity.signal(&noop()), Signal::Run);
-
-        // Once it ends the count starts again from zero.
-        drop(active);
-        for _ in 0..10 {
-            sweep.tick(now);
-        }
-        assert_eq!(activity.signal(&noop()), Signal::Run);
-        sweep.tick(now);
-        sweep.tick(now);
+        ticks(&sweep, 1);
+        assert_eq!(activity.signal(&noop()), Signal::Idle);
+        ticks(&sweep, 1);
+        assert_eq!(activity.signal(&noop()), Signal::Idle);
+        ticks(&sweep, 1);
         assert_eq!(activity.signal(&noop()), Signal::Close);
+    }
+
+    #[test]
+    fn a_request_in_progress_is_not_idle_and_its_end_starts_the_count_again() {
+        let sweep = Sweep::new(Duration::from_millis(800), Duration::from_secs(1));
+        let activity = Arc::new(Activity::default());
+        let _tracked = sweep.track(activity.clone());
+        let active = activity.begin();
+        ticks(&sweep, 30);
+        assert_eq!(activity.signal(&noop()), Signal::Run);
+        drop(active);
+        ticks(&sweep, 10);
+        assert_eq!(activity.signal(&noop()), Signal::Run);
+        ticks(&sweep, 1);
+        assert_eq!(activity.signal(&noop()), Signal::Idle);
     }
 
     #[test]
@@ -316,26 +393,55 @@ mod tests {
         let sweep = Sweep::new(Duration::from_millis(800), Duration::from_secs(1));
         let activity = Arc::new(Activity::default());
         let _tracked = sweep.track(activity.clone());
-        let now = Instant::now();
         for _ in 0..10 {
-            sweep.tick(now);
+            ticks(&sweep, 1);
             drop(activity.begin());
         }
-        for _ in 0..10 {
-            sweep.tick(now);
-        }
+        ticks(&sweep, 10);
         assert_eq!(activity.signal(&noop()), Signal::Run);
     }
 
     #[test]
+    fn a_request_begun_after_the_sweep_looked_keeps_the_connection() {
+        let sweep = Sweep::new(Duration::from_millis(800), Duration::from_secs(1));
+        let activity = Arc::new(Activity::default());
+        let _tracked = sweep.track(activity.clone());
+        ticks(&sweep, 11);
+        // The sweep raised `Idle`; the task finds a request in progress before acting on it.
+        let active = activity.begin();
+        assert_eq!(activity.signal(&noop()), Signal::Run);
+        drop(active);
+        assert_eq!(activity.signal(&noop()), Signal::Run);
+        ticks(&sweep, 10);
+        assert_eq!(activity.signal(&noop()), Signal::Run);
+    }
+
+    #[test]
+    fn a_connection_tracked_after_a_shutdown_signal_gets_it() {
+        let sweep = Sweep::new(Duration::from_millis(800), Duration::from_secs(1));
+        let early = Arc::new(Activity::default());
+        let _early = sweep.track(early.clone());
+        sweep.signal_all(Signal::Drain);
+        let late = Arc::new(Activity::default());
+        let _late = sweep.track(late.clone());
+        assert_eq!(early.signal(&noop()), Signal::Drain);
+        assert_eq!(late.signal(&noop()), Signal::Drain);
+        // Nor does an idle sweep lower a shutdown's signal.
+        ticks(&sweep, 11);
+        assert_eq!(late.signal(&noop()), Signal::Drain);
+    }
+
+    #[test]
     fn signals_only_rise_and_wake_the_connection() {
-        let activity = Activity::default();
+        let sweep = Sweep::new(Duration::from_millis(800), Duration::from_secs(1));
+        let activity = Arc::new(Activity::default());
+        let _tracked = sweep.track(activity.clone());
         let woken = Arc::new(Flag::default());
         let waker = Waker::from(woken.clone());
         assert_eq!(activity.signal(&waker), Signal::Run);
-        activity.raise(Signal::Close);
+        sweep.signal_all(Signal::Close);
         assert!(woken.0.load(Ordering::SeqCst));
-        activity.raise(Signal::Drain);
+        sweep.signal_all(Signal::Drain);
         assert_eq!(activity.signal(&waker), Signal::Close);
     }
 
