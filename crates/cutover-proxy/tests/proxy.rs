@@ -776,6 +776,15 @@ async fn a_slow_upstream_gets_504_after_the_response_timeout() {
     p.stop().await;
 }
 
+/// A proxy in front of a `v1` upstream whose client connections close after `timeout` idle.
+async fn start_idle_timeout(timeout: Duration) -> Running {
+    let config = ProxyConfig {
+        client_idle_timeout: timeout,
+        ..test_config()
+    };
+    start_web(config, upstream("v1").await).await
+}
+
 /// Reads from `tcp` until the proxy closes it (EOF or reset); how long that took.
 async fn closed_after(tcp: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> Duration {
     let start = Instant::now();
@@ -791,16 +800,8 @@ async fn closed_after(tcp: &mut (impl tokio::io::AsyncRead + Unpin), limit: Dura
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_finishes_its_headers_is_cut_off_after_the_idle_timeout() {
-    let v1 = upstream("v1").await;
     let timeout = Duration::from_millis(400);
-    let p = start_web(
-        ProxyConfig {
-            client_idle_timeout: timeout,
-            ..test_config()
-        },
-        v1,
-    )
-    .await;
+    let p = start_idle_timeout(timeout).await;
     let connected = Instant::now();
     let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
     let (mut rd, mut wr) = tcp.split();
@@ -829,16 +830,8 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off_after_the_idle_time
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_closes_but_a_long_request_is_not_idle() {
-    let v1 = upstream("v1").await;
     let timeout = Duration::from_millis(300);
-    let p = start_web(
-        ProxyConfig {
-            client_idle_timeout: timeout,
-            ..test_config()
-        },
-        v1,
-    )
-    .await;
+    let p = start_idle_timeout(timeout).await;
     let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
     // A request that takes three times the idle timeout is answered on the same connection…
     tcp.write_all(b"GET /slow?ms=900 HTTP/1.1\r\nHost: app\r\n\r\n")
@@ -863,15 +856,7 @@ async fn an_idle_keep_alive_connection_closes_but_a_long_request_is_not_idle() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_body_slower_than_the_idle_timeout_is_not_cut() {
-    let v1 = upstream("v1").await;
-    let p = start_web(
-        ProxyConfig {
-            client_idle_timeout: Duration::from_millis(200),
-            ..test_config()
-        },
-        v1,
-    )
-    .await;
+    let p = start_idle_timeout(Duration::from_millis(200)).await;
     // The head and the first byte come at once; the rest 3x the idle timeout later.
     let answer = get(&client(), p.addr, "app", "/drip?ms=600").await;
     assert_eq!((answer.status, answer.text()), (StatusCode::OK, "ab"));
