@@ -64,6 +64,15 @@ fn big_byte(i: usize) -> u8 {
     (i * 31 % 251) as u8
 }
 
+/// The `ms=N` of a request's query, 1000 without one.
+fn query_ms(req: &Request<Incoming>) -> u64 {
+    req.uri()
+        .query()
+        .and_then(|q| q.strip_prefix("ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
 async fn upstream_answer(
     name: &'static str,
     mut req: Request<Incoming>,
@@ -87,12 +96,7 @@ async fn upstream_answer(
     }
     match req.uri().path() {
         "/slow" => {
-            let ms: u64 = req
-                .uri()
-                .query()
-                .and_then(|q| q.strip_prefix("ms="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1000);
+            let ms = query_ms(&req);
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(text(name.to_string()))
         }
@@ -115,12 +119,7 @@ async fn upstream_answer(
             Ok(text(body.map_or(-1, |b| b.len() as i64).to_string()))
         }
         "/drip" => {
-            let ms: u64 = req
-                .uri()
-                .query()
-                .and_then(|q| q.strip_prefix("ms="))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1000);
+            let ms = query_ms(&req);
             let first = stream::once(async { Ok::<_, Infallible>(Frame::data(Bytes::from("a"))) });
             let second = stream::once(async move {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -1007,12 +1006,9 @@ async fn a_client_that_goes_away_leaves_nothing_in_flight() {
 // ---------------------------------------------------------------------------------------------
 // 7. Upgrade
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrades_are_tunnelled_and_counted_in_flight_until_closed() {
-    let v1 = upstream("v1").await;
-    let p = start_web(test_config(), v1).await;
-
-    let mut tcp = TcpStream::connect(p.addr).await.expect("connect");
+/// Opens an `Upgrade: echo` tunnel through the proxy at `addr`; the 101's head, lowercased.
+async fn open_echo_tunnel(addr: SocketAddr) -> (TcpStream, String) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.write_all(b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
         .await
         .expect("write");
@@ -1023,6 +1019,15 @@ async fn upgrades_are_tunnelled_and_counted_in_flight_until_closed() {
         head.push(byte[0]);
     }
     let head = String::from_utf8(head).expect("utf-8").to_ascii_lowercase();
+    (tcp, head)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_are_tunnelled_and_counted_in_flight_until_closed() {
+    let v1 = upstream("v1").await;
+    let p = start_web(test_config(), v1).await;
+
+    let (mut tcp, head) = open_echo_tunnel(p.addr).await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: echo"), "{head}");
 
@@ -1040,6 +1045,28 @@ async fn upgrades_are_tunnelled_and_counted_in_flight_until_closed() {
     let report = p.proxy.drain(&[v1], Duration::from_secs(5)).await;
     assert!(report.drained(), "{report:?}");
     p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_tunnel_is_cut_when_the_shutdown_grace_runs_out() {
+    let v1 = upstream("v1").await;
+    let grace = Duration::from_millis(300);
+    let p = start_web(
+        ProxyConfig {
+            shutdown_grace: grace,
+            ..test_config()
+        },
+        v1,
+    )
+    .await;
+    let (mut tcp, head) = open_echo_tunnel(p.addr).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    let stopping = Instant::now();
+    p.stop().await;
+    // The tunnel was waited on for the grace period, then closed.
+    let waited = stopping.elapsed();
+    assert!(waited >= grace, "stopped after {waited:?}");
+    closed_after(&mut tcp, Duration::from_secs(5)).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ use super::log::{self, LogFields};
 use super::metrics::ErrorKind;
 use super::pool::Upconn;
 use super::registry::{Service, Upstream};
+use super::sweep::Active;
 
 /// One request, from its arrival to the end of its response (last body byte handed to the
 /// client, client gone, or tunnel closed): on drop it releases the upstream's in-flight count
@@ -126,6 +127,9 @@ pub(crate) struct ProxyBody {
     kind: Kind,
     exchange: Option<Exchange>,
     connection: Option<Upconn>,
+    /// Keeps the request counted in progress on its client connection (for the idle
+    /// timeout) until hyper drops the body; see [`ProxyBody::counted`].
+    active: Option<Active>,
 }
 
 enum Kind {
@@ -139,6 +143,7 @@ impl ProxyBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             exchange: None,
             connection: None,
+            active: None,
         }
     }
 
@@ -147,6 +152,7 @@ impl ProxyBody {
             kind: Kind::Full(None),
             exchange: None,
             connection: None,
+            active: None,
         }
     }
 
@@ -155,7 +161,14 @@ impl ProxyBody {
             kind: Kind::Stream(body),
             exchange: Some(exchange),
             connection: Some(connection),
+            active: None,
         }
+    }
+
+    /// The body keeps `active` until hyper is done with it (sent in full or the client gone).
+    pub(crate) fn counted(mut self, active: Active) -> ProxyBody {
+        self.active = Some(active);
+        self
     }
 
     pub(crate) fn with_exchange(mut self, exchange: Exchange) -> ProxyBody {

@@ -3,14 +3,12 @@
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
@@ -18,24 +16,14 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::Inner;
 use super::body::{Exchange, ProxyBody};
 use super::headers;
 use super::metrics::ErrorKind;
 use super::pool::Upconn;
-use super::sweep::{Active, Activity, Signal, Sweep};
-
-/// Where a [`serve`] is in its life; connections and tunnels watch it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    Running,
-    /// Shutdown asked: finish what is in progress, take nothing new.
-    Draining,
-    /// The grace period is over: cut what is left.
-    Stopped,
-}
+use super::sweep::{Activity, Signal, Sweep};
 
 /// What a request handler knows about its connection.
 pub(crate) struct Conn {
@@ -48,8 +36,6 @@ pub(crate) struct Conn {
     pub(crate) sweep: Arc<Sweep>,
     /// Requests in progress, for the idle timeout; the sweep's and shutdown's signals.
     activity: Arc<Activity>,
-    /// For upgraded tunnels, which outlive their connection.
-    stage: watch::Receiver<Stage>,
     tasks: Arc<Tasks>,
 }
 
@@ -149,7 +135,6 @@ pub(crate) async fn serve(
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
 
-    let (stage_tx, stage_rx) = watch::channel(Stage::Running);
     let tasks = Arc::new(Tasks::default());
     let config = &inner.config;
     let sweep = Arc::new(Sweep::new(
@@ -177,7 +162,6 @@ pub(crate) async fn serve(
                     https: tls.is_some(),
                     sweep: sweep.clone(),
                     activity: Arc::new(Activity::default()),
-                    stage: stage_rx.clone(),
                     tasks: tasks.clone(),
                 });
                 let guard = tasks.enter();
@@ -211,16 +195,14 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    let _ = stage_tx.send(Stage::Draining);
     sweep.signal_all(Signal::Drain);
     let grace = inner.config.shutdown_grace;
     if tokio::time::timeout(grace, tasks.wait_idle())
         .await
         .is_err()
     {
-        let _ = stage_tx.send(Stage::Stopped);
         sweep.signal_all(Signal::Close);
-        // Tasks cut their connections as soon as they see `Stopped`; a short wait lets them
+        // Tasks cut their connections and tunnels as soon as they see `Close`; a short wait lets them
         // (and their in-flight accounting) finish before the caller moves on.
         let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait_idle()).await;
     }
@@ -246,10 +228,7 @@ async fn serve_connection<S>(
         let active = conn.activity.begin();
         async move {
             let response = conn.inner.handle(&conn, req).await;
-            Ok::<_, Infallible>(response.map(|body| ConnBody {
-                body,
-                _active: active,
-            }))
+            Ok::<_, Infallible>(response.map(|body| body.counted(active)))
         }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -271,33 +250,6 @@ async fn serve_connection<S>(
         connection.as_mut().poll(cx).map(|_| ())
     })
     .await;
-}
-
-/// A response body that keeps its request counted in progress on its connection (for the
-/// idle timeout) until hyper is done with it.
-struct ConnBody {
-    body: ProxyBody,
-    _active: Active,
-}
-
-impl Body for ConnBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }
 
 fn client_ip(remote: SocketAddr) -> HeaderValue {
@@ -329,10 +281,14 @@ pub(crate) fn tunnel(
     let (mut parts, _empty) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, true);
     ex.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
-    let mut stage = conn.stage.clone();
+    let sweep = conn.sweep.clone();
     let guard = conn.tasks.enter();
     tokio::spawn(async move {
         let _guard = guard;
+        // On the sweep's list like a connection, for the shutdown's `Close`; never idle.
+        let activity = Arc::new(Activity::default());
+        let _active = activity.begin();
+        let _tracked = sweep.track(activity.clone());
         // The client side completes once hyper has written the 101 below; the upstream side
         // once its connection, driven here, hands the socket over.
         let driven = async {
@@ -354,7 +310,7 @@ pub(crate) fn tunnel(
                     ex.bytes = down;
                 }
             }
-            _ = stage.wait_for(|s| *s == Stage::Stopped) => {}
+            () = activity.closed() => {}
         }
         // Ends the exchange: the in-flight count, the metrics and the log line.
         drop(ex);

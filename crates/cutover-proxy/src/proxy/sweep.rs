@@ -122,6 +122,15 @@ impl Activity {
         }
     }
 
+    /// Resolves once the signal is [`Signal::Close`].
+    pub(crate) async fn closed(&self) {
+        poll_fn(|cx| match self.signal(cx.waker()) {
+            Signal::Close => Poll::Ready(()),
+            _ => Poll::Pending,
+        })
+        .await;
+    }
+
     fn in_progress(&self) -> bool {
         self.finished.load(Ordering::Acquire) != self.started.load(Ordering::Acquire)
     }
