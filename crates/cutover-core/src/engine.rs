@@ -9,13 +9,37 @@
 use std::fmt;
 
 use crate::plan::{Plan, PlanStep};
-use crate::spec::Phase;
+use crate::spec::{Phase, Redactor};
 
 /// Does one step. Implementations make every step idempotent: running a step that already
 /// took effect must succeed without doing it twice.
 pub trait Executor {
     /// Runs the step; `Ok` carries the tail of its output for the journal.
     fn run(&mut self, step: &PlanStep) -> Result<String, StepError>;
+}
+
+/// An executor whose every output and error passes through a [`Redactor`] before the engine
+/// journals or reports it: a step that quotes a container's logs or a command's output
+/// cannot carry a secret into the journal, the store or the terminal.
+pub struct Redacting<'a, E> {
+    pub inner: &'a mut E,
+    pub redactor: &'a Redactor,
+}
+
+impl<E: Executor> Executor for Redacting<'_, E> {
+    fn run(&mut self, step: &PlanStep) -> Result<String, StepError> {
+        let scrub = |s: String| match self.redactor.redact(&s) {
+            std::borrow::Cow::Borrowed(_) => s,
+            std::borrow::Cow::Owned(o) => o,
+        };
+        match self.inner.run(step) {
+            Ok(out) => Ok(scrub(out)),
+            Err(e) => Err(StepError {
+                message: scrub(e.message),
+                output: scrub(e.output),
+            }),
+        }
+    }
 }
 
 /// Records steps durably. `started` must be on disk before the step runs.

@@ -37,6 +37,13 @@ pub struct Faults {
     pub slow_start: Option<Duration>,
     /// `DEMO_BREAK_MIGRATION=1`: apply the last migration halfway, then exit with code 71.
     pub break_migration: bool,
+    /// `DEMO_IGNORE_SIGTERM=1`: install no SIGTERM handler. As PID 1 in a container the
+    /// process then ignores SIGTERM, as many real servers do: a stop waits its whole grace
+    /// period and ends in SIGKILL.
+    pub ignore_sigterm: bool,
+    /// `DEMO_LOG_AT_START=<text>`: log this line at start, as real apps log their connection
+    /// URL (a stack passes one built from a secret, to check that cutover redacts it).
+    pub log_at_start: Option<String>,
 }
 
 impl Config {
@@ -73,6 +80,8 @@ impl Config {
             crash_after: seconds(&get, "DEMO_CRASH_AFTER")?,
             slow_start: seconds(&get, "DEMO_SLOW_START")?,
             break_migration: flag(&get, "DEMO_BREAK_MIGRATION")?,
+            ignore_sigterm: flag(&get, "DEMO_IGNORE_SIGTERM")?,
+            log_at_start: get("DEMO_LOG_AT_START")?.filter(|t| !t.is_empty()),
         };
 
         Ok(Config {

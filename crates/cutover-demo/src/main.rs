@@ -55,7 +55,8 @@ usage: cutover-demo              serve (configured by DEMO_* environment variabl
 
 environment: DEMO_VERSION (required, v1, v2, ...), DEMO_LISTEN (0.0.0.0:8080),
 DEMO_DB (/data/demo.sqlite); faults: DEMO_FAIL_HEALTH=1, DEMO_CRASH_AFTER=<seconds>,
-DEMO_SLOW_START=<seconds>, DEMO_BREAK_MIGRATION=1";
+DEMO_SLOW_START=<seconds>, DEMO_BREAK_MIGRATION=1, DEMO_IGNORE_SIGTERM=1,
+DEMO_LOG_AT_START=<text>";
 
 /// The server mode: configure, migrate, serve until a signal.
 fn serve() -> ExitCode {
@@ -92,21 +93,32 @@ type ShutdownSignal = Pin<Box<dyn Future<Output = &'static str> + Send>>;
 /// Installs the SIGTERM and SIGINT handlers. This must happen before anything slow: as PID 1
 /// in a container the process gets no default signal handling from the kernel, and a SIGTERM
 /// without a handler would be ignored until Docker gives up and kills it.
-fn shutdown_signal() -> Result<ShutdownSignal, String> {
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+///
+/// With `ignore_sigterm` (the `DEMO_IGNORE_SIGTERM` fault) only SIGINT is handled.
+fn shutdown_signal(ignore_sigterm: bool) -> Result<ShutdownSignal, String> {
+    let mut term = if ignore_sigterm {
+        None
+    } else {
+        Some(signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?)
+    };
     let mut int =
         signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     Ok(Box::pin(async move {
+        let term = async {
+            match term.as_mut() {
+                Some(term) => term.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = term.recv() => "SIGTERM",
+            _ = term => "SIGTERM",
             _ = int.recv() => "SIGINT",
         }
     }))
 }
 
 async fn run(config: Config) -> Result<ExitCode, String> {
-    let mut shutdown = shutdown_signal()?;
+    let mut shutdown = shutdown_signal(config.faults.ignore_sigterm)?;
     let Config {
         version,
         schema,
@@ -118,6 +130,13 @@ async fn run(config: Config) -> Result<ExitCode, String> {
         "cutover-demo {version} starting: schema version {schema}, database {}, listen {listen}",
         db.display()
     );
+
+    if faults.ignore_sigterm {
+        log!("DEMO_IGNORE_SIGTERM: SIGTERM is ignored; stop with SIGINT or SIGKILL");
+    }
+    if let Some(line) = &faults.log_at_start {
+        log!("{line}");
+    }
 
     if let Some(after) = faults.crash_after {
         log!("DEMO_CRASH_AFTER: will crash {after:?} after start");

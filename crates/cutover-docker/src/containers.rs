@@ -366,8 +366,10 @@ impl Runtime {
     /// pruned while it is a rollback target.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
         let t: i32 = grace.as_secs().try_into().unwrap_or(i32::MAX);
+        // The call returns when the container has stopped: after the grace period and the
+        // SIGKILL for a process that ignores SIGTERM (a PID 1 without a handler does).
         let stopped = self
-            .docker
+            .waiting(grace)
             .stop_container(
                 id,
                 Some(StopContainerOptions {
@@ -400,10 +402,12 @@ impl Runtime {
         })
     }
 
-    /// Removes a container, stopping it first if it runs (a no-op when it is gone).
+    /// Removes a container, stopping it first if it runs (a no-op when it is gone). A removal
+    /// already under way (another call's, or one a killed cutover started) is waited out: the
+    /// container is gone when this returns.
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let removed = self
-            .docker
+            .waiting(REMOVE_WAIT)
             .remove_container(
                 id,
                 Some(RemoveContainerOptions {
@@ -412,7 +416,40 @@ impl Runtime {
                 }),
             )
             .await;
-        settled(removed, &[404], || format!("cannot remove container {id}"))
+        match removed {
+            Err(e) if in_progress(&e) => self.wait_gone(id, REMOVE_WAIT).await,
+            other => settled(other, &[404], || format!("cannot remove container {id}")),
+        }
+    }
+
+    /// Waits until container `id` no longer exists (its removal is under way).
+    async fn wait_gone(&self, id: &str, limit: Duration) -> Result<(), RuntimeError> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.docker.inspect_container(id, None).await {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(()),
+                Err(e) => {
+                    return Err(RuntimeError::docker(format!(
+                        "cannot inspect container {id} while its removal is under way"
+                    ))(e));
+                }
+                Ok(_) if started.elapsed() >= limit => {
+                    return Err(RuntimeError::Docker {
+                        what: format!(
+                            "container {id} is still being removed after {}s",
+                            limit.as_secs()
+                        ),
+                        source: bollard::errors::Error::DockerResponseServerError {
+                            status_code: 409,
+                            message: "removal in progress".into(),
+                        },
+                    });
+                }
+                Ok(_) => tokio::time::sleep(IN_PROGRESS_POLL).await,
+            }
+        }
     }
 
     /// The last `lines` lines of a container's output (stdout and stderr interleaved).
@@ -528,14 +565,45 @@ impl Runtime {
         }
     }
 
+    /// Stops container `id` with the grace period it was created with (the `stop_grace` of
+    /// the release that made it, kept by the engine as the container's stop timeout), or
+    /// `at_least` when that is longer, then SIGKILL. A container is never cut shorter than
+    /// the release it belongs to asked, whatever release is being deployed.
+    pub async fn stop_graceful(&self, id: &str, at_least: Duration) -> Result<(), RuntimeError> {
+        let inspect =
+            self.docker
+                .inspect_container(id, None)
+                .await
+                .map_err(RuntimeError::docker(format!(
+                    "cannot inspect container {id}"
+                )))?;
+        if !inspect.state.and_then(|s| s.running).unwrap_or(false) {
+            return Ok(());
+        }
+        // Docker's own default when a container has none.
+        let grace = inspect
+            .config
+            .and_then(|c| c.stop_timeout)
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(10);
+        self.stop(id, Duration::from_secs(grace).max(at_least))
+            .await
+    }
+
     /// Removes every container of the stack and its network; with `volumes`, also the named
     /// volumes its containers mounted and the ones in `declared` (the stack file's, which
     /// may outlive every container). Returns what was removed, for the operator.
+    ///
+    /// Running containers are stopped first, each with its own grace period, so a database
+    /// shuts down cleanly: services in the reverse of `start_order` (dependents before what
+    /// they depend on), one service at a time, the containers of one service together; those
+    /// of services not named there (the stack file changed, or did not load) last.
     pub async fn down(
         &self,
         stack: &str,
         volumes: bool,
         declared: &[String],
+        start_order: &[String],
     ) -> Result<Vec<String>, RuntimeError> {
         let mut removed = Vec::new();
         let mut volume_names: Vec<String> = if volumes {
@@ -543,7 +611,32 @@ impl Runtime {
         } else {
             Vec::new()
         };
-        for c in self.containers(stack).await? {
+        let containers = self.containers(stack).await?;
+        let rank = |service: &str| {
+            start_order
+                .iter()
+                .position(|s| s == service)
+                .map_or(0, |i| start_order.len() - i)
+        };
+        let mut by_rank: Vec<(usize, Vec<&ContainerInfo>)> = Vec::new();
+        for c in containers.iter().filter(|c| c.running()) {
+            let r = rank(&c.service);
+            match by_rank.iter_mut().find(|(k, _)| *k == r) {
+                Some((_, group)) => group.push(c),
+                None => by_rank.push((r, vec![c])),
+            }
+        }
+        // Highest rank first: the last service started is the first stopped; unknown (0) last.
+        by_rank.sort_by_key(|(rank, _)| std::cmp::Reverse(*rank));
+        for (_, group) in by_rank {
+            futures_util::future::try_join_all(
+                group
+                    .iter()
+                    .map(|c| self.stop_graceful(&c.id, Duration::ZERO)),
+            )
+            .await?;
+        }
+        for c in containers {
             if volumes {
                 let inspect = self
                     .docker
@@ -607,6 +700,22 @@ impl Runtime {
         }
         Ok(removed)
     }
+}
+
+/// How long a removal may take: a forced one kills the process at once, but the engine then
+/// deletes the container's writable layer, which is slow on some storage drivers.
+const REMOVE_WAIT: Duration = Duration::from_secs(120);
+/// How often an operation another caller has under way is looked at again.
+const IN_PROGRESS_POLL: Duration = Duration::from_millis(100);
+
+/// A 409 for work the engine is already doing on the container ("removal of container … is
+/// already in progress"): not a failure, something to wait out.
+fn in_progress(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError { status_code: 409, message }
+            if message.contains("in progress")
+    )
 }
 
 /// The outcome of an idempotent call: the status codes in `done` mean the container is

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cutover_core::spec::{Health, Probe};
+use futures_util::TryStreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -83,8 +84,11 @@ impl Runtime {
         });
         let started = Instant::now();
         let mut last = String::new();
+        let mut restarts = None;
         loop {
-            let verdict = self.check_once(stack, id, health, started).await?;
+            let verdict = self
+                .check_once(stack, id, health, started, &mut restarts)
+                .await?;
             let reason = match verdict {
                 Verdict::Healthy(out) => return Ok(out),
                 Verdict::Failed(why) => {
@@ -125,6 +129,7 @@ impl Runtime {
         id: &str,
         health: Option<&Health>,
         started: Instant,
+        restarts: &mut Option<i64>,
     ) -> Result<Verdict, RuntimeError> {
         let inspect =
             self.docker
@@ -134,6 +139,24 @@ impl Runtime {
                     "cannot inspect container {id}"
                 )))?;
         let state = inspect.state.unwrap_or_default();
+        // A restart policy hides an exit: the engine starts the process again and the
+        // container counts as running. Any restart since the wait began is a crash loop.
+        let count = inspect.restart_count.unwrap_or(0);
+        let baseline = *restarts.get_or_insert(count);
+        if state.restarting.unwrap_or(false) || count > baseline {
+            // Once restarted, the state's exit code is the new process's (0): the engine's
+            // `die` events keep the real ones.
+            let codes = self.exit_codes_since(id, started).await;
+            let codes = if codes.is_empty() {
+                state.exit_code.unwrap_or(-1).to_string()
+            } else {
+                codes.join(", ")
+            };
+            return Ok(Verdict::Failed(format!(
+                "the container exited with code {codes} and the engine restarted it ({} restart(s) since it started; restart policy): a crash loop",
+                (count - baseline).max(1)
+            )));
+        }
         if !state.running.unwrap_or(false) {
             return Ok(Verdict::Failed(format!(
                 "the container exited with code {}{}",
@@ -204,6 +227,31 @@ impl Runtime {
             Err(out) if in_start_period => Verdict::NotYet(format!("{out} (in start period)")),
             Err(out) => Verdict::NotYet(out),
         })
+    }
+
+    /// The exit codes of container `id` since `since`, oldest first, from the engine's `die`
+    /// events; empty when they cannot be read within a few seconds.
+    async fn exit_codes_since(&self, id: &str, since: Instant) -> Vec<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let since = now.saturating_sub(since.elapsed() + Duration::from_secs(1));
+        let options = bollard::query_parameters::EventsOptions {
+            since: Some(since.as_secs().to_string()),
+            until: Some((now.as_secs() + 1).to_string()),
+            filters: Some(std::collections::HashMap::from([
+                ("container".to_string(), vec![id.to_string()]),
+                ("event".to_string(), vec!["die".to_string()]),
+            ])),
+        };
+        let events = self.docker.events(Some(options)).try_collect::<Vec<_>>();
+        match tokio::time::timeout(Duration::from_secs(5), events).await {
+            Ok(Ok(events)) => events
+                .into_iter()
+                .filter_map(|e| e.actor?.attributes?.get("exitCode").cloned())
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Runs the service's probe once. The outer result is the engine failing; the inner one

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Runtime, RuntimeError, auth};
 
+/// A pull's overall limit: layers of a large image over a slow link take minutes, but a
+/// registry that stops sending must not hold an upgrade window open for ever.
+const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// An image as a release records it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInfo {
@@ -85,10 +89,19 @@ impl Runtime {
             tag: Some(tag.to_string()),
             ..Default::default()
         };
-        self.docker
+        let pull = self
+            .docker
             .create_image(Some(options), None, auth::credentials_for(reference))
-            .try_collect::<Vec<_>>()
+            .try_collect::<Vec<_>>();
+        tokio::time::timeout(PULL_TIMEOUT, pull)
             .await
+            .map_err(|_| RuntimeError::ImageMissing {
+                reference: reference.to_string(),
+                reason: format!(
+                    "not on this engine, and pulling it did not finish within {} min (a stalled registry or a very slow link)",
+                    PULL_TIMEOUT.as_secs() / 60
+                ),
+            })?
             .map_err(|e| RuntimeError::ImageMissing {
                 reference: reference.to_string(),
                 reason: format!("not on this engine, and pulling it failed: {e}"),

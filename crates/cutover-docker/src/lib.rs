@@ -70,6 +70,16 @@ pub struct Runtime {
 /// How long connecting and negotiating may take before the daemon counts as unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The limit of an ordinary API call (inspect, list, create, start, update): long enough for
+/// a daemon busy with other work, short enough that a hung one is named within a minute.
+/// Calls that wait for something by design set their own: a stop waits the grace period
+/// ([`Runtime::stop`]), a pull as long as a large image takes.
+const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a call that waits by design (a stop's grace, a removal) gets on top of the wait
+/// itself: the daemon's own work around it.
+const CALL_MARGIN: Duration = Duration::from_secs(30);
+
 impl Runtime {
     /// Connects to the local engine (`DOCKER_HOST` when it names a unix socket, else
     /// `/var/run/docker.sock`) and negotiates the API version.
@@ -87,12 +97,9 @@ impl Runtime {
             socket: socket.to_string(),
             reason,
         };
-        let docker = Docker::connect_with_unix(
-            socket,
-            CONNECT_TIMEOUT.as_secs(),
-            bollard::API_DEFAULT_VERSION,
-        )
-        .map_err(|e| unavailable(e.to_string()))?;
+        let docker =
+            Docker::connect_with_unix(socket, API_TIMEOUT.as_secs(), bollard::API_DEFAULT_VERSION)
+                .map_err(|e| unavailable(e.to_string()))?;
         let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| unavailable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs())))?
@@ -123,6 +130,14 @@ impl Runtime {
             }
             other => other,
         }
+    }
+
+    /// The client for one call that waits up to `wait` by design (a stop's grace period, a
+    /// pull): the ordinary limit would cut it off and report a healthy daemon as unreachable.
+    pub(crate) fn waiting(&self, wait: Duration) -> Docker {
+        self.docker
+            .clone()
+            .with_timeout(API_TIMEOUT.max(wait.saturating_add(CALL_MARGIN)))
     }
 
     /// The socket this runtime talks to.

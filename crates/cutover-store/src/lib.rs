@@ -23,6 +23,7 @@ mod releases;
 mod schema;
 mod time;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,11 +76,21 @@ impl Store {
                 what: "the stack name must not be empty".to_owned(),
             });
         }
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+        let dir_err = |source| StoreError::CreateDir {
             path: state_dir.to_path_buf(),
             source,
-        })?;
+        };
+        // The state (and the restore points kept beside it) is the operator's alone.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(dir_err)?;
         let path = state_dir.join(DB_FILE);
+        private_file(&path).map_err(|source| StoreError::CreateDir {
+            path: path.clone(),
+            source,
+        })?;
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
@@ -215,6 +226,36 @@ fn limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// Creates `path` empty with mode 0600 when it does not exist, and takes group and other
+/// access away when it does (a state file made by an older cutover). SQLite gives the
+/// `-wal` and `-shm` files it creates beside a database the database file's mode.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            for p in [
+                path.to_path_buf(),
+                path.with_extension("db-wal"),
+                path.with_extension("db-shm"),
+            ] {
+                match std::fs::metadata(&p) {
+                    Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
@@ -368,6 +409,27 @@ mod tests {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .expect("user_version");
         assert_eq!(version, 99);
+    }
+
+    #[test]
+    fn the_state_is_private_to_its_owner_also_when_an_older_version_made_it_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("state");
+        let store = open(&dir, "web");
+        store
+            .insert_release(&new_release(ReleaseStatus::Pending))
+            .expect("write");
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["state.db", "state.db-wal"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        drop(store);
+        std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+        let _store = open(&dir, "web");
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
     }
 
     #[test]

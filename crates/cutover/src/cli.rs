@@ -188,6 +188,9 @@ pub enum Command {
         /// How many releases to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Show this operation's journal instead: every step, its status, time and output.
+        #[arg(long, value_name = "OP")]
+        operation: Option<u64>,
     },
 
     /// Go back to a recorded release (the previous one by default).

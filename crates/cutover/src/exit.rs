@@ -85,7 +85,7 @@ pub fn report(result: anyhow::Result<u8>) -> ExitCode {
                     if n == 1 { "" } else { "s" }
                 );
             } else {
-                eprintln!("cutover: {err:#}");
+                eprintln!("cutover: {}", crate::output::redact(&format!("{err:#}")));
             }
             ExitCode::from(code)
         }

@@ -305,6 +305,28 @@ impl Runner<'_> {
         }
     }
 
+    /// A rollback with `--data keep`: the data's schema must be the one release `release`
+    /// ran on.
+    pub(crate) fn check_schema_kept(
+        &self,
+        name: &str,
+        release: u64,
+        version: &str,
+    ) -> Result<String, StepError> {
+        let target = self.target(name)?;
+        match self.schema_version_of(name, &target)? {
+            Some(v) if v.trim() == version.trim() => Ok(format!(
+                "schema version of `{name}` is {v}, as when release {release} ran"
+            )),
+            found => Err(StepError::new(format!(
+                "`{name}`: the schema version is {}, but release {release} ran on {version}: its images would start on a schema they cannot read; roll back with `--data restore` to put release {release}'s data back with it (`cutover restore-points list` shows what is kept); nothing was changed",
+                found
+                    .as_deref()
+                    .unwrap_or("unreadable (the query returned no row)")
+            ))),
+        }
+    }
+
     /// Takes the restore point (writers are stopped). Complete ones are not taken twice; an
     /// incomplete one (an interrupted run) is cleaned up and taken again.
     pub(crate) fn take_restore_point(&mut self, name: &str) -> Result<String, StepError> {

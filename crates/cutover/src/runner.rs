@@ -171,7 +171,7 @@ impl Runner<'_> {
     ) -> Result<Vec<String>, StepError> {
         let mut out = Vec::new();
         for c in containers {
-            self.block(self.docker.stop(&c.id, grace))?;
+            self.block(self.docker.stop_graceful(&c.id, grace))?;
             out.push(c.name.clone());
         }
         Ok(out)
@@ -607,6 +607,11 @@ impl Executor for Runner<'_> {
             StepKind::CheckSchemaVersion { data, expect } => {
                 self.check_schema_version(data, expect.as_deref())
             }
+            StepKind::CheckSchemaKept {
+                data,
+                release,
+                version,
+            } => self.check_schema_kept(data, *release, version),
             StepKind::StartPrevious { service } => self.start_previous(service),
             StepKind::CompareWithBefore => self.compare_with_before(),
             StepKind::MaintenanceOn => self.traffic.maintenance(true).map_err(StepError::new),

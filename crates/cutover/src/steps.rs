@@ -8,6 +8,7 @@
 
 use std::io::{BufRead, IsTerminal, Read};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,11 @@ impl Runner<'_> {
             StepAction::Approval { text } => {
                 self.approval(id, text, timeout.unwrap_or(APPROVAL_DEFAULT))
             }
-            StepAction::Run { command } => run_host(command, timeout.unwrap_or(WAIT_DEFAULT)),
+            StepAction::Run { command } => run_host(
+                command,
+                &self.desired.base_dir,
+                timeout.unwrap_or(WAIT_DEFAULT),
+            ),
             StepAction::Exec { service, command } => {
                 let (code, out) = self.exec_in(service, command, timeout)?;
                 if code == 0 {
@@ -290,13 +295,14 @@ impl Runner<'_> {
                 }
                 Ok(format!("`{command}` in `{service}`: {}", tail(&out)))
             }
-            CheckKind::Command(command) => run_host(command, timeout).map_err(|e| {
-                if e.output.is_empty() {
-                    e.message
-                } else {
-                    format!("{}: {}", e.message, e.output)
-                }
-            }),
+            CheckKind::Command(command) => run_host(command, &self.desired.base_dir, timeout)
+                .map_err(|e| {
+                    if e.output.is_empty() {
+                        e.message
+                    } else {
+                        format!("{}: {}", e.message, e.output)
+                    }
+                }),
             CheckKind::Logs {
                 service,
                 absent,
@@ -432,12 +438,18 @@ impl Runner<'_> {
 }
 
 /// Runs a host command (argv; a string through `/bin/sh -c`), bounded by `timeout`.
-fn run_host(command: &Command, timeout: Duration) -> Result<String, StepError> {
+/// Runs `command` on this host in `dir` (the stack file's directory; the current one when
+/// empty, for a stack read back from a release).
+fn run_host(command: &Command, dir: &Path, timeout: Duration) -> Result<String, StepError> {
     let argv = command.argv();
     let Some((program, args)) = argv.split_first() else {
         return Err(StepError::new("an empty command"));
     };
-    let mut child = Process::new(program)
+    let mut process = Process::new(program);
+    if !dir.as_os_str().is_empty() {
+        process.current_dir(dir);
+    }
+    let mut child = process
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -1695,3 +1695,343 @@ fn a_manual_step_waits_for_someone_at_the_terminal() {
     );
     assert!(stdout(&o).contains("confirmed by"), "{}", stdout(&o));
 }
+
+// ---------------------------------------------------------------------------------------
+// What the first upgrade of a real application hit (#13).
+
+/// Writes `yaml` as the test stack's file.
+fn write_yaml(s: &Stack, yaml: &str) {
+    std::fs::write(s.dir.path().join("cutover.yaml"), yaml).expect("write the stack file");
+}
+
+/// Service `app` of cutover-demo with the default `stop_grace` (10s) and restart policy
+/// (unless-stopped), a volume, port 8080 on loopback `port`, and `env` lines.
+fn write_defaults_stack(s: &Stack, port: u16, env: &str) {
+    let name = &s.name;
+    write_yaml(
+        s,
+        &format!(
+            "name: {name}\n\
+             services:\n  \
+               app:\n    \
+                 image: cutover-demo:v1\n    \
+                 port: 8080\n    \
+                 ports: [\"127.0.0.1:{port}:8080\"]\n    \
+                 volumes: [\"{name}-data:/data\"]\n    \
+                 health: {{ http: /health, interval: 500ms, deadline: 60s }}\n    \
+                 env:\n{env}"
+        ),
+    );
+}
+
+#[test]
+fn a_pid_1_that_ignores_sigterm_upgrades_and_reverts_with_the_default_stop_grace() {
+    // The stop waits the whole grace (10s) and ends in SIGKILL: longer than an ordinary
+    // Docker API call may take, so a stop must get a limit of its own.
+    let s = Stack::new("sigterm");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    write_defaults_stack(&s, port, "      DEMO_IGNORE_SIGTERM: \"1\"\n");
+    s.apply_ok(&[]);
+    let started = Instant::now();
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "the old container ignored SIGTERM and got its whole grace period"
+    );
+    assert_eq!(version_now(addr), "v2");
+    let live = s.the_running();
+
+    let o = s.apply(&["app.image=cutover-demo:v3-broken"]);
+    expect_code(&o, 1, "apply v3-broken: reverted, not an outage (3)");
+    assert_eq!(s.the_running(), live, "release 2's container runs again");
+    assert!(is_running(&live));
+    assert_eq!(version_now(addr), "v2");
+    assert_eq!(s.status_of(3), "reverted");
+}
+
+#[test]
+fn a_crash_loop_under_a_restart_policy_fails_the_upgrade_at_once() {
+    // With `restart: unless-stopped` the engine restarts the crashing version and the
+    // container keeps counting as running: the wait must see the restarts, not wait out
+    // the deadline (60s here).
+    let s = Stack::new("crashloop");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    write_defaults_stack(&s, port, "      DEMO_CRASH_AFTER: \"${CRASH_AFTER:-}\"\n");
+    s.apply_ok(&[]);
+    let started = Instant::now();
+    let o = s
+        .cmd(&["apply", "--yes", "--set", "app.image=cutover-demo:v2"])
+        .env("CRASH_AFTER", "0.2")
+        .output()
+        .expect("cutover runs");
+    expect_code(&o, 1, "apply of a crashing v2");
+    let err = stderr(&o);
+    assert!(err.contains("crash loop"), "the failure says why: {err}");
+    assert!(
+        err.contains("exited with code 70"),
+        "the failure names the exit code: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "failed before the 60s deadline: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(version_now(addr), "v1", "release 1 runs again");
+
+    // Why release 2 was reverted is in its history, and the journal one command away.
+    let r2 = s.release(2);
+    let failed = &r2["operation"]["failed_step"];
+    assert_eq!(failed["id"], "upgrade.recreate.app", "{r2:#}");
+    assert!(
+        failed["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("crash loop")),
+        "{r2:#}"
+    );
+    assert_eq!(r2["operation"]["status"], "reverted", "{r2:#}");
+    let text = s.run(&["history"]);
+    expect_code(&text, 0, "history");
+    assert!(
+        stdout(&text).contains("failed at upgrade.recreate.app: `app` did not become healthy"),
+        "{}",
+        stdout(&text)
+    );
+    let op = r2["operation"]["id"].as_u64().expect("operation id");
+    assert!(
+        err.contains(&format!("cutover history --operation {op}")),
+        "the failure points at the journal: {err}"
+    );
+    let journal = s.run(&["history", "--operation", &op.to_string()]);
+    expect_code(&journal, 0, "history --operation");
+    let journal = stdout(&journal);
+    for want in [
+        "preflight",
+        "upgrade",
+        "revert",
+        "failed",
+        "crash loop",
+        "exited with code 70",
+    ] {
+        assert!(journal.contains(want), "{want}: {journal}");
+    }
+}
+
+/// Every file under `dir`, as bytes, with its path.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.push((p, bytes));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_secret_an_app_logs_is_redacted_from_output_journal_and_store() {
+    // The app logs its connection URL, built from a secret; a failed upgrade quotes the
+    // container's last log lines in the error, the journal and the store.
+    let s = Stack::new("redact");
+    let port = free_port();
+    let password = "pw-Zq81vXk3";
+    let name = &s.name;
+    write_yaml(
+        &s,
+        &format!(
+            "name: {name}\n\
+             secrets:\n  DB_PASSWORD: {{ env: TEST_DB_PASSWORD }}\n\
+             services:\n  \
+               app:\n    \
+                 image: cutover-demo:v1\n    \
+                 port: 8080\n    \
+                 ports: [\"127.0.0.1:{port}:8080\"]\n    \
+                 volumes: [\"{name}-data:/data\"]\n    \
+                 stop_grace: 5s\n    \
+                 health: {{ http: /health, interval: 500ms, deadline: 20s }}\n    \
+                 env:\n      \
+                   DEMO_LOG_AT_START: \"connecting to postgres://app:${{DB_PASSWORD}}@db/app\"\n"
+        ),
+    );
+    let run = |args: &[&str]| {
+        s.cmd(args)
+            .env("TEST_DB_PASSWORD", password)
+            .output()
+            .expect("cutover runs")
+    };
+    let mut outputs = Vec::new();
+    let o = run(&["apply", "--yes"]);
+    expect_code(&o, 0, "apply v1");
+    outputs.push(o);
+    let container = s.the_running();
+    let logs = docker(&["logs", &container]);
+    assert!(
+        String::from_utf8_lossy(&logs.stderr).contains(password)
+            || String::from_utf8_lossy(&logs.stdout).contains(password),
+        "the app does log the password (else this test proves nothing)"
+    );
+    let o = run(&[
+        "apply",
+        "--yes",
+        "--set",
+        "app.image=cutover-demo:v3-broken",
+    ]);
+    expect_code(&o, 1, "apply v3-broken");
+    assert!(
+        stderr(&o).contains("postgres://app:${DB_PASSWORD}@db/app"),
+        "the quoted log line is there, the secret as its reference: {}",
+        stderr(&o)
+    );
+    outputs.push(o);
+    for args in [
+        &["history"][..],
+        &["-o", "json", "history"],
+        &["status"],
+        &["-o", "json", "status"],
+    ] {
+        outputs.push(run(args));
+    }
+    for o in &outputs {
+        for stream in [&o.stdout, &o.stderr] {
+            assert!(
+                !String::from_utf8_lossy(stream).contains(password),
+                "a secret in output: {}",
+                String::from_utf8_lossy(stream)
+            );
+        }
+    }
+    let state = s.dir.path().join("state");
+    for (path, bytes) in files_under(&state) {
+        assert!(
+            !bytes
+                .windows(password.len())
+                .any(|w| w == password.as_bytes()),
+            "the secret is stored in {}",
+            path.display()
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.join("state.db"))
+        .expect("state.db")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "state.db is private: {mode:o}");
+}
+
+#[test]
+fn down_stops_each_container_with_sigterm_before_removing_it() {
+    // A database must get its SIGTERM (a clean shutdown), not only a removal's SIGKILL.
+    let s = Stack::new("down-grace");
+    let port = free_port();
+    write_defaults_stack(&s, port, "      DEMO_LOG_AT_START: \"\"\n");
+    s.apply_ok(&[]);
+    let container = s.the_running();
+    let since = docker_ok(&["system", "info", "--format", "{{.SystemTime}}"]);
+    expect_code(&s.run(&["down", "--yes"]), 0, "down");
+    assert!(
+        s.containers(true, &[]).is_empty(),
+        "the container is removed"
+    );
+    let until = docker_ok(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let signals = docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={container}"),
+        "--filter",
+        "event=kill",
+        "--format",
+        "{{.Actor.Attributes.signal}}",
+    ]);
+    assert_eq!(
+        lines(&signals).first().map(String::as_str),
+        Some("15"),
+        "the first signal is SIGTERM: {signals:?}"
+    );
+}
+
+#[test]
+fn rollback_keeping_data_is_refused_at_once_when_the_old_release_ran_on_another_schema() {
+    let s = Stack::new("keep-schema");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let data_dir = s.dir.path().join("appdata");
+    std::fs::create_dir_all(&data_dir).expect("data dir");
+    let name = &s.name;
+    write_yaml(
+        &s,
+        &format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: cutover-demo:v1\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"./appdata:/data\"]\n    \
+               stop_grace: 5s\n    health: {HEALTH}\n\
+             data:\n  db:\n    sqlite: {{ path: ./appdata/demo.sqlite }}\n    writers: [app]\n    \
+               schema_version: {{ query: \"select max(version) from schema_version\" }}\n"
+        ),
+    );
+    s.apply_ok(&[]);
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    assert_eq!(app_state(addr).0, "2");
+    let live = s.the_running();
+
+    let started = Instant::now();
+    let o = s.run(&["rollback", "1", "--data", "keep", "--yes"]);
+    expect_code(&o, 2, "rollback 1 --data keep onto schema 2");
+    let err = stderr(&o);
+    assert!(
+        err.contains("the schema version is 2, but release 1 ran on 1"),
+        "{err}"
+    );
+    assert!(err.contains("--data restore"), "points the way: {err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "refused in preflight, not after a health deadline: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.the_running(), live, "nothing was changed");
+    assert_eq!(version_now(addr), "v2");
+
+    let o = s.run(&["rollback", "1", "--data", "restore", "--yes"]);
+    expect_code(&o, 0, "rollback 1 --data restore");
+    assert_eq!(version_now(addr), "v1");
+    assert_eq!(app_state(addr).0, "1");
+}
+
+#[test]
+fn a_run_step_runs_in_the_stack_files_directory_wherever_cutover_is_started() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Stack::new("run-dir");
+    let port = free_port();
+    write_defaults_stack(&s, port, "      DEMO_LOG_AT_START: \"\"\n");
+    let file = s.dir.path().join("cutover.yaml");
+    let mut yaml = std::fs::read_to_string(&file).expect("read");
+    yaml.push_str("steps:\n  verify:\n    - run: [./scripts/mark.sh, done]\n");
+    std::fs::write(&file, yaml).expect("write");
+    std::fs::create_dir(s.dir.path().join("scripts")).expect("mkdir");
+    let script = s.dir.path().join("scripts/mark.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"$1\" > marked\n").expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let elsewhere = tempfile::tempdir().expect("another directory");
+    let o = s
+        .cmd(&["-f", file.to_str().expect("utf-8"), "apply", "--yes"])
+        .current_dir(elsewhere.path())
+        .output()
+        .expect("cutover runs");
+    expect_code(&o, 0, "apply from another directory");
+    assert_eq!(
+        std::fs::read_to_string(s.dir.path().join("scripts/../marked")).expect("marked"),
+        "done\n",
+        "the script ran beside the stack file"
+    );
+    assert!(!elsewhere.path().join("marked").exists());
+}

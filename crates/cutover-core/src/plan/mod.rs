@@ -193,6 +193,15 @@ pub enum StepKind {
         data: String,
         expect: Option<String>,
     },
+    /// A rollback that keeps the data: the data's schema version must still be the one
+    /// release `release` ran on (`version`, recorded by the restore point taken when an
+    /// upgrade moved on from it), or that release's images would start on a schema they
+    /// cannot read.
+    CheckSchemaKept {
+        data: String,
+        release: u64,
+        version: String,
+    },
     /// Answer 503 with the maintenance page on every route of the stack.
     MaintenanceOn,
     MaintenanceOff,
@@ -915,6 +924,33 @@ impl Plan {
             .find(|p| p.phase == Phase::Upgrade)
         {
             upgrade.steps.splice(0..0, steps);
+        }
+    }
+
+    /// A rollback to `release` that keeps the data: before anything changes, check that each
+    /// data set in `versions` (name, the schema version that release ran on) still has it.
+    pub fn require_schema_of(&mut self, release: u64, versions: &[(String, String)]) {
+        let Some(preflight) = self
+            .procedure
+            .iter_mut()
+            .find(|p| p.phase == Phase::Preflight)
+        else {
+            return;
+        };
+        for (name, version) in versions {
+            preflight.steps.push(PlanStep {
+                id: format!("preflight.schema_kept.{name}"),
+                phase: Phase::Preflight,
+                title: format!(
+                    "schema version of `{name}` is {version}, the one release {release} ran on (--data keep)"
+                ),
+                action: StepKind::CheckSchemaKept {
+                    data: name.clone(),
+                    release,
+                    version: version.clone(),
+                },
+                rerun_safe: true,
+            });
         }
     }
 

@@ -35,6 +35,15 @@ impl Vars {
         self.plain.insert(name.into(), value.into());
     }
 
+    /// A redactor for every secret whose value is available.
+    pub fn redactor(&self) -> super::Redactor {
+        super::Redactor::new(
+            self.secrets
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_ref()?.expose_secret()))),
+        )
+    }
+
     /// A secret; `None` when it is declared but its value is not available here (a plan can
     /// still be made; an apply refuses).
     pub fn set_secret(&mut self, name: impl Into<String>, value: Option<SecretString>) {

@@ -53,6 +53,9 @@ pub struct Loaded {
     pub warnings: Diagnostics,
     /// Secrets declared but not available here: fine for `plan`, refused by `apply`.
     pub missing_secrets: Vec<(String, String)>,
+    /// The values of the secrets that are available, to scrub from any text cutover prints
+    /// or stores.
+    pub redactor: super::Redactor,
 }
 
 /// Loads and validates the stack file at `path`.
@@ -151,6 +154,7 @@ fn load_text(
             }
             .sorted(),
             missing_secrets: cx.missing_secrets,
+            redactor: vars.redactor(),
         })
     } else {
         Err(cx.finish_err())
@@ -632,6 +636,44 @@ impl Cx {
         })
     }
 
+    /// A command run on this host whose program is a relative path (`./scripts/x.sh`) runs
+    /// in the stack file's directory: the program must be there, and be executable.
+    fn host_program_exists(&mut self, command: &Command, at: Loc) {
+        let program = match command {
+            Command::Exec(argv) => argv.first().cloned(),
+            Command::Shell(s) => s.split_whitespace().next().map(str::to_string),
+        };
+        let Some(program) = program.filter(|p| p.starts_with("./") || p.starts_with("../")) else {
+            return;
+        };
+        let relative = program.strip_prefix("./").unwrap_or(&program);
+        let path = self.base.join(relative);
+        let shown = self.shown_base.join(relative);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {
+                use std::os::unix::fs::PermissionsExt;
+                if m.permissions().mode() & 0o111 == 0 {
+                    self.error(
+                        DiagKind::InvalidValue,
+                        at,
+                        format!("`{}` is not executable", shown.display()),
+                    )
+                    .hint = Some(format!("chmod +x {}", shown.display()));
+                }
+            }
+            _ => {
+                self.error(
+                    DiagKind::InvalidValue,
+                    at,
+                    format!(
+                        "`{program}` does not exist: host commands run in the stack file's directory, so it would be `{}`",
+                        shown.display()
+                    ),
+                );
+            }
+        }
+    }
+
     fn duration(&mut self, t: Option<&Text>, vars: &Vars, default: Duration) -> Duration {
         let Some(t) = t else { return default };
         let Some(s) = self.plain(t, vars) else {
@@ -709,6 +751,7 @@ impl Cx {
             checks: IndexMap::new(),
             steps: Steps::default(),
             traffic,
+            base_dir: self.base.clone(),
         };
         self.check_services(&raw, &stack);
         for (name, d) in &raw.data {
@@ -1316,7 +1359,9 @@ impl Cx {
             });
         }
         if let Some(cmd) = &c.command {
-            return Some(CheckKind::Command(self.command(cmd, vars)?));
+            let command = self.command(cmd, vars)?;
+            self.host_program_exists(&command, cmd.at);
+            return Some(CheckKind::Command(command));
         }
         if let Some(l) = &c.logs {
             let Some(service) = &l.service else {
@@ -1404,12 +1449,9 @@ impl Cx {
                 .hint = Some("write it as a list [prog, arg, ...], or add `shell: true`".into());
                 return None;
             }
-            (
-                StepAction::Run {
-                    command: self.command(r, vars)?,
-                },
-                false,
-            )
+            let command = self.command(r, vars)?;
+            self.host_program_exists(&command, r.at);
+            (StepAction::Run { command }, false)
         } else if let Some(e) = &s.exec {
             let (Some(service), Some(command)) = (&e.service, &e.command) else {
                 self.error(

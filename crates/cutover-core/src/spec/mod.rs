@@ -10,11 +10,13 @@ pub mod keymap;
 pub mod load;
 pub mod model;
 pub mod raw;
+pub mod redact;
 pub mod source;
 
 pub use diag::{DiagKind, Diagnostic, Diagnostics};
 pub use load::{LoadOptions, Loaded, load, load_str};
 pub use model::*;
+pub use redact::Redactor;
 
 #[cfg(test)]
 mod tests;

@@ -150,6 +150,11 @@ pub struct Stack {
     pub checks: IndexMap<String, Check>,
     pub steps: Steps,
     pub traffic: Option<Traffic>,
+    /// The stack file's directory (absolute): the working directory of host commands (`run`
+    /// steps, `command` checks), as relative volumes and env files are resolved against it.
+    /// Not recorded in releases: a rollback takes it from the stack file it loads.
+    #[serde(skip)]
+    pub base_dir: std::path::PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -632,10 +637,12 @@ pub struct Route {
 }
 
 impl Stack {
-    /// Gives the secrets of a stack read back from the store (which never holds secret
-    /// values) their values from `current`, matching by reference (`${NAME}` as written).
-    /// Returns the references it could not find, so a caller can refuse with a reason.
+    /// Gives a stack read back from the store what the store does not hold, from the stack
+    /// file loaded now (`current`): its secrets their values, matching by reference
+    /// (`${NAME}` as written), and its base directory. Returns the references it could not
+    /// find, so a caller can refuse with a reason.
     pub fn rebind_secrets(&mut self, current: &Stack) -> Vec<String> {
+        self.base_dir = current.base_dir.clone();
         let mut known: IndexMap<String, Value> = IndexMap::new();
         for v in current.values() {
             if v.is_secret() && v.expose().is_some() {

@@ -480,3 +480,42 @@ traffic:
         Some(120)
     );
 }
+
+#[test]
+fn a_host_script_is_looked_for_beside_the_stack_file_not_in_the_current_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cutover.yaml");
+    std::fs::create_dir(dir.path().join("scripts")).expect("mkdir");
+    let script = dir.path().join("scripts/ok.sh");
+    std::fs::write(&script, "#!/bin/sh\n").expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(dir.path().join("scripts/plain.sh"), "#!/bin/sh\n").expect("script");
+    let text = "name: s\nservices:\n  web: { image: x }\n\
+                checks:\n  c: { command: [./scripts/plain.sh] }\n\
+                steps:\n  verify:\n    - run: [./scripts/ok.sh, a]\n    - run: [./scripts/gone.sh]\n    - run: [/bin/true]\n";
+    let errs: Vec<String> = match load_str(&path, text, &opts(&[])) {
+        Ok(_) => Vec::new(),
+        Err(d) => d
+            .items
+            .iter()
+            .map(|i| format!("{}:{} {}", i.at.line, i.at.col, i.message))
+            .collect(),
+    };
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("5:17 `") && errs[0].contains("scripts/plain.sh` is not executable"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with("9:12 `./scripts/gone.sh` does not exist"),
+        "{errs:#?}"
+    );
+    let fine = "name: s\nservices:\n  web: { image: x }\nsteps:\n  verify:\n    - run: [./scripts/ok.sh]\n";
+    let loaded = load_str(&path, fine, &opts(&[])).expect("valid");
+    assert_eq!(
+        loaded.stack.base_dir,
+        std::path::absolute(dir.path()).expect("absolute"),
+        "host commands run in the stack file's directory"
+    );
+}

@@ -187,6 +187,25 @@ pub fn rollback(
             ));
         }
         plan.restore_data_of(target, &found);
+    } else {
+        // Keeping the data: the schema it has must be one the target's images can read.
+        let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
+        let recorded = rps.list()?;
+        let mut versions = Vec::new();
+        for (name, ds) in &desired.data {
+            if ds.schema_version.is_none() {
+                continue;
+            }
+            if let Some(v) = recorded
+                .iter()
+                .filter(|m| m.data == *name && m.taken_from == Some(target))
+                .max_by_key(|m| m.release)
+                .and_then(|m| m.schema_version.clone())
+            {
+                versions.push((name.clone(), v));
+            }
+        }
+        plan.require_schema_of(target, &versions);
     }
     operate(
         cli,
@@ -572,7 +591,15 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         op.desired.name,
         operation.id
     );
-    let outcome = engine::execute(&op.plan, &mut runner, &mut journal);
+    let redactor = crate::output::redactor();
+    let outcome = engine::execute(
+        &op.plan,
+        &mut engine::Redacting {
+            inner: &mut runner,
+            redactor: &redactor,
+        },
+        &mut journal,
+    );
     conclude(
         op.store,
         &Concluding {
@@ -676,11 +703,12 @@ pub fn conclude(
             Some(ReleaseStatus::Reverted),
             exit::REVERTED,
             format!(
-                "{} failed at {}: {}\nreverted: the stack runs what it ran before (release {})",
+                "{} failed at {}: {}\nreverted: the stack runs what it ran before (release {}); `cutover history --operation {}` shows the journal",
                 kind,
                 f.step,
                 f.error,
-                c.from_release.map_or("none".into(), |r| r.to_string())
+                c.from_release.map_or("none".into(), |r| r.to_string()),
+                c.operation
             ),
         ),
         Outcome::RevertFailed {
@@ -691,7 +719,7 @@ pub fn conclude(
             Some(ReleaseStatus::Failed),
             exit::REVERT_FAILED,
             format!(
-                "{} failed at {}: {}\nthe revert failed too:\n{}\nan operator must look: `cutover status` shows what runs, `cutover history` the journal; once the cause is fixed, `cutover resume` runs the revert again",
+                "{} failed at {}: {}\nthe revert failed too:\n{}\nan operator must look: `cutover status` shows what runs, `cutover history --operation {}` the journal; once the cause is fixed, `cutover resume` runs the revert again",
                 kind,
                 failure.step,
                 failure.error,
@@ -699,7 +727,8 @@ pub fn conclude(
                     .iter()
                     .map(|f| format!("  {}: {}", f.step, f.error))
                     .collect::<Vec<_>>()
-                    .join("\n")
+                    .join("\n"),
+                c.operation
             ),
         ),
     };

@@ -39,20 +39,30 @@ pub fn run(cli: &Cli, volumes: bool, confirm: &ConfirmArgs) -> anyhow::Result<u8
     let holder = Holder::current();
     let grant = store.acquire_lease(&holder, "down", LEASE_TTL)?;
     // The stack file's named volumes, when it loads: they may outlive every container.
-    let declared: Vec<String> = commands::load(cli, &[])
-        .map(|l| {
-            l.stack
+    // Its start order, so dependents stop before what they depend on.
+    let loaded = commands::load(cli, &[]).ok();
+    let declared: Vec<String> = loaded
+        .iter()
+        .flat_map(|l| l.stack.services.values())
+        .flat_map(|s| &s.volumes)
+        .filter_map(|m| match &m.source {
+            cutover_core::spec::MountSource::Volume(v) => Some(v.clone()),
+            cutover_core::spec::MountSource::Bind(_) => None,
+        })
+        .collect();
+    let start_order: Vec<String> = loaded
+        .as_ref()
+        .and_then(|l| {
+            let deps = l
+                .stack
                 .services
-                .values()
-                .flat_map(|s| &s.volumes)
-                .filter_map(|m| match &m.source {
-                    cutover_core::spec::MountSource::Volume(v) => Some(v.clone()),
-                    cutover_core::spec::MountSource::Bind(_) => None,
-                })
-                .collect()
+                .iter()
+                .map(|(n, s)| (n.clone(), s.depends_on.clone()))
+                .collect();
+            cutover_core::graph::order(&deps).ok()
         })
         .unwrap_or_default();
-    let result = rt.block_on(docker.down(&name, volumes, &declared));
+    let result = rt.block_on(docker.down(&name, volumes, &declared, &start_order));
     // Nothing is deployed any more: the next apply is a first deploy. The release stays in
     // the history, and a rollback target.
     let recorded = match (&result, store.current_release()) {

@@ -1,33 +1,54 @@
-//! `cutover history`: the releases, newest first.
+//! `cutover history`: the releases, newest first, each with the operation that made it and,
+//! when it failed, the step that failed and why; `--operation N`: one operation's journal.
 
-use serde_json::json;
+use anyhow::anyhow;
+use cutover_store::{Operation, Release, StepRecord, StepStatus, Store};
+use serde_json::{Value, json};
 
 use crate::cli::{Cli, OutputFormat};
 use crate::commands::{self, when};
-use crate::exit;
+use crate::exit::{self, with_code};
 use crate::output;
 use crate::runner::ReleaseImages;
 
-pub fn run(cli: &Cli, limit: usize) -> anyhow::Result<u8> {
+/// How many operations are looked through for the releases shown.
+const OPERATIONS_SCANNED: usize = 10_000;
+
+pub fn run(cli: &Cli, limit: usize, operation: Option<u64>) -> anyhow::Result<u8> {
     let name = commands::stack_name(cli)?;
     let store = commands::open_store(cli, &name)?;
+    if let Some(id) = operation {
+        return show_operation(cli, &store, &name, id);
+    }
     let releases = store.releases(limit)?;
-    if cli.output == OutputFormat::Json {
-        let items: Vec<_> = releases
+    let operations = store.operations(OPERATIONS_SCANNED)?;
+    // The last operation that worked on each release: the one that made it, or the last
+    // resume or abort of it.
+    let op_of = |r: &Release| {
+        operations
             .iter()
-            .map(|r| {
-                json!({
-                    "revision": r.revision,
-                    "status": r.status,
-                    "created_at": when(r.created_at),
-                    "updated_at": when(r.updated_at),
-                    "created_by": r.created_by,
-                    "host": r.host,
-                    "reason": r.reason,
-                    "images": serde_json::from_str::<serde_json::Value>(&r.images_json).unwrap_or_default(),
-                })
-            })
-            .collect();
+            .filter(|o| o.release == Some(r.revision))
+            .max_by_key(|o| o.id)
+    };
+    if cli.output == OutputFormat::Json {
+        let mut items = Vec::new();
+        for r in &releases {
+            let op = match op_of(r) {
+                Some(o) => operation_json(o, failed_step(&store.journal(o.id)?).as_ref()),
+                None => Value::Null,
+            };
+            items.push(json!({
+                "revision": r.revision,
+                "status": r.status,
+                "created_at": when(r.created_at),
+                "updated_at": when(r.updated_at),
+                "created_by": r.created_by,
+                "host": r.host,
+                "reason": r.reason,
+                "images": serde_json::from_str::<Value>(&r.images_json).unwrap_or_default(),
+                "operation": op,
+            }));
+        }
         output::print_json(&json!({ "stack": name, "releases": items }))?;
         return Ok(exit::OK);
     }
@@ -39,6 +60,7 @@ pub fn run(cli: &Cli, limit: usize) -> anyhow::Result<u8> {
         "{:>8}  {:<10}  {:<20}  {:<20}  {:<36}  reason\n",
         "revision", "status", "when", "by", "images"
     );
+    let mut failed_ops = Vec::new();
     for r in &releases {
         let images: Vec<String> = ReleaseImages::from_json(&r.images_json)
             .0
@@ -48,6 +70,20 @@ pub fn run(cli: &Cli, limit: usize) -> anyhow::Result<u8> {
                 format!("{svc}={}@{}", i.reference, &id[..id.len().min(12)])
             })
             .collect();
+        let mut reason = r.reason.clone().unwrap_or_default();
+        if let Some(op) = op_of(r)
+            && let Some(f) = failed_step(&store.journal(op.id)?)
+        {
+            if !reason.is_empty() {
+                reason.push_str("; ");
+            }
+            reason.push_str(&format!(
+                "failed at {}: {}",
+                f.step_id,
+                f.output_tail.lines().next().unwrap_or("")
+            ));
+            failed_ops.push(op.id);
+        }
         out.push_str(&format!(
             "{:>8}  {:<10}  {:<20}  {:<20}  {:<36}  {}\n",
             r.revision,
@@ -59,8 +95,100 @@ pub fn run(cli: &Cli, limit: usize) -> anyhow::Result<u8> {
             } else {
                 images.join(" ")
             },
-            r.reason.as_deref().unwrap_or("")
+            reason
         ));
+    }
+    if let Some(op) = failed_ops.first() {
+        out.push_str(&format!(
+            "\n`cutover history --operation {op}` shows an operation's journal\n"
+        ));
+    }
+    output::print(&out)?;
+    Ok(exit::OK)
+}
+
+/// The step an operation failed at: its first failed step outside the revert (a failed
+/// revert step, when the revert is all that failed).
+fn failed_step(journal: &[StepRecord]) -> Option<StepRecord> {
+    let failed = journal.iter().filter(|s| s.status == StepStatus::Failed);
+    failed
+        .clone()
+        .find(|s| s.phase != "revert")
+        .or_else(|| failed.clone().next())
+        .cloned()
+}
+
+fn operation_json(o: &Operation, failed: Option<&StepRecord>) -> Value {
+    json!({
+        "id": o.id,
+        "kind": o.kind,
+        "status": o.status,
+        "started_at": when(o.started_at),
+        "finished_at": o.finished_at.map(when),
+        "started_by": format!("{}@{}", o.holder.user, o.holder.host),
+        "failed_step": failed.map(step_json),
+    })
+}
+
+fn step_json(s: &StepRecord) -> Value {
+    json!({
+        "seq": s.seq,
+        "id": s.step_id,
+        "phase": s.phase,
+        "title": s.title,
+        "status": s.status,
+        "started_at": when(s.started_at),
+        "finished_at": s.finished_at.map(when),
+        "output": s.output_tail,
+    })
+}
+
+/// `history --operation N`: the operation and every step of its journal with its output.
+fn show_operation(cli: &Cli, store: &Store, name: &str, id: u64) -> anyhow::Result<u8> {
+    let op = store.operation(id)?.ok_or_else(|| {
+        with_code(
+            exit::INVALID,
+            anyhow!("stack `{name}` has no operation {id}; `cutover history` lists the releases and their operations"),
+        )
+    })?;
+    let journal = store.journal(id)?;
+    if cli.output == OutputFormat::Json {
+        output::print_json(&json!({
+            "stack": name,
+            "release": op.release,
+            "operation": operation_json(&op, failed_step(&journal).as_ref()),
+            "steps": journal.iter().map(step_json).collect::<Vec<_>>(),
+        }))?;
+        return Ok(exit::OK);
+    }
+    let mut out = format!(
+        "operation {id} of stack `{name}`: {} {}, {}, started {} by {}@{}{}\n",
+        op.kind,
+        op.release
+            .map_or_else(|| "(no release)".to_string(), |r| format!("release {r}")),
+        op.status.as_str(),
+        when(op.started_at),
+        op.holder.user,
+        op.holder.host,
+        op.finished_at
+            .map(|t| format!(", finished {}", when(t)))
+            .unwrap_or_default()
+    );
+    for s in &journal {
+        let took = s
+            .finished_at
+            .map(|f| format!(" ({:.1}s)", (f - s.started_at) as f64 / 1000.0))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:>4}  {:<11} {:<9} {}{took}\n",
+            s.seq,
+            s.phase,
+            s.status.as_str(),
+            s.title
+        ));
+        for line in s.output_tail.lines() {
+            out.push_str(&format!("            {line}\n"));
+        }
     }
     output::print(&out)?;
     Ok(exit::OK)

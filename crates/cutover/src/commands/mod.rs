@@ -38,7 +38,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             ack_settings,
         } => apply::run(cli, &set.sets, confirm, *ack_settings),
         Command::Status => status::run(cli),
-        Command::History { limit } => history::run(cli, *limit),
+        Command::History { limit, operation } => history::run(cli, *limit, *operation),
         Command::Rollback {
             revision,
             data,
@@ -72,6 +72,7 @@ pub fn load(cli: &Cli, sets: &[String]) -> anyhow::Result<Loaded> {
         ..LoadOptions::from_process()
     };
     let loaded = spec::load(&cli.file, &opts)?;
+    crate::output::add_secrets(&loaded.redactor);
     if !loaded.warnings.items.is_empty() && cli.output == crate::cli::OutputFormat::Text {
         eprintln!("{}", loaded.warnings);
     }

@@ -194,7 +194,16 @@ fn finish(
         space_needed: 0,
     };
     let mut journal = StoreJournal::new(store, op.id, cli.output == OutputFormat::Json);
-    let outcome = engine::resume(&ctx.plan, at, &mut runner, &mut journal);
+    let redactor = crate::output::redactor();
+    let outcome = engine::resume(
+        &ctx.plan,
+        at,
+        &mut engine::Redacting {
+            inner: &mut runner,
+            redactor: &redactor,
+        },
+        &mut journal,
+    );
     apply::conclude(
         store,
         &Concluding {
