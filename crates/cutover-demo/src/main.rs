@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     match args.first().map(|a| a.to_string_lossy()) {
         None => serve(),
         Some(cmd) if cmd == "probe" => probe::main(args.get(1..).unwrap_or_default()),
+        Some(cmd) if cmd == "migrate" => migrate_only(),
         Some(cmd) if cmd == "-h" || cmd == "--help" => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -51,12 +52,50 @@ fn main() -> ExitCode {
 
 const USAGE: &str = "\
 usage: cutover-demo              serve (configured by DEMO_* environment variables)
+       cutover-demo migrate      migrate the database to DEMO_VERSION's schema, then exit
        cutover-demo probe URL    GET http://IP:PORT/PATH; exit 0 on 2xx, 1 otherwise
 
 environment: DEMO_VERSION (required, v1, v2, ...), DEMO_LISTEN (0.0.0.0:8080),
 DEMO_DB (/data/demo.sqlite); faults: DEMO_FAIL_HEALTH=1, DEMO_CRASH_AFTER=<seconds>,
 DEMO_SLOW_START=<seconds>, DEMO_BREAK_MIGRATION=1, DEMO_IGNORE_SIGTERM=1,
 DEMO_LOG_AT_START=<text>";
+
+/// `cutover-demo migrate`: what a real app's `db upgrade` command does — migrate the
+/// database to the version's schema and exit (0; 71 for `DEMO_BREAK_MIGRATION`).
+fn migrate_only() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            log!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(line) = &config.faults.log_at_start {
+        log!("{line}");
+    }
+    let result = migrate::open(&config.db).and_then(|mut conn| {
+        migrate::migrate(
+            &mut conn,
+            config.schema,
+            config.faults.break_migration,
+            |line| log!("{line}"),
+        )
+    });
+    match result {
+        Ok(Outcome::Migrated { .. } | Outcome::Ahead { .. }) => {
+            log!("cutover-demo {} migrate: done", config.version);
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Broken { version }) => {
+            log!("error: migration {version} died halfway (DEMO_BREAK_MIGRATION)");
+            ExitCode::from(EXIT_BROKEN_MIGRATION)
+        }
+        Err(e) => {
+            log!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// The server mode: configure, migrate, serve until a signal.
 fn serve() -> ExitCode {

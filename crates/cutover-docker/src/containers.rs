@@ -126,6 +126,10 @@ impl Runtime {
             let Some(service) = labels.get(label::SERVICE).cloned() else {
                 continue;
             };
+            // A one-shot job (a migration) is no container of the service.
+            if labels.contains_key(label::JOB) {
+                continue;
+            }
             let id = c.id.unwrap_or_default();
             // The summary's health field is newer than API 1.41: inspect for it.
             let health = self.health_status(&id).await?;
@@ -260,6 +264,27 @@ impl Runtime {
             }
             self.remove(&id).await?;
         }
+        let body = Self::create_body(spec, &network);
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot create container `{name}`"
+            )))?;
+        self.start(&created.id).await?;
+        Ok(created.id)
+    }
+
+    /// What a container of `spec` is created with: its image, command, env, labels, ports,
+    /// mounts, restart policy and stop grace, on the stack network under the service's name.
+    fn create_body(spec: &ContainerSpec<'_>, network: &str) -> ContainerCreateBody {
         let svc = spec.service;
         let labels = HashMap::from([
             (label::STACK.to_string(), spec.stack.to_string()),
@@ -307,7 +332,7 @@ impl Runtime {
                 format!("{src}:{}{ro}", m.target)
             })
             .collect();
-        let body = ContainerCreateBody {
+        ContainerCreateBody {
             image: Some(spec.image_id.to_string()),
             cmd: svc.command.as_ref().map(Command::argv),
             env: Some(spec.env.clone()),
@@ -318,12 +343,12 @@ impl Runtime {
                 binds: Some(binds),
                 port_bindings: Some(port_bindings),
                 restart_policy: Some(restart_policy(svc.restart)),
-                network_mode: Some(network.clone()),
+                network_mode: Some(network.to_string()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
-                    network,
+                    network.to_string(),
                     EndpointSettings {
                         aliases: Some(vec![spec.service_name.to_string()]),
                         ..Default::default()
@@ -331,22 +356,105 @@ impl Runtime {
                 )])),
             }),
             ..Default::default()
+        }
+    }
+
+    /// Runs `command` once in a container of `spec` (the new image, the service's env,
+    /// volumes and network; no published ports, no restart, no name on the network, so the
+    /// live containers keep theirs) and waits up to `timeout` for it to exit. Returns the
+    /// exit code and the last [`crate::health::LOG_LINES`] lines of its output; the
+    /// container is removed either way. Run again after a crash, a job of the same release
+    /// that exited 0 counts as done, one still running is waited for.
+    pub async fn run_job(
+        &self,
+        spec: &ContainerSpec<'_>,
+        job: &str,
+        command: &Command,
+        timeout: Duration,
+    ) -> Result<(i64, String), RuntimeError> {
+        let network = self.ensure_network(spec.stack).await?;
+        let name = format!(
+            "{}-{job}",
+            Runtime::container_name(spec.stack, spec.service_name, spec.release, Slot::Single)
+        );
+        let existing = self.docker.inspect_container(&name, None).await.ok();
+        let id = match existing {
+            Some(c)
+                if c.image.as_deref() == Some(spec.image_id)
+                    && c.state.as_ref().is_some_and(|s| {
+                        s.running == Some(true)
+                            || (s.exit_code == Some(0)
+                                && s.finished_at
+                                    .as_deref()
+                                    .is_some_and(|f| !f.starts_with("0001")))
+                    }) =>
+            {
+                c.id.unwrap_or_default()
+            }
+            other => {
+                if let Some(c) = other {
+                    self.remove(&c.id.unwrap_or_default()).await?;
+                }
+                let mut body = Self::create_body(spec, &network);
+                body.cmd = Some(command.argv());
+                body.exposed_ports = None;
+                if let Some(labels) = body.labels.as_mut() {
+                    labels.insert(label::JOB.to_string(), job.to_string());
+                }
+                if let Some(host) = body.host_config.as_mut() {
+                    host.port_bindings = None;
+                    host.restart_policy = Some(restart_policy(Restart::No));
+                }
+                body.networking_config = None;
+                let created = self
+                    .docker
+                    .create_container(
+                        Some(CreateContainerOptions {
+                            name: Some(name.clone()),
+                            ..Default::default()
+                        }),
+                        body,
+                    )
+                    .await
+                    .map_err(RuntimeError::docker(format!(
+                        "cannot create container `{name}`"
+                    )))?;
+                self.start(&created.id).await?;
+                created.id
+            }
         };
-        let created = self
-            .docker
-            .create_container(
-                Some(CreateContainerOptions {
-                    name: Some(name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
+        let started = std::time::Instant::now();
+        let code = loop {
+            let state = self
+                .docker
+                .inspect_container(&id, None)
+                .await
+                .map_err(RuntimeError::docker(format!("cannot inspect `{name}`")))?
+                .state
+                .unwrap_or_default();
+            if state.running != Some(true) {
+                break state.exit_code.unwrap_or(-1);
+            }
+            if started.elapsed() >= timeout {
+                let logs = self
+                    .logs_tail(&id, crate::health::LOG_LINES)
+                    .await
+                    .unwrap_or_default();
+                self.remove(&id).await?;
+                return Err(RuntimeError::JobTimeout {
+                    job: name,
+                    timeout,
+                    logs,
+                });
+            }
+            tokio::time::sleep(JOB_POLL).await;
+        };
+        let logs = self
+            .logs_tail(&id, crate::health::LOG_LINES)
             .await
-            .map_err(RuntimeError::docker(format!(
-                "cannot create container `{name}`"
-            )))?;
-        self.start(&created.id).await?;
-        Ok(created.id)
+            .unwrap_or_default();
+        self.remove(&id).await?;
+        Ok((code, logs))
     }
 
     /// Starts a container (a no-op when it runs).
@@ -655,6 +763,33 @@ impl Runtime {
             self.remove(&c.id).await?;
             removed.push(format!("container {}", c.name));
         }
+        // One-shot jobs a crash left behind.
+        let jobs = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([(
+                    "label".to_string(),
+                    vec![format!("{}={stack}", label::STACK), label::JOB.to_string()],
+                )])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot list the jobs of stack `{stack}`"
+            )))?;
+        for j in jobs {
+            if let Some(id) = j.id {
+                self.remove(&id).await?;
+                removed.push(format!(
+                    "job container {}",
+                    j.names
+                        .and_then(|n| n.into_iter().next())
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or(id)
+                ));
+            }
+        }
         let name = Runtime::network_name(stack);
         let filters = HashMap::from([
             (
@@ -705,6 +840,8 @@ impl Runtime {
 /// How long a removal may take: a forced one kills the process at once, but the engine then
 /// deletes the container's writable layer, which is slow on some storage drivers.
 const REMOVE_WAIT: Duration = Duration::from_secs(120);
+/// How often a running job is looked at.
+const JOB_POLL: Duration = Duration::from_millis(200);
 /// How often an operation another caller has under way is looked at again.
 const IN_PROGRESS_POLL: Duration = Duration::from_millis(100);
 

@@ -32,6 +32,9 @@ pub mod label {
     pub const SLOT: &str = "io.cutover.slot";
     /// The image reference as the stack file wrote it (the container runs its ID).
     pub const IMAGE_REF: &str = "io.cutover.image-ref";
+    /// On a one-shot job's container (`migrate`): the job's name. Such a container is
+    /// never one of the service's.
+    pub const JOB: &str = "io.cutover.job";
 }
 
 /// What can go wrong talking to the engine, in words an operator can act on.
@@ -45,12 +48,31 @@ pub enum RuntimeError {
     ImageMissing { reference: String, reason: String },
     #[error("{0}")]
     Unhealthy(Box<HealthFailure>),
+    #[error("{job} did not finish within {}s and was removed{}", timeout.as_secs(), last_lines(logs))]
+    JobTimeout {
+        job: String,
+        timeout: Duration,
+        logs: String,
+    },
     #[error("{what}: {source}")]
     Docker {
         what: String,
         #[source]
         source: bollard::errors::Error,
     },
+}
+
+/// `logs` as an indented block after a message, or nothing.
+fn last_lines(logs: &str) -> String {
+    if logs.trim().is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\n  last {} log lines:", health::LOG_LINES);
+    for line in logs.lines() {
+        out.push_str("\n    ");
+        out.push_str(line);
+    }
+    out
 }
 
 impl RuntimeError {

@@ -68,6 +68,7 @@ fn service(image: &str, health: Option<Health>) -> Service {
         health,
         stop_grace: Duration::from_secs(5),
         restart: RestartPolicy::No,
+        migrate: None,
     }
 }
 

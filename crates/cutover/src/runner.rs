@@ -119,6 +119,57 @@ impl Runner<'_> {
             .collect()
     }
 
+    /// Runs the service's `migrate` job once on the new image; a non-zero exit fails.
+    fn migrate(&mut self, name: &str) -> Result<String, StepError> {
+        let svc = self.service(name)?.clone();
+        let Some(m) = svc.migrate.clone() else {
+            return Ok(format!("`{name}` has no migration"));
+        };
+        let image = self.image_for(name)?;
+        let env = Self::env_of(&svc, name)?;
+        let spec = ContainerSpec {
+            stack: &self.desired.name,
+            service_name: name,
+            service: &svc,
+            release: self.release,
+            slot: Slot::Single,
+            image_id: &image.id,
+            env,
+        };
+        let started = std::time::Instant::now();
+        let (code, logs) =
+            self.block(self.docker.run_job(&spec, "migrate", &m.command, m.timeout))?;
+        let took = started.elapsed().as_secs_f64();
+        let mut tail = String::new();
+        for line in logs.lines() {
+            tail.push_str("\n    ");
+            tail.push_str(line);
+        }
+        if code == 0 {
+            Ok(format!(
+                "`{}` on {} exited 0 after {took:.1}s{}",
+                m.command,
+                short(&image.id),
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its last lines:{tail}")
+                }
+            ))
+        } else {
+            Err(StepError::new(format!(
+                "the migration of `{name}` (`{}` on {}) exited with code {code} after {took:.1}s{}",
+                m.command,
+                short(&image.id),
+                if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n  last lines:{tail}")
+                }
+            )))
+        }
+    }
+
     /// Starts a container of `name` for this release and waits until it is healthy.
     fn start_new(&mut self, name: &str, slot: Slot) -> Result<(ContainerInfo, String), StepError> {
         let svc = self.service(name)?.clone();
@@ -554,6 +605,7 @@ impl Executor for Runner<'_> {
                     short(&c.image_id)
                 ))
             }
+            StepKind::Migrate { service } => self.migrate(service),
             StepKind::Recreate { service } => self.recreate(service),
             StepKind::BlueGreen { service } => self.blue_green(service),
             StepKind::Start { service } => {

@@ -2035,3 +2035,69 @@ fn a_run_step_runs_in_the_stack_files_directory_wherever_cutover_is_started() {
     );
     assert!(!elsewhere.path().join("marked").exists());
 }
+
+#[test]
+fn a_migration_job_runs_on_the_new_image_before_it_starts_and_a_failed_one_reverts() {
+    let s = Stack::new("migrate");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let name = &s.name;
+    write_yaml(
+        &s,
+        &format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: cutover-demo:v1\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"{name}-data:/data\"]\n    \
+               stop_grace: 5s\n    health: {HEALTH}\n    \
+               env: {{ DEMO_BREAK_MIGRATION: \"${{BREAK:-0}}\" }}\n    \
+               migrate: {{ command: [migrate], timeout: 1m }}\n\
+             data:\n  app_data:\n    volume: {{ name: {name}-data }}\n    writers: [app]\n"
+        ),
+    );
+    s.apply_ok(&[]);
+    post_item(addr, "one");
+    let o = s.apply(&["app.image=cutover-demo:v2"]);
+    expect_code(&o, 0, "apply v2 with its migration");
+    let err = stderr(&o);
+    let migrated = err
+        .find("`migrate` on")
+        .unwrap_or_else(|| panic!("the migration ran: {err}"));
+    let recreated = err
+        .find("start `app` on cutover-demo:v2")
+        .unwrap_or_else(|| panic!("then the new container: {err}"));
+    assert!(migrated < recreated, "{err}");
+    let journal = s.run(&["history", "--operation", "2"]);
+    assert!(
+        stdout(&journal).contains("migration 2 applied"),
+        "the job's output is journaled: {}",
+        stdout(&journal)
+    );
+    assert_eq!(app_state(addr).0, "2");
+    assert!(
+        docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name={name}-app-r2-migrate")
+        ])
+        .is_empty(),
+        "the job's container is removed"
+    );
+    let before = app_state(addr);
+
+    // v3's migration dies halfway: the upgrade stops there and everything is put back.
+    let o = s
+        .cmd(&["apply", "--yes", "--set", "app.image=cutover-demo:v3"])
+        .env("BREAK", "1")
+        .output()
+        .expect("cutover runs");
+    expect_code(&o, 1, "apply v3 whose migration fails");
+    let err = stderr(&o);
+    assert!(
+        err.contains("the migration of `app` (`migrate` on") && err.contains("exited with code 71"),
+        "{err}"
+    );
+    assert!(err.contains("died halfway"), "the job's log lines: {err}");
+    assert_eq!(version_now(addr), "v2");
+    assert_eq!(app_state(addr), before, "the data is as it was");
+}

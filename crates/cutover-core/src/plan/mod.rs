@@ -202,6 +202,11 @@ pub enum StepKind {
         release: u64,
         version: String,
     },
+    /// Run the service's `migrate` job once with the new image (its env, volumes and
+    /// network), before its new containers start; a non-zero exit fails the step.
+    Migrate {
+        service: String,
+    },
     /// Answer 503 with the maintenance page on every route of the stack.
     MaintenanceOn,
     MaintenanceOff,
@@ -354,7 +359,7 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
         Vec::new()
     };
     let revert = if changes_anything {
-        revert_steps(desired, &services, &data)
+        revert_steps(desired, previous.is_none(), &services, &data)
     } else {
         Vec::new()
     };
@@ -572,8 +577,11 @@ impl Steps {
         });
     }
 
-    fn custom(&mut self, stack: &Stack) {
+    fn custom(&mut self, stack: &Stack, first_deploy: bool) {
         for (i, step) in stack.steps.of(self.phase).iter().enumerate() {
+            if !step.when.applies(first_deploy) {
+                continue;
+            }
             self.push(
                 format!("custom.{}", i + 1),
                 step.name.clone(),
@@ -605,9 +613,12 @@ fn procedure(
 ) -> Vec<PlanPhase> {
     let mut phases = Vec::new();
     let changing = |c: &&ServiceChange| matches!(c.action, Action::Create | Action::Upgrade);
+    // Steps with `when: upgrade` are left out of a first deploy, `when: first-deploy` ones
+    // out of an upgrade.
+    let first_deploy = previous.is_none();
 
     let mut p = phase(Phase::Plan);
-    p.custom(desired);
+    p.custom(desired, first_deploy);
     phases.push(p.finish());
 
     let mut p = phase(Phase::Preflight);
@@ -674,11 +685,11 @@ fn procedure(
             }
         }
     }
-    p.custom(desired);
+    p.custom(desired, first_deploy);
     phases.push(p.finish());
 
     let mut p = phase(Phase::Quiesce);
-    p.custom(desired);
+    p.custom(desired, first_deploy);
     if needs_maintenance(desired, services) {
         p.push(
             "maintenance",
@@ -756,9 +767,26 @@ fn procedure(
                 StepKind::Recreate { service: s.clone() },
             ),
         };
+        let migrates = matches!(
+            action,
+            StepKind::Create { .. } | StepKind::Recreate { .. } | StepKind::BlueGreen { .. }
+        ) && c.image_from.as_ref().map(|i| (&i.reference, &i.id))
+            != c.image_to.as_ref().map(|i| (&i.reference, &i.id));
+        if migrates && let Some(m) = desired.services.get(&s).and_then(|d| d.migrate.as_ref()) {
+            p.push(
+                format!("migrate.{s}"),
+                format!(
+                    "run the migration of `{s}` once on {}: `{}` (at most {})",
+                    image_of(c),
+                    m.command,
+                    humantime::format_duration(m.timeout)
+                ),
+                StepKind::Migrate { service: s.clone() },
+            );
+        }
         p.push(format!("{id}.{}", c.service), title, action);
     }
-    p.custom(desired);
+    p.custom(desired, first_deploy);
     phases.push(p.finish());
 
     let mut p = phase(Phase::Verify);
@@ -777,7 +805,7 @@ fn procedure(
             );
         }
     }
-    p.custom(desired);
+    p.custom(desired, first_deploy);
     phases.push(p.finish());
 
     let mut p = phase(Phase::Release);
@@ -792,7 +820,7 @@ fn procedure(
             StepKind::MaintenanceOff,
         );
     }
-    p.custom(desired);
+    p.custom(desired, first_deploy);
     p.push(
         "record",
         "record the release as deployed",
@@ -836,7 +864,12 @@ fn image_of(c: &ServiceChange) -> String {
         .map_or_else(|| "?".into(), |i| i.reference.clone())
 }
 
-fn revert_steps(desired: &Stack, services: &[ServiceChange], data: &[DataPlan]) -> Vec<PlanStep> {
+fn revert_steps(
+    desired: &Stack,
+    first_deploy: bool,
+    services: &[ServiceChange],
+    data: &[DataPlan],
+) -> Vec<PlanStep> {
     let mut p = phase(Phase::Revert);
     // Undo in reverse dependency order: what was started last goes first.
     for c in services.iter().rev() {
@@ -865,7 +898,7 @@ fn revert_steps(desired: &Stack, services: &[ServiceChange], data: &[DataPlan]) 
             },
         );
     }
-    p.custom(desired);
+    p.custom(desired, first_deploy);
     for c in services {
         let s = c.service.clone();
         let restart = match (c.action, c.strategy) {

@@ -327,3 +327,72 @@ fn a_routed_recreate_holds_requests_when_it_fits_in_max_hold_else_shows_maintena
         "a revert always takes the page down"
     );
 }
+
+const MIGRATING: &str = "\
+name: app
+services:
+  web:
+    image: app:${V}
+    env: { MODE: '${MODE:-a}' }
+    migrate: { command: [app, db, upgrade], timeout: 2m }
+steps:
+  verify:
+    - run: [/bin/true]
+      name: every time
+    - check: rows
+      when: upgrade
+    - run: [/bin/true]
+      name: seed
+      when: first-deploy
+checks:
+  rows: { command: [/bin/true] }
+";
+
+#[test]
+fn the_migration_runs_once_on_the_new_image_before_the_new_container_starts() {
+    let v1 = stack(MIGRATING, &[("V", "1")]);
+    let first = plan(&v1, &Observed::default(), &Resolved::default());
+    assert_eq!(
+        ids(&first)
+            .into_iter()
+            .filter(|i| i.starts_with("upgrade."))
+            .collect::<Vec<_>>(),
+        vec!["upgrade.migrate.web", "upgrade.create.web"],
+        "a first deploy migrates the empty database too"
+    );
+    let v2 = stack(MIGRATING, &[("V", "2")]);
+    let up = plan(&v2, &live(&v1, 1), &Resolved::default());
+    let steps: Vec<&PlanStep> = up.steps().collect();
+    let at = |id: &str| {
+        steps
+            .iter()
+            .position(|s| s.id == id)
+            .unwrap_or_else(|| panic!("no {id} in {:?}", ids(&up)))
+    };
+    assert_eq!(at("upgrade.migrate.web") + 1, at("upgrade.recreate.web"));
+    assert_eq!(
+        steps[at("upgrade.migrate.web")].title,
+        "run the migration of `web` once on app:2: `app db upgrade` (at most 2m)"
+    );
+    // Only the environment changes: the same image needs no migration.
+    let env_only = stack(MIGRATING, &[("V", "1"), ("MODE", "b")]);
+    let p = plan(&env_only, &live(&v1, 1), &Resolved::default());
+    assert!(ids(&p).contains(&"upgrade.recreate.web"), "{:?}", ids(&p));
+    assert!(!ids(&p).contains(&"upgrade.migrate.web"), "{:?}", ids(&p));
+}
+
+#[test]
+fn steps_marked_when_upgrade_or_first_deploy_are_planned_only_then() {
+    let titles = |p: &Plan| -> Vec<String> {
+        p.steps()
+            .filter(|s| s.phase == Phase::Verify)
+            .map(|s| s.title.clone())
+            .collect()
+    };
+    let v1 = stack(MIGRATING, &[("V", "1")]);
+    let first = plan(&v1, &Observed::default(), &Resolved::default());
+    assert_eq!(titles(&first), vec!["every time", "seed"]);
+    let v2 = stack(MIGRATING, &[("V", "2")]);
+    let up = plan(&v2, &live(&v1, 1), &Resolved::default());
+    assert_eq!(titles(&up), vec!["every time", "check `rows`"]);
+}

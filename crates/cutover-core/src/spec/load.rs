@@ -897,6 +897,24 @@ impl Cx {
             .as_ref()
             .and_then(|h| self.health(name, h, port, vars, at));
         let stop_grace = self.duration(s.stop_grace.as_ref(), vars, Duration::from_secs(10));
+        let migrate = match &s.migrate {
+            None => None,
+            Some(m) => match &m.command {
+                None => {
+                    self.error(
+                        DiagKind::Missing,
+                        self.key_at(&["services", name, "migrate"]),
+                        format!("the migration of `{name}` needs `command`"),
+                    )
+                    .hint = Some("migrate: { command: [app, db, upgrade], timeout: 10m }".into());
+                    None
+                }
+                Some(c) => self.command(c, vars).map(|command| Migrate {
+                    command,
+                    timeout: self.duration(m.timeout.as_ref(), vars, Duration::from_secs(600)),
+                }),
+            },
+        };
         Some(Service {
             image: image?,
             command,
@@ -914,6 +932,7 @@ impl Cx {
             health,
             stop_grace,
             restart,
+            migrate,
         })
     }
 
@@ -1534,6 +1553,24 @@ impl Cx {
                 .as_ref()
                 .map(|t| self.duration(Some(t), vars, Duration::ZERO)),
             rerun_safe: s.rerun_safe.as_ref().map_or(default_safe, |b| b.value),
+            when: match &s.when {
+                None => When::Always,
+                Some(w) => match self.plain(w, vars).as_deref() {
+                    Some("always") => When::Always,
+                    Some("upgrade") => When::Upgrade,
+                    Some("first-deploy") => When::FirstDeploy,
+                    Some(other) => {
+                        self.error(
+                            DiagKind::InvalidValue,
+                            w.at,
+                            format!("{what}: unknown `when: {other}`"),
+                        )
+                        .hint = Some("one of: always, upgrade, first-deploy".into());
+                        When::Always
+                    }
+                    None => When::Always,
+                },
+            },
         })
     }
 

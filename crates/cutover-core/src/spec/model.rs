@@ -171,6 +171,10 @@ pub struct Service {
     #[serde(with = "duration")]
     pub stop_grace: Duration,
     pub restart: RestartPolicy,
+    /// Run once with the new image, the service's env, volumes and network, before the new
+    /// containers start; a failure reverts.
+    #[serde(default)]
+    pub migrate: Option<Migrate>,
 }
 
 /// A command: an argv, or a string for `/bin/sh -c` (Docker's "shell form").
@@ -580,6 +584,45 @@ pub struct CustomStep {
     pub timeout: Option<Duration>,
     /// May run again after a crash without asking.
     pub rerun_safe: bool,
+    /// On which operations the step is planned.
+    #[serde(default)]
+    pub when: When,
+}
+
+/// On which operations a custom step is planned: a check of data the app creates on its
+/// first start cannot pass on a first deploy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum When {
+    #[default]
+    Always,
+    /// Only when a release is live already (not on a first deploy).
+    Upgrade,
+    /// Only on a first deploy.
+    FirstDeploy,
+}
+
+impl When {
+    /// Whether a step with this `when` belongs in a plan; `first_deploy` when no release
+    /// is live.
+    pub fn applies(self, first_deploy: bool) -> bool {
+        match self {
+            When::Always => true,
+            When::Upgrade => !first_deploy,
+            When::FirstDeploy => first_deploy,
+        }
+    }
+}
+
+/// A one-shot job a service runs with its new image before its new containers start: the
+/// schema migration (`app db upgrade`, `manage.py migrate`, `rails db:migrate`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migrate {
+    /// Replaces the image's command; the image's entrypoint stays.
+    pub command: Command,
+    /// How long the job may run before it is stopped and the upgrade reverted.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -113,6 +113,15 @@ pub struct RawService {
     pub stop_grace: Option<Text>,
     /// `no`, `always`, `unless-stopped` (default) or `on-failure`.
     pub restart: Option<Text>,
+    /// A one-shot job with the new image before the new containers start.
+    pub migrate: Option<RawMigrate>,
+}
+
+/// `migrate: { command: [...], timeout: 10m }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawMigrate {
+    pub command: Option<Located<StringOrList>>,
+    pub timeout: Option<Text>,
 }
 
 /// How to tell that a service is up.
@@ -269,6 +278,8 @@ pub struct RawStep {
     /// May the engine run this step again after a crash without asking? Default: false for
     /// `run`, `exec`, `sql` and `http`; true for checks, waits, manual and approval.
     pub rerun_safe: Option<Located<bool>>,
+    /// `always` (default), `upgrade` (not on a first deploy) or `first-deploy`.
+    pub when: Option<Text>,
 }
 
 /// The embedded proxy in front of the services.

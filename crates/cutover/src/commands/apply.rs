@@ -632,6 +632,7 @@ fn require_approval(plan: &mut Plan, kind: &str) {
                 },
                 timeout: None,
                 rerun_safe: true,
+                when: cutover_core::spec::When::Always,
             },
         },
         rerun_safe: true,
