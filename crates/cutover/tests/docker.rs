@@ -1346,6 +1346,15 @@ fn the_maintenance_page_shows_during_a_long_upgrade_and_goes_after_its_revert() 
     assert!(head.contains("retry-after: 90"), "{head}");
     assert!(head.contains("text/html"), "{head}");
     assert!(body.contains("Back at &lt;noon&gt;"), "{body}");
+    let status = s.run(&["maintenance", "status"]);
+    expect_code(&status, 0, "maintenance status");
+    assert!(
+        stdout(&status).contains("maintenance page on for every route")
+            && stdout(&status).contains("MAINTENANCE")
+            && !stdout(&status).contains("serving"),
+        "status says what the proxy answers: {}",
+        stdout(&status)
+    );
     // The state survives a restart of the proxy: still in maintenance, same upstream.
     proxy.stop();
     let _proxy = s.serve();
@@ -1816,6 +1825,16 @@ fn a_crash_loop_under_a_restart_policy_fails_the_upgrade_at_once() {
     ] {
         assert!(journal.contains(want), "{want}: {journal}");
     }
+
+    // The next apply makes release 3 (2 is used up by the reverted one): the plan says so.
+    let plan = s.run(&["-o", "json", "plan", "--set", "app.image=cutover-demo:v2"]);
+    expect_code(&plan, 0, "plan");
+    let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+    assert_eq!(
+        (plan["from_release"].as_u64(), plan["to_release"].as_u64()),
+        (Some(1), Some(3)),
+        "{plan:#}"
+    );
 }
 
 /// Every file under `dir`, as bytes, with its path.
@@ -2100,4 +2119,43 @@ fn a_migration_job_runs_on_the_new_image_before_it_starts_and_a_failed_one_rever
     assert!(err.contains("died halfway"), "the job's log lines: {err}");
     assert_eq!(version_now(addr), "v2");
     assert_eq!(app_state(addr), before, "the data is as it was");
+}
+
+#[test]
+fn a_successful_apply_keeps_only_the_newest_restore_points() {
+    let s = Stack::new("retention");
+    let port = free_port();
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    let stack_file = s.dir.path().join("cutover.yaml");
+    let mut yaml = std::fs::read_to_string(&stack_file).expect("read");
+    yaml.push_str(&format!(
+        "restore_points: {{ keep: 1 }}\ndata:\n  app_data:\n    volume: {{ name: {} }}\n    writers: [app]\n",
+        s.volume()
+    ));
+    std::fs::write(&stack_file, yaml).expect("write");
+    let releases_kept = || -> Vec<u64> {
+        let list = s.run(&["-o", "json", "restore-points", "list"]);
+        expect_code(&list, 0, "restore-points list");
+        let v: Value = serde_json::from_slice(&list.stdout).expect("json");
+        v.as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|m| m["release"].as_u64())
+            .collect()
+    };
+    s.apply_ok(&[]);
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    assert_eq!(releases_kept(), vec![2]);
+    let o = s.apply(&["app.image=cutover-demo:v3"]);
+    expect_code(&o, 0, "apply v3");
+    assert!(
+        stderr(&o).contains("retention (restore_points.keep: 1): removed  r2 app_data"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        releases_kept(),
+        vec![3],
+        "release 2's restore point is gone"
+    );
 }

@@ -751,6 +751,11 @@ impl Cx {
             checks: IndexMap::new(),
             steps: Steps::default(),
             traffic,
+            keep_restore_points: raw
+                .restore_points
+                .as_ref()
+                .and_then(|r| r.keep.as_ref())
+                .map_or(DEFAULT_KEEP_RESTORE_POINTS, |k| k.value),
             base_dir: self.base.clone(),
         };
         self.check_services(&raw, &stack);

@@ -150,6 +150,11 @@ pub struct Stack {
     pub checks: IndexMap<String, Check>,
     pub steps: Steps,
     pub traffic: Option<Traffic>,
+    /// How many releases' restore points a successful apply keeps (`restore_points.keep`,
+    /// default 3; 0 keeps all): older ones, and the copies a revert set aside with them, are
+    /// removed, so database copies and archives do not pile up on the server.
+    #[serde(default = "default_keep_restore_points")]
+    pub keep_restore_points: usize,
     /// The stack file's directory (absolute): the working directory of host commands (`run`
     /// steps, `command` checks), as relative volumes and env files are resolved against it.
     /// Not recorded in releases: a rollback takes it from the stack file it loads.
@@ -677,6 +682,13 @@ pub struct Route {
     pub host: Option<String>,
     pub path: Option<String>,
     pub service: String,
+}
+
+/// `restore_points.keep` when the stack file does not say.
+pub const DEFAULT_KEEP_RESTORE_POINTS: usize = 3;
+
+fn default_keep_restore_points() -> usize {
+    DEFAULT_KEEP_RESTORE_POINTS
 }
 
 impl Stack {

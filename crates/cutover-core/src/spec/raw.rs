@@ -81,6 +81,15 @@ pub struct RawStack {
     pub traffic: Option<RawTraffic>,
     #[serde(default)]
     pub environments: IndexMap<String, RawEnvironment>,
+    /// Retention of restore points.
+    pub restore_points: Option<RawRestorePoints>,
+}
+
+/// `restore_points: { keep: 3 }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawRestorePoints {
+    /// How many releases' restore points a successful apply keeps (0: all).
+    pub keep: Option<Located<usize>>,
 }
 
 /// Where a secret's value comes from. Exactly one of the two.

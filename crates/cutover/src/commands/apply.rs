@@ -600,7 +600,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         },
         &mut journal,
     );
-    conclude(
+    let code = conclude(
         op.store,
         &Concluding {
             json: cli.output == OutputFormat::Json,
@@ -612,7 +612,32 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         },
         &outcome,
         &runner.images,
-    )
+    )?;
+    if outcome == engine::Outcome::Succeeded && op.record_release {
+        retain_restore_points(cli, op.desired, release);
+    }
+    Ok(code)
+}
+
+/// After a successful release: the restore points of all but the newest
+/// `restore_points.keep` releases go, with what their reverts set aside. A failure here is
+/// said and changes nothing of the outcome: the release is deployed.
+fn retain_restore_points(cli: &Cli, stack: &Stack, live: u64) {
+    let keep = stack.keep_restore_points;
+    if keep == 0 {
+        return;
+    }
+    let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
+    match crate::commands::restore_points::prune_report(cli, &rps, keep, Some(live), false) {
+        Ok(report) => {
+            for line in report.lines().filter(|l| !l.starts_with("nothing")) {
+                eprintln!("retention (restore_points.keep: {keep}): {line}");
+            }
+        }
+        Err(e) => eprintln!(
+            "cutover: release {live} is deployed, but pruning old restore points failed: {e:#}; `cutover restore-points prune` tries again"
+        ),
+    }
 }
 
 /// Puts an approval step first in preflight (a protected stack).

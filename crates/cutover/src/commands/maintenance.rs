@@ -55,10 +55,14 @@ pub fn run(cli: &Cli, action: &MaintenanceAction) -> anyhow::Result<u8> {
                 output::print_json(&state)?;
             } else {
                 let mut out = String::new();
+                // The stack-wide page answers for every route, whatever a service's own is.
+                if state.maintenance.is_some() {
+                    out.push_str("maintenance page on for every route\n");
+                }
                 for (svc, s) in &state.services {
                     out.push_str(&format!(
                         "{svc:<12} {:<12} {}{}\n",
-                        if s.maintenance.is_some() {
+                        if s.maintenance.is_some() || state.maintenance.is_some() {
                             "MAINTENANCE"
                         } else {
                             "serving"

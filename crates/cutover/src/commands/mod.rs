@@ -8,7 +8,7 @@ mod down;
 mod history;
 mod maintenance;
 mod plan;
-mod restore_points;
+pub mod restore_points;
 mod resume;
 mod serve;
 mod status;

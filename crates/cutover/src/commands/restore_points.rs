@@ -264,6 +264,22 @@ fn dump(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<
 }
 
 fn prune(cli: &Cli, rps: &RestorePoints, keep: usize, live: Option<u64>) -> anyhow::Result<u8> {
+    let out = prune_report(cli, rps, keep, live, true)?;
+    output::print(&out)?;
+    Ok(exit::OK)
+}
+
+/// Removes the restore points of all but the newest `keep` releases (never the live
+/// release's), with the copies a revert set aside with them (a failed database, a failed
+/// directory); `failed_of_kept` removes those of the kept releases too (`prune`), else
+/// they stay for inspection (the retention after an apply). Says what it did.
+pub fn prune_report(
+    cli: &Cli,
+    rps: &RestorePoints,
+    keep: usize,
+    live: Option<u64>,
+    failed_of_kept: bool,
+) -> anyhow::Result<String> {
     let all = rps.list()?;
     let mut releases: Vec<u64> = all.iter().map(|m| m.release).collect();
     releases.sort_unstable();
@@ -275,6 +291,9 @@ fn prune(cli: &Cli, rps: &RestorePoints, keep: usize, live: Option<u64>) -> anyh
         // The live release's restore point holds the data to roll back to: never pruned.
         let protected = Some(m.release) == live;
         let failed_copy_only = kept.contains(&m.release) || protected;
+        if failed_copy_only && !failed_of_kept {
+            continue;
+        }
         if let Some(pg) = &m.postgres {
             let Some(url) = pg_url(cli, &m.data) else {
                 out.push_str(&format!(
@@ -359,6 +378,5 @@ fn prune(cli: &Cli, rps: &RestorePoints, keep: usize, live: Option<u64>) -> anyh
     if out.is_empty() {
         out.push_str("nothing to prune\n");
     }
-    output::print(&out)?;
-    Ok(exit::OK)
+    Ok(out)
 }
