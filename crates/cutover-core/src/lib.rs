@@ -7,5 +7,6 @@
 pub mod engine;
 pub mod graph;
 pub mod plan;
+pub mod settings;
 pub mod spec;
 pub mod traffic;

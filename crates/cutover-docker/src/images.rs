@@ -131,6 +131,111 @@ fn split_tag(reference: &str) -> (&str, &str) {
     }
 }
 
+/// The largest file [`Runtime::read_image_file`] reads: defaults files are text.
+const IMAGE_FILE_MAX: u64 = 4 << 20;
+
+impl Runtime {
+    /// The content of the regular file at `path` in image `image`, read without starting
+    /// anything (a container is created, its filesystem read through the archive API, and
+    /// removed). `None` when the image has no such file.
+    pub async fn read_image_file(
+        &self,
+        image: &str,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>, RuntimeError> {
+        use bollard::models::ContainerCreateBody;
+        use bollard::query_parameters::{DownloadFromContainerOptions, RemoveContainerOptions};
+        let created = self
+            .docker
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                ContainerCreateBody {
+                    image: Some(image.to_string()),
+                    // Never started; an image with neither CMD nor ENTRYPOINT needs one to be
+                    // created at all.
+                    cmd: Some(vec!["cutover-read-only".to_string()]),
+                    labels: Some(std::collections::HashMap::from([(
+                        crate::label::JOB.to_string(),
+                        "read-file".to_string(),
+                    )])),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot create a container of {image} to read {path}"
+            )))?;
+        let read = self
+            .docker
+            .download_from_container(
+                &created.id,
+                Some(DownloadFromContainerOptions {
+                    path: path.to_string(),
+                }),
+            )
+            .try_collect::<Vec<_>>()
+            .await;
+        let removed = self
+            .docker
+            .remove_container(
+                &created.id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let chunks = match read {
+            Ok(chunks) => chunks,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => {
+                return Err(RuntimeError::docker(format!(
+                    "cannot read {path} in {image}"
+                ))(e));
+            }
+        };
+        removed.map_err(RuntimeError::docker(format!(
+            "cannot remove the container that read {path} in {image}"
+        )))?;
+        let tarball: Vec<u8> = chunks.concat();
+        let mut archive = tar::Archive::new(tarball.as_slice());
+        let entries = archive.entries().map_err(|e| RuntimeError::ImageMissing {
+            reference: image.to_string(),
+            reason: format!("the archive of {path} is unreadable: {e}"),
+        })?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| RuntimeError::ImageMissing {
+                reference: image.to_string(),
+                reason: format!("the archive of {path} is unreadable: {e}"),
+            })?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            if entry.size() > IMAGE_FILE_MAX {
+                return Err(RuntimeError::ImageMissing {
+                    reference: image.to_string(),
+                    reason: format!(
+                        "{path} is {} bytes: more than the {} a defaults file may have",
+                        entry.size(),
+                        IMAGE_FILE_MAX
+                    ),
+                });
+            }
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut out).map_err(|e| {
+                RuntimeError::ImageMissing {
+                    reference: image.to_string(),
+                    reason: format!("cannot read {path}: {e}"),
+                }
+            })?;
+            return Ok(Some(out));
+        }
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::split_tag;

@@ -69,6 +69,7 @@ fn service(image: &str, health: Option<Health>) -> Service {
         stop_grace: Duration::from_secs(5),
         restart: RestartPolicy::No,
         migrate: None,
+        config_files: Vec::new(),
     }
 }
 

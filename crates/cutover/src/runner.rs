@@ -664,6 +664,22 @@ impl Executor for Runner<'_> {
                 release,
                 version,
             } => self.check_schema_kept(data, *release, version),
+            StepKind::SettingsRemoved {
+                service,
+                file,
+                keys,
+            } => {
+                let list = keys.join(", ");
+                if self.ack_settings {
+                    Ok(format!(
+                        "acknowledged (--ack-settings): `{service}` still sets in {file} what the new version removed or renamed: {list}"
+                    ))
+                } else {
+                    Err(StepError::new(format!(
+                        "`{service}` still sets in {file} what the new version removed or renamed: {list}; change the file (the new version's defaults file lists what it reads), or acknowledge with --ack-settings; nothing was changed"
+                    )))
+                }
+            }
             StepKind::StartPrevious { service } => self.start_previous(service),
             StepKind::CompareWithBefore => self.compare_with_before(),
             StepKind::MaintenanceOn => self.traffic.maintenance(true).map_err(StepError::new),

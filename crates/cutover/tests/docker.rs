@@ -2159,3 +2159,63 @@ fn a_successful_apply_keeps_only_the_newest_restore_points() {
         "release 2's restore point is gone"
     );
 }
+
+#[test]
+fn a_setting_the_new_image_removed_is_named_in_the_plan_and_refused_until_acknowledged() {
+    // The images ship their defaults as a file (/etc/cutover-demo/defaults.ini); v3 drops
+    // [features] legacy_export, which the operator's file still sets.
+    let s = Stack::new("settings-file");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    write_defaults_stack(&s, port, "      DEMO_LOG_AT_START: \"\"\n");
+    let file = s.dir.path().join("cutover.yaml");
+    let yaml = std::fs::read_to_string(&file).expect("read").replace(
+        "    env:\n",
+        "    config_files:\n      - { path: ./conf/demo.ini, defaults: /etc/cutover-demo/defaults.ini }\n    env:\n",
+    );
+    std::fs::write(&file, yaml).expect("write");
+    std::fs::create_dir(s.dir.path().join("conf")).expect("mkdir");
+    std::fs::write(
+        s.dir.path().join("conf/demo.ini"),
+        "[server]\nlisten = 0.0.0.0:8080\n[features]\nlegacy_export = true\n",
+    )
+    .expect("operator's file");
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+
+    let plan = s.run(&["-o", "json", "plan", "--set", "app.image=cutover-demo:v3"]);
+    expect_code(&plan, 0, "plan");
+    let plan: Value = serde_json::from_slice(&plan.stdout).expect("plan JSON");
+    let review = &plan["settings"][0];
+    assert_eq!(review["file"], "./conf/demo.ini", "{plan:#}");
+    assert_eq!(
+        review["removed"][0]["key"], "features.legacy_export",
+        "{plan:#}"
+    );
+    assert_eq!(review["removed"][0]["line"], 4, "{plan:#}");
+    assert_eq!(review["added"][0], "features.new_search", "{plan:#}");
+    let text = s.run(&["plan", "--set", "app.image=cutover-demo:v3"]);
+    assert!(
+        stdout(&text).contains("./conf/demo.ini:4: `features.legacy_export` is set"),
+        "{}",
+        stdout(&text)
+    );
+
+    let running = s.the_running();
+    let o = s.apply(&["app.image=cutover-demo:v3"]);
+    expect_code(&o, 2, "refused in preflight");
+    assert!(
+        stderr(&o).contains("still sets in ./conf/demo.ini what the new version removed or renamed: features.legacy_export"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(s.the_running(), running, "nothing was changed");
+    let o = s.run(&[
+        "apply",
+        "--yes",
+        "--ack-settings",
+        "--set",
+        "app.image=cutover-demo:v3",
+    ]);
+    expect_code(&o, 0, "acknowledged");
+    assert_eq!(version_now(addr), "v3");
+}

@@ -15,6 +15,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::graph;
+use crate::settings::FileReview;
 use crate::spec::{CustomStep, DataKind, Phase, SchemaVersion, Service, Stack, Strategy, Value};
 
 /// The schema name of the JSON plan.
@@ -36,6 +37,9 @@ pub struct Observed {
 pub struct Resolved {
     /// Service → image ID the new release would start.
     pub image_ids: IndexMap<String, String>,
+    /// The review of the operators' configuration files against the defaults the old and
+    /// the new images ship (`config_files`), where the images could be read.
+    pub settings: Vec<FileReview>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,10 @@ pub struct Plan {
     pub procedure: Vec<PlanPhase>,
     /// What a revert does, should any step fail after quiesce.
     pub revert: Vec<PlanStep>,
+    /// The settings review of the operators' configuration files: keys the new version
+    /// removed or renamed (refused in preflight unless acknowledged), keys it added.
+    #[serde(default)]
+    pub settings: Vec<FileReview>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +214,13 @@ pub enum StepKind {
     /// network), before its new containers start; a non-zero exit fails the step.
     Migrate {
         service: String,
+    },
+    /// The operator's `file` still sets `keys` the new image removed or renamed (the
+    /// settings review): refused unless acknowledged (`--ack-settings`).
+    SettingsRemoved {
+        service: String,
+        file: String,
+        keys: Vec<String>,
     },
     /// Answer 503 with the maintenance page on every route of the stack.
     MaintenanceOn,
@@ -363,6 +378,45 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
     } else {
         Vec::new()
     };
+    let settings: Vec<FileReview> = resolved
+        .settings
+        .iter()
+        .filter(|r| !r.removed.is_empty() || !r.added.is_empty())
+        .cloned()
+        .collect();
+    let mut procedure = procedure;
+    if let Some(preflight) = procedure.iter_mut().find(|p| p.phase == Phase::Preflight) {
+        for (i, r) in settings
+            .iter()
+            .filter(|r| !r.removed.is_empty())
+            .enumerate()
+        {
+            let image = desired
+                .services
+                .get(&r.service)
+                .map_or("the new image", |s| s.image.as_str());
+            preflight.steps.push(PlanStep {
+                id: format!("preflight.settings.{}.{}", r.service, i + 1),
+                phase: Phase::Preflight,
+                title: format!(
+                    "`{}` still sets in {} what {image} removed or renamed: {}",
+                    r.service,
+                    r.file,
+                    r.removed
+                        .iter()
+                        .map(|k| format!("{} (line {})", k.key, k.line))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                action: StepKind::SettingsRemoved {
+                    service: r.service.clone(),
+                    file: r.file.clone(),
+                    keys: r.removed.iter().map(|k| k.key.clone()).collect(),
+                },
+                rerun_safe: true,
+            });
+        }
+    }
     Plan {
         schema: PLAN_SCHEMA.to_string(),
         stack: desired.name.clone(),
@@ -374,6 +428,7 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
         data,
         procedure,
         revert,
+        settings,
     }
 }
 

@@ -161,6 +161,12 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "  {}  {}", " ".repeat(d.name.len()), d.method);
         }
     }
+    if !plan.settings.is_empty() {
+        let _ = writeln!(out, "\n{}", p.s("Settings review", Style::new().bold()));
+        for line in settings_lines(plan) {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     let _ = writeln!(out, "\n{}", p.s("Procedure", Style::new().bold()));
     let mut n = 0;
     for ph in &plan.procedure {
@@ -180,6 +186,28 @@ pub fn text(plan: &Plan, color: bool) -> String {
     );
     for (i, s) in plan.revert.iter().enumerate() {
         let _ = writeln!(out, "  {:>3}. {}", i + 1, s.title);
+    }
+    out
+}
+
+/// One line per finding of the settings review.
+fn settings_lines(plan: &Plan) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &plan.settings {
+        for k in &r.removed {
+            out.push(format!(
+                "{} {}:{}: `{}` is set, and the new version removed or renamed it (refused unless --ack-settings)",
+                r.service, r.file, k.line, k.key
+            ));
+        }
+        if !r.added.is_empty() {
+            out.push(format!(
+                "{} {}: new in this version: {}",
+                r.service,
+                r.file,
+                r.added.join(", ")
+            ));
+        }
     }
     out
 }
@@ -261,6 +289,12 @@ pub fn markdown(plan: &Plan) -> String {
                 d.writers.join(", "),
                 d.method
             );
+        }
+    }
+    if !plan.settings.is_empty() {
+        let _ = writeln!(out, "\n## Settings review\n");
+        for line in settings_lines(plan) {
+            let _ = writeln!(out, "- {}", md_escape(&line));
         }
     }
     for ph in &plan.procedure {

@@ -189,6 +189,7 @@ fn a_moved_tag_is_an_upgrade_when_the_image_id_differs() {
         image_ids: [("daemon".to_string(), "sha256:bbbb".to_string())]
             .into_iter()
             .collect(),
+        ..Resolved::default()
     };
     let p = plan(&s, &obs, &resolved);
     let daemon = &p.services[0];

@@ -68,6 +68,7 @@ pub fn all_keys() -> BTreeSet<&'static str> {
         fields_of::<RawService>(),
         fields_of::<RawHealth>(),
         fields_of::<RawMigrate>(),
+        fields_of::<RawConfigFile>(),
         fields_of::<RawRestorePoints>(),
         fields_of::<RawData>(),
         fields_of::<RawPostgres>(),

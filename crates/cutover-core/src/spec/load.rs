@@ -21,6 +21,7 @@ use super::model::*;
 use super::raw::*;
 use super::source::{Loc, Located, SourceId, SourceScope, Sources, Text};
 use crate::graph;
+use crate::settings::ConfigFormat;
 
 /// What to load besides the file itself.
 #[derive(Clone, Debug, Default)]
@@ -920,6 +921,12 @@ impl Cx {
                 }),
             },
         };
+        let config_files = s
+            .config_files
+            .iter()
+            .flatten()
+            .filter_map(|c| self.config_file(name, c, vars, at))
+            .collect();
         Some(Service {
             image: image?,
             command,
@@ -938,6 +945,77 @@ impl Cx {
             stop_grace,
             restart,
             migrate,
+            config_files,
+        })
+    }
+
+    /// One of `config_files`: the operator's file must exist; both formats must be known.
+    fn config_file(
+        &mut self,
+        service: &str,
+        c: &RawConfigFile,
+        vars: &Vars,
+        at: Loc,
+    ) -> Option<ConfigFile> {
+        let (Some(path), Some(defaults)) = (&c.path, &c.defaults) else {
+            self.error(
+                DiagKind::Missing,
+                at,
+                format!("a config file of `{service}` needs `path` and `defaults`"),
+            )
+            .hint = Some(
+                "config_files: [{ path: ./conf/app.ini, defaults: /etc/app/app.example.ini }]"
+                    .into(),
+            );
+            return None;
+        };
+        let shown = self.plain(path, vars)?;
+        let defaults_path = self.plain(defaults, vars)?;
+        if !defaults_path.starts_with('/') {
+            self.error(
+                DiagKind::InvalidValue,
+                defaults.at,
+                format!("`{defaults_path}` is a path in the image: it must be absolute"),
+            );
+            return None;
+        }
+        let host_path = self.resolve_path(&shown);
+        if !host_path.is_file() {
+            self.error(
+                DiagKind::InvalidValue,
+                path.at,
+                format!(
+                    "config file `{shown}` of `{service}` does not exist (relative paths are resolved against the stack file's directory)"
+                ),
+            );
+            return None;
+        }
+        let explicit = match &c.format {
+            None => None,
+            Some(f) => match self.plain(f, vars).as_deref().and_then(ConfigFormat::parse) {
+                Some(f) => Some(f),
+                None => {
+                    self.error(DiagKind::InvalidValue, f.at, "unknown config file format")
+                        .hint = Some("one of: yaml, ini, toml, env".into());
+                    return None;
+                }
+            },
+        };
+        let Some(format) = explicit.or_else(|| ConfigFormat::from_name(&shown)) else {
+            self.error(
+                DiagKind::Missing,
+                path.at,
+                format!("the format of `{shown}` is not in its name: say `format:`"),
+            )
+            .hint = Some("one of: yaml, ini, toml, env".into());
+            return None;
+        };
+        Some(ConfigFile {
+            path: shown,
+            host_path,
+            defaults_format: ConfigFormat::from_name(&defaults_path).unwrap_or(format),
+            defaults: defaults_path,
+            format,
         })
     }
 

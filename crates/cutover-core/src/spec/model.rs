@@ -180,6 +180,23 @@ pub struct Service {
     /// containers start; a failure reverts.
     #[serde(default)]
     pub migrate: Option<Migrate>,
+    /// The operator's configuration files, reviewed against the new image's defaults.
+    #[serde(default)]
+    pub config_files: Vec<ConfigFile>,
+}
+
+/// An operator's configuration file and where each image keeps its defaults.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    /// As the stack file names it (for messages).
+    pub path: String,
+    /// The file on this host (absolute).
+    pub host_path: std::path::PathBuf,
+    /// The defaults file in the image (absolute path inside it).
+    pub defaults: String,
+    pub format: crate::settings::ConfigFormat,
+    /// The defaults file's own format (a sample `.ini` for an `.ini`, or a key list).
+    pub defaults_format: crate::settings::ConfigFormat,
 }
 
 /// A command: an argv, or a string for `/bin/sh -c` (Docker's "shell form").

@@ -124,6 +124,19 @@ pub struct RawService {
     pub restart: Option<Text>,
     /// A one-shot job with the new image before the new containers start.
     pub migrate: Option<RawMigrate>,
+    /// The operator's configuration files, reviewed against the defaults each image ships.
+    pub config_files: Option<Vec<RawConfigFile>>,
+}
+
+/// `config_files: [{ path: ./conf/app.ini, defaults: /etc/app/app.example.ini }]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawConfigFile {
+    /// The operator's file on this host (relative to the stack file).
+    pub path: Option<Text>,
+    /// The file in the image that lists the version's settings (a sample config).
+    pub defaults: Option<Text>,
+    /// `yaml`, `ini`, `toml` or `env`; by default from the file names' extensions.
+    pub format: Option<Text>,
 }
 
 /// `migrate: { command: [...], timeout: 10m }`.

@@ -37,7 +37,7 @@ pub fn run(
     let observed = commands::observed(&store)?;
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
-    let resolved = resolve(&rt, &docker, &loaded.stack, &IndexMap::new())?;
+    let resolved = resolve(&rt, &docker, &loaded.stack, &observed, &IndexMap::new())?;
     let plan = plan::plan(&loaded.stack, &observed, &resolved);
     operate(
         cli,
@@ -148,7 +148,7 @@ pub fn rollback(
     };
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
-    let resolved = resolve(&rt, &docker, &desired, &pins)?;
+    let resolved = resolve(&rt, &docker, &desired, &observed, &pins)?;
     let mut plan = plan::plan(&desired, &observed, &resolved);
     if data == DataChoice::Restore {
         let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
@@ -352,6 +352,7 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
                 StepKind::CompareWithBefore,
             ),
         ],
+        settings: Vec::new(),
     };
     let pins = IndexMap::from([(s.clone(), want.id.clone())]);
     operate(
@@ -392,10 +393,13 @@ fn refuse_missing_secrets(missing: &[(String, String)]) -> anyhow::Result<()> {
 
 /// The image IDs the desired services would run, for those whose image is already here
 /// (the plan shows them; `EnsureImage` pulls the rest in preflight).
-fn resolve(
+/// What the engine knows of the desired images: their IDs, and the settings review of the
+/// operators' configuration files against the defaults the old and new images ship.
+pub fn resolve(
     rt: &tokio::runtime::Runtime,
     docker: &Runtime,
     stack: &Stack,
+    observed: &Observed,
     pins: &IndexMap<String, String>,
 ) -> anyhow::Result<Resolved> {
     let mut image_ids = IndexMap::new();
@@ -405,7 +409,11 @@ fn resolve(
             image_ids.insert(name.clone(), info.id);
         }
     }
-    Ok(Resolved { image_ids })
+    let settings = crate::settings::review_files(rt, docker, stack, observed, &image_ids)?;
+    Ok(Resolved {
+        image_ids,
+        settings,
+    })
 }
 
 /// What `resume` needs to finish an operation: recorded before its first step.

@@ -1,6 +1,7 @@
 //! `cutover plan`: the dry-run.
 
 use cutover_core::plan::{self, Resolved, render};
+use indexmap::IndexMap;
 
 use crate::cli::{Cli, OutputFormat};
 use crate::commands;
@@ -11,7 +12,25 @@ pub fn run(cli: &Cli, sets: &[String]) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, sets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
     let observed = commands::observed(&store)?;
-    let mut plan = plan::plan(&loaded.stack, &observed, &Resolved::default());
+    // With the engine at hand the plan knows the image IDs and reviews the configuration
+    // files; without it, it says what it can from the stack file alone.
+    let rt = commands::tokio()?;
+    let resolved = match rt.block_on(cutover_docker::Runtime::connect()) {
+        Ok(docker) => crate::commands::apply::resolve(
+            &rt,
+            &docker,
+            &loaded.stack,
+            &observed,
+            &IndexMap::new(),
+        )?,
+        Err(e) => {
+            if cli.output == OutputFormat::Text {
+                eprintln!("cutover: the images were not inspected ({e})");
+            }
+            Resolved::default()
+        }
+    };
+    let mut plan = plan::plan(&loaded.stack, &observed, &resolved);
     // Revisions are never reused: after a reverted or failed release the next one is not
     // the live one plus one. The number shown is the one an apply would make.
     if plan.changes {
