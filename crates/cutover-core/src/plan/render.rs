@@ -201,11 +201,25 @@ fn settings_lines(plan: &Plan) -> Vec<String> {
             ));
         }
         if !r.added.is_empty() {
+            // A long list is the JSON's to give; the text shows its start.
+            const SHOWN: usize = 8;
+            let more = r.added.len().saturating_sub(SHOWN);
             out.push(format!(
-                "{} {}: new in this version: {}",
+                "{} {}: {} setting(s) new in this version: {}{}",
                 r.service,
                 r.file,
-                r.added.join(", ")
+                r.added.len(),
+                r.added
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if more > 0 {
+                    format!(", and {more} more (`plan -o json` lists them all)")
+                } else {
+                    String::new()
+                }
             ));
         }
     }
