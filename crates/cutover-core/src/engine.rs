@@ -400,6 +400,7 @@ data:
             release: Some(1),
             stack: Some(load("1")),
             image_ids: Default::default(),
+            adoptable: indexmap::IndexMap::new(),
         };
         plan(&load("2"), &observed, &Resolved::default())
     }

@@ -1220,6 +1220,7 @@ fn exercise(stack: &Stack) -> Result<(), TestCaseError> {
         release: Some(1),
         stack: Some(back),
         image_ids: Default::default(),
+        adoptable: indexmap::IndexMap::new(),
     };
     let same = plan::plan(stack, &observed, &Resolved::default());
     prop_assert!(

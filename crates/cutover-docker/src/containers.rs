@@ -14,7 +14,7 @@ use bollard::query_parameters::{
     CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, ListNetworksOptions,
     LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
 };
-use cutover_core::spec::{Command, MountSource, Protocol, RestartPolicy as Restart, Service};
+use cutover_core::spec::{Command, Protocol, RestartPolicy as Restart, Service};
 use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -320,18 +320,7 @@ impl Runtime {
             });
         }
         let exposed: Vec<String> = port_bindings.keys().cloned().collect();
-        let binds: Vec<String> = svc
-            .volumes
-            .iter()
-            .map(|m| {
-                let src = match &m.source {
-                    MountSource::Volume(v) => v.clone(),
-                    MountSource::Bind(p) => p.clone(),
-                };
-                let ro = if m.read_only { ":ro" } else { "" };
-                format!("{src}:{}{ro}", m.target)
-            })
-            .collect();
+        let binds: Vec<String> = svc.volumes.iter().map(|m| m.bind_spec()).collect();
         ContainerCreateBody {
             image: Some(spec.image_id.to_string()),
             cmd: svc.command.as_ref().map(Command::argv),
@@ -344,6 +333,16 @@ impl Runtime {
                 port_bindings: Some(port_bindings),
                 restart_policy: Some(restart_policy(svc.restart)),
                 network_mode: Some(network.to_string()),
+                init: svc.init.then_some(true),
+                tmpfs: (!svc.tmpfs.is_empty()).then(|| {
+                    svc.tmpfs
+                        .iter()
+                        .map(|t| match t.split_once(':') {
+                            Some((path, options)) => (path.to_string(), options.to_string()),
+                            None => (t.clone(), String::new()),
+                        })
+                        .collect()
+                }),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
@@ -491,6 +490,66 @@ impl Runtime {
             format!("cannot stop container {id}")
         })?;
         self.set_restart(id, Restart::No).await
+    }
+
+    /// The containers of compose project `project` (its `com.docker.compose.project`
+    /// label), running or not: (compose service, container name), by name.
+    pub async fn compose_containers(
+        &self,
+        project: &str,
+    ) -> Result<Vec<(String, String)>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{COMPOSE_PROJECT}={project}")],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot list the containers of compose project `{project}`"
+            )))?;
+        let mut out: Vec<(String, String)> = list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                // Checked again, and never one of cutover's own.
+                if labels.get(COMPOSE_PROJECT).map(String::as_str) != Some(project)
+                    || labels.contains_key(label::STACK)
+                {
+                    return None;
+                }
+                let service = labels.get(COMPOSE_SERVICE)?.clone();
+                let name = c.names?.into_iter().next()?;
+                Some((service, name.trim_start_matches('/').to_string()))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Stops a container cutover did not make (one it takes over), SIGTERM then SIGKILL
+    /// after `grace`; its restart policy stays as its owner set it, for a revert that
+    /// starts it again.
+    pub async fn stop_foreign(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let t: i32 = grace.as_secs().try_into().unwrap_or(i32::MAX);
+        let stopped = self
+            .waiting(grace)
+            .stop_container(
+                name,
+                Some(StopContainerOptions {
+                    t: Some(t),
+                    ..Default::default()
+                }),
+            )
+            .await;
+        settled(stopped, &[304, 404], || {
+            format!("cannot stop container {name}")
+        })
     }
 
     /// Changes a container's restart policy.
@@ -840,6 +899,10 @@ impl Runtime {
 /// How long a removal may take: a forced one kills the process at once, but the engine then
 /// deletes the container's writable layer, which is slow on some storage drivers.
 const REMOVE_WAIT: Duration = Duration::from_secs(120);
+/// Compose's labels on the containers of a project.
+const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+
 /// How often a running job is looked at.
 const JOB_POLL: Duration = Duration::from_millis(200);
 /// How often an operation another caller has under way is looked at again.

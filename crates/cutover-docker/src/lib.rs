@@ -4,7 +4,9 @@
 //! `.release`, `.slot`) and the one network it creates per stack (`cutover-<stack>`, where
 //! services reach each other by name). It never lists, stops or removes anything without
 //! the stack's label, so another stack's containers, and containers cutover did not
-//! create, are out of its reach by construction.
+//! create, are out of its reach by construction — with one exception the operator asks
+//! for: the first apply of a stack that includes a compose file takes over that compose
+//! project's containers (`compose_containers`, `stop_foreign`), which the plan names.
 //!
 //! Containers are created from the image **ID** (`sha256:…`), never from a tag: what a
 //! release records is what runs, and a rollback runs the same bits even when the tag moved.

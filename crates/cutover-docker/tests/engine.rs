@@ -70,6 +70,8 @@ fn service(image: &str, health: Option<Health>) -> Service {
         restart: RestartPolicy::No,
         migrate: None,
         config_files: Vec::new(),
+        init: false,
+        tmpfs: Vec::new(),
     }
 }
 

@@ -680,6 +680,31 @@ impl Executor for Runner<'_> {
                     )))
                 }
             }
+            StepKind::Adopt {
+                service,
+                containers,
+            } => {
+                let grace = self.grace(service);
+                for c in containers {
+                    self.block(self.docker.stop_foreign(c, grace))?;
+                }
+                Ok(format!(
+                    "stopped {}; `{service}` is cutover's from now on",
+                    containers.join(", ")
+                ))
+            }
+            StepKind::GiveBack { containers, .. } => {
+                for c in containers {
+                    self.block(self.docker.start(c))?;
+                }
+                Ok(format!("{} run again", containers.join(", ")))
+            }
+            StepKind::RemoveAdopted { containers } => {
+                for c in containers {
+                    self.block(self.docker.remove(c))?;
+                }
+                Ok(format!("removed {}", containers.join(", ")))
+            }
             StepKind::StartPrevious { service } => self.start_previous(service),
             StepKind::CompareWithBefore => self.compare_with_before(),
             StepKind::MaintenanceOn => self.traffic.maintenance(true).map_err(StepError::new),

@@ -2219,3 +2219,112 @@ fn a_setting_the_new_image_removed_is_named_in_the_plan_and_refused_until_acknow
     expect_code(&o, 0, "acknowledged");
     assert_eq!(version_now(addr), "v3");
 }
+
+/// `docker-compose -p PROJECT down -v` when dropped: the compose project a test started,
+/// its network and volumes, gone whatever the test did.
+struct ComposeProject {
+    project: String,
+    dir: PathBuf,
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose")
+            .args(["-p", &self.project, "down", "-v", "--remove-orphans"])
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output();
+        docker(&["volume", "rm", "-f", &format!("{}_appdata", self.project)]);
+    }
+}
+
+#[test]
+fn a_running_compose_project_is_taken_over_with_its_data_ports_and_environment() {
+    // Deployed first the way its users run it: `docker-compose up -d`.
+    let name = format!("t-adopt-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _compose = ComposeProject {
+        project: name.clone(),
+        dir: dir.path().to_path_buf(),
+    };
+    let s = Stack::named(name.clone());
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let compose = format!(
+        "volumes:\n  appdata: {{}}\n\
+         networks:\n  back: {{}}\n\
+         services:\n  app:\n    image: cutover-demo:v1\n    \
+           ports: [\"127.0.0.1:{port}:8080\"]\n    \
+           volumes: [\"appdata:/data\"]\n    \
+           networks: [back, default]\n    \
+           environment:\n      - DEMO_LOG_AT_START\n    \
+           stop_grace_period: 5s\n    \
+           healthcheck:\n      test: [CMD, /cutover-demo, probe, \"http://127.0.0.1:8080/health\"]\n      interval: 1s\n      retries: 10\n"
+    );
+    std::fs::write(s.dir.path().join("docker-compose.yml"), &compose).expect("compose file");
+    std::fs::write(dir.path().join("docker-compose.yml"), &compose).expect("compose file");
+    let up = Command::new("docker-compose")
+        .args(["-p", &name, "up", "-d"])
+        .current_dir(s.dir.path())
+        .env("DEMO_LOG_AT_START", "hello from the host")
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker-compose runs (Debian package docker-compose)");
+    assert!(
+        up.status.success(),
+        "docker-compose up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let _ = version_now(addr);
+    post_item(addr, "written-under-compose");
+    let before = app_state(addr);
+    let compose_ids = || {
+        lines(&docker_ok(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={name}"),
+        ]))
+    };
+    assert_eq!(compose_ids().len(), 1);
+
+    write_yaml(
+        &s,
+        &format!("name: {name}\ninclude_compose: docker-compose.yml\n"),
+    );
+    let run = |args: &[&str]| {
+        s.cmd(args)
+            .env("COMPOSE_PROJECT_NAME", &name)
+            .env("DEMO_LOG_AT_START", "hello from the host")
+            .output()
+            .expect("cutover runs")
+    };
+    let plan = run(&["plan"]);
+    expect_code(&plan, 0, "plan");
+    assert!(
+        stdout(&plan).contains(&format!("take `app` over from {name}_app_1")),
+        "the plan shows the adoption: {}",
+        stdout(&plan)
+    );
+    let o = run(&["apply", "--yes"]);
+    expect_code(&o, 0, "apply: take the compose project over");
+
+    assert_eq!(app_state(addr), before, "the data is where it was");
+    assert!(compose_ids().is_empty(), "the compose container is gone");
+    let ours = s.the_running();
+    assert!(
+        docker_ok(&["inspect", "-f", "{{range .Mounts}}{{.Name}} {{end}}", &ours])
+            .contains(&format!("{name}_appdata")),
+        "ours runs on compose's volume, not a new one"
+    );
+    let logs = docker(&["logs", &ours]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("hello from the host")
+            || String::from_utf8_lossy(&logs.stderr).contains("hello from the host"),
+        "the pass-through variable arrived"
+    );
+    assert!(
+        !docker(&["volume", "inspect", "appdata"]).status.success(),
+        "no second, empty volume"
+    );
+}

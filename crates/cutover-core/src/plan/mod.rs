@@ -30,6 +30,10 @@ pub struct Observed {
     pub stack: Option<Stack>,
     /// The image each of its services runs, by ID (`sha256:…`) when known.
     pub image_ids: IndexMap<String, String>,
+    /// Containers of the stack's compose project (`include_compose`) that the first apply
+    /// takes over, by service: they stop inside the window, ours start on their volumes and
+    /// ports, and they are removed once the release is recorded.
+    pub adoptable: IndexMap<String, Vec<String>>,
 }
 
 /// Facts about the desired images, when the runtime could resolve them.
@@ -143,6 +147,9 @@ pub struct ServiceChange {
     pub downtime: Downtime,
     /// Stopped while a restore point of its data is taken.
     pub quiesced: bool,
+    /// Containers not made by cutover that this service takes over (a compose project's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopts: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,6 +228,22 @@ pub enum StepKind {
         service: String,
         file: String,
         keys: Vec<String>,
+    },
+    /// A first apply takes a service over from containers cutover did not make (a compose
+    /// project's): they are stopped, not removed, so a revert can start them again.
+    Adopt {
+        service: String,
+        containers: Vec<String>,
+    },
+    /// Revert of [`StepKind::Adopt`]: the containers taken over run again.
+    GiveBack {
+        service: String,
+        containers: Vec<String>,
+    },
+    /// After the release is recorded: the containers taken over are removed (their volumes
+    /// stay: the stack runs on them).
+    RemoveAdopted {
+        containers: Vec<String>,
     },
     /// Answer 503 with the maintenance page on every route of the stack.
     MaintenanceOn,
@@ -355,6 +378,7 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
                     image_to: None,
                     env: Vec::new(),
                     config: Vec::new(),
+                    adopts: Vec::new(),
                     downtime: Downtime {
                         kind: DowntimeKind::Window,
                         max_seconds: None,
@@ -478,6 +502,11 @@ fn service_change(
             because: String::new(),
         },
         quiesced: false,
+        adopts: if action == Action::Create {
+            observed.adoptable.get(name).cloned().unwrap_or_default()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -583,6 +612,16 @@ fn downtime(c: &ServiceChange, svc: &Service, hold: Option<Duration>) -> Downtim
         Action::Remove => window("removed".into()),
         Action::Restart => window(format!(
             "stopped while the restore point is taken: {bound}, plus the restore point"
+        )),
+        // Blue-green needs the old container serving while the new one starts; a service
+        // that writes data with a restore point is stopped for it first, so it cannot be.
+        Action::Upgrade if c.quiesced && svc.strategy == Strategy::BlueGreen => window(format!(
+            "recreated, not blue-green: it writes data that gets a restore point, which is taken while it is stopped; {}{bound}, plus the restore point",
+            if hold.is_some() {
+                "the maintenance page shows meanwhile; "
+            } else {
+                ""
+            }
         )),
         Action::Upgrade if c.quiesced => window(format!(
             "writes data that gets a restore point: {bound}, plus the restore point"
@@ -827,6 +866,19 @@ fn procedure(
             StepKind::Create { .. } | StepKind::Recreate { .. } | StepKind::BlueGreen { .. }
         ) && c.image_from.as_ref().map(|i| (&i.reference, &i.id))
             != c.image_to.as_ref().map(|i| (&i.reference, &i.id));
+        if !c.adopts.is_empty() {
+            p.push(
+                format!("adopt.{s}"),
+                format!(
+                    "take `{s}` over from {}: stop it (SIGTERM, stop_grace), so ours gets its ports and volumes",
+                    c.adopts.join(", ")
+                ),
+                StepKind::Adopt {
+                    service: s.clone(),
+                    containers: c.adopts.clone(),
+                },
+            );
+        }
         if migrates && let Some(m) = desired.services.get(&s).and_then(|d| d.migrate.as_ref()) {
             p.push(
                 format!("migrate.{s}"),
@@ -881,6 +933,19 @@ fn procedure(
         "record the release as deployed",
         StepKind::RecordRelease,
     );
+    let adopted: Vec<String> = services.iter().flat_map(|c| c.adopts.clone()).collect();
+    if !adopted.is_empty() {
+        p.push(
+            "remove-adopted",
+            format!(
+                "remove the containers taken over: {} (their volumes stay)",
+                adopted.join(", ")
+            ),
+            StepKind::RemoveAdopted {
+                containers: adopted,
+            },
+        );
+    }
     phases.push(p.finish());
 
     phases.retain(|ph| !ph.steps.is_empty());
@@ -930,11 +995,23 @@ fn revert_steps(
     for c in services.iter().rev() {
         let s = c.service.clone();
         match (c.action, c.strategy) {
-            (Action::Create, _) => p.push(
-                format!("remove.{s}"),
-                format!("remove the new `{s}`"),
-                StepKind::Remove { service: s },
-            ),
+            (Action::Create, _) => {
+                p.push(
+                    format!("remove.{s}"),
+                    format!("remove the new `{s}`"),
+                    StepKind::Remove { service: s.clone() },
+                );
+                if !c.adopts.is_empty() {
+                    p.push(
+                        format!("give-back.{s}"),
+                        format!("start {} again", c.adopts.join(", ")),
+                        StepKind::GiveBack {
+                            service: s,
+                            containers: c.adopts.clone(),
+                        },
+                    );
+                }
+            }
             (Action::Upgrade, Strategy::Manual) if !c.quiesced => {}
             (Action::Upgrade | Action::Restart, _) => p.push(
                 format!("stop.{s}"),

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use owo_colors::{OwoColorize, Style};
 
 use super::{Action, DowntimeKind, KeyChangeKind, Plan, PlanStep, ServiceChange};
+use crate::spec::Strategy;
 
 struct Paint {
     color: bool,
@@ -113,7 +114,12 @@ pub fn text(plan: &Plan, color: bool) -> String {
             "  {:width$}  {}  {:10}  {}",
             c.service,
             p.s(&format!("{:9}", action_word(c.action)), style),
-            c.strategy.as_str(),
+            // What will happen, not only what was asked: a quiesced blue-green is recreated.
+            if c.quiesced && c.strategy == Strategy::BlueGreen && c.action == Action::Upgrade {
+                "recreate*"
+            } else {
+                c.strategy.as_str()
+            },
             image_change(c),
         );
         let pad = " ".repeat(width + 4);

@@ -24,6 +24,7 @@ fn live(s: &Stack, release: u64) -> Observed {
         release: Some(release),
         stack: Some(s.clone()),
         image_ids: IndexMap::new(),
+        adoptable: IndexMap::new(),
     }
 }
 
@@ -396,4 +397,41 @@ fn steps_marked_when_upgrade_or_first_deploy_are_planned_only_then() {
     let v2 = stack(MIGRATING, &[("V", "2")]);
     let up = plan(&v2, &live(&v1, 1), &Resolved::default());
     assert_eq!(titles(&up), vec!["every time", "check `rows`"]);
+}
+
+#[test]
+fn a_blue_green_service_that_writes_restored_data_is_planned_as_the_recreate_it_gets() {
+    let text = "\
+name: s
+services:
+  db: { image: 'postgres:15', ports: ['127.0.0.1:55432:5432'] }
+  web: { image: 'web:${V}', port: 8080, strategy: blue-green, depends_on: [db] }
+data:
+  main:
+    postgres: { url: 'postgres://u:p@127.0.0.1:55432/postgres', database: app }
+traffic:
+  routes: [{ service: web }]
+";
+    let v1 = stack(text, &[("V", "1")]);
+    let v2 = stack(text, &[("V", "2")]);
+    let p = plan(&v2, &live(&v1, 1), &Resolved::default());
+    let web = p.services.iter().find(|c| c.service == "web").expect("web");
+    assert!(web.quiesced);
+    assert!(
+        web.downtime
+            .because
+            .starts_with("recreated, not blue-green: it writes data that gets a restore point"),
+        "{}",
+        web.downtime.because
+    );
+    assert!(ids(&p).contains(&"upgrade.recreate.web"), "{:?}", ids(&p));
+    assert!(
+        !ids(&p).iter().any(|i| i.contains("blue-green")),
+        "{:?}",
+        ids(&p)
+    );
+    let text_plan = render::text(&p, false);
+    assert!(text_plan.contains("recreate*"), "{text_plan}");
+    // The database server is not a writer: it keeps running for the template copy.
+    assert_eq!(v2.data["main"].writers, ["web"]);
 }

@@ -12,11 +12,112 @@ use serde::Deserialize;
 use super::raw::{RawHealth, RawService, Scalar, StringOrList};
 use super::source::{Located, Text};
 
-/// A compose file: only `services` is imported.
+/// A compose file: its services, and the top-level names that decide where their data is.
 #[derive(Debug, Default, Deserialize)]
 pub struct ComposeFile {
+    /// The project name (Compose v2): the prefix of its volumes' and containers' names.
+    pub name: Option<Text>,
     #[serde(default)]
     pub services: IndexMap<String, ComposeService>,
+    /// Named volumes: `<project>_<key>` on the engine, unless `name:` or `external:` says
+    /// otherwise.
+    #[serde(default)]
+    pub volumes: IndexMap<String, Option<ComposeTopVolume>>,
+    /// Networks: cutover puts every service on one network of its own, so these are only
+    /// reported.
+    #[serde(default)]
+    pub networks: IndexMap<String, Option<serde::de::IgnoredAny>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ComposeTopVolume {
+    pub name: Option<String>,
+    pub external: Option<ComposeExternal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ComposeExternal {
+    Flag(bool),
+    /// The legacy form `external: { name: x }`.
+    Named {
+        name: Option<String>,
+    },
+}
+
+/// What an imported service needs to know about the file and the run it is imported in.
+pub struct ComposeContext<'a> {
+    /// The compose project name (`name:`, `COMPOSE_PROJECT_NAME`, or the directory's name).
+    pub project: &'a str,
+    pub volumes: &'a IndexMap<String, Option<ComposeTopVolume>>,
+    /// The process environment, for pass-through variables (`- VAR`, `VAR:`).
+    pub env: &'a std::collections::HashMap<String, String>,
+    /// The compose file's directory: `env_file` paths are relative to it.
+    pub dir: &'a std::path::Path,
+}
+
+impl ComposeContext<'_> {
+    /// The engine's name of the volume a service names `source`; bind mounts (a path)
+    /// unchanged. Compose prefixes a named volume with the project name unless the
+    /// top-level entry gives a `name:` or marks it `external:`.
+    pub fn volume_name(&self, source: &str) -> String {
+        if source.starts_with(['.', '/', '~']) {
+            return source.to_string();
+        }
+        match self.volumes.get(source) {
+            Some(Some(v)) => match (&v.external, &v.name) {
+                (Some(ComposeExternal::Named { name: Some(n) }), _) => n.clone(),
+                (Some(ComposeExternal::Flag(true) | ComposeExternal::Named { .. }), name) => {
+                    name.clone().unwrap_or_else(|| source.to_string())
+                }
+                (_, Some(name)) => name.clone(),
+                _ => format!("{}_{source}", self.project),
+            },
+            _ => format!("{}_{source}", self.project),
+        }
+    }
+}
+
+/// `$VAR` → `${VAR}`, leaving `$$` (a literal dollar) and `${…}` as they are: compose expands
+/// both forms, cutover's interpolation the braced one.
+pub fn brace_variables(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek().map(|(_, n)| *n) {
+            Some('$') => {
+                out.push_str("$$");
+                chars.next();
+            }
+            Some(n) if n == '_' || n.is_ascii_alphabetic() => {
+                out.push_str("${");
+                while let Some((_, n)) = chars.peek().copied() {
+                    if n == '_' || n.is_ascii_alphanumeric() {
+                        out.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                out.push('}');
+            }
+            _ => out.push('$'),
+        }
+    }
+    out
+}
+
+/// Compose's project name from a directory name: lowercase, only `a-z0-9_-` kept (what
+/// `docker compose` and docker-compose 1.x do).
+pub fn project_name(raw: &str) -> String {
+    raw.to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+        .collect()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -32,6 +133,31 @@ pub struct ComposeService {
     pub healthcheck: Option<ComposeHealth>,
     pub restart: Option<Text>,
     pub stop_grace_period: Option<Text>,
+    /// An init process as PID 1 (tini): it forwards SIGTERM to the app.
+    pub init: Option<Located<bool>>,
+    /// tmpfs mounts: a path, or a list of them.
+    pub tmpfs: Option<Located<StringOrList>>,
+    /// A service in a profile runs only when one of its profiles is active.
+    pub profiles: Option<Vec<Text>>,
+    /// Files of `KEY=value` lines (relative to the compose file) below `environment`.
+    pub env_file: Option<Located<ComposeEnvFiles>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ComposeEnvFiles {
+    One(String),
+    Many(Vec<ComposeEnvFile>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ComposeEnvFile {
+    Path(String),
+    Long {
+        path: String,
+        required: Option<bool>,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +184,8 @@ pub enum ComposePort {
 pub enum ComposeVolume {
     Short(String),
     Long {
+        #[serde(rename = "type")]
+        kind: Option<String>,
         source: Option<String>,
         target: String,
         read_only: Option<bool>,
@@ -68,7 +196,15 @@ pub enum ComposeVolume {
 #[serde(untagged)]
 pub enum ComposeDependsOn {
     List(Vec<String>),
-    Map(IndexMap<String, serde::de::IgnoredAny>),
+    Map(IndexMap<String, ComposeDependency>),
+}
+
+/// `depends_on: { db: { condition: service_healthy } }`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ComposeDependency {
+    pub condition: Option<String>,
+    pub restart: Option<bool>,
+    pub required: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,7 +213,8 @@ pub struct ComposeHealth {
     pub interval: Option<Text>,
     pub timeout: Option<Text>,
     pub start_period: Option<Text>,
-    pub retries: Option<Located<u32>>,
+    /// A number, or a `${VAR}` (then the deadline stays the default).
+    pub retries: Option<Located<Scalar>>,
     pub disable: Option<bool>,
 }
 
@@ -85,27 +222,86 @@ fn text_at<T>(at: &Located<T>, value: String) -> Text {
     Located::new(value, at.at)
 }
 
+/// What importing a service noticed that the operator should know: (place, message).
+pub type Notes = Vec<(super::source::Loc, String)>;
+
 impl ComposeService {
-    /// The service as cutover sees it.
-    pub fn into_raw(self) -> RawService {
+    /// The service as cutover sees it; `notes` gets what is imported with a difference.
+    pub fn into_raw(self, cx: &ComposeContext<'_>, notes: &mut Notes) -> RawService {
         let env = self.environment.map(|e| {
             let at = e.at;
             let mut out = IndexMap::new();
+            // `VAR` alone takes the value from the environment cutover runs in, as compose
+            // does; unset there, the container does not get it.
+            let pass = |k: &str, out: &mut IndexMap<String, Text>| {
+                if cx.env.contains_key(k) {
+                    out.insert(k.to_string(), Located::new(format!("${{{k}}}"), at));
+                }
+            };
             match e.value {
                 ComposeEnv::Map(m) => {
                     for (k, v) in m {
-                        out.insert(k, Located::new(v.map(|s| s.0).unwrap_or_default(), at));
+                        match v {
+                            Some(v) => {
+                                out.insert(k, Located::new(v.0, at));
+                            }
+                            None => pass(&k, &mut out),
+                        }
                     }
                 }
                 ComposeEnv::List(items) => {
                     for item in items {
-                        let (k, v) = item.split_once('=').unwrap_or((item.as_str(), ""));
-                        out.insert(k.to_string(), Located::new(v.to_string(), at));
+                        match item.split_once('=') {
+                            Some((k, v)) => {
+                                out.insert(k.to_string(), Located::new(v.to_string(), at));
+                            }
+                            None => pass(&item, &mut out),
+                        }
                     }
                 }
             }
             out
         });
+        // `env_file` entries lie below `environment`: the first file's keys first, later
+        // files over earlier ones. Their values are literal (a `$` stays a `$`).
+        let mut env = env;
+        if let Some(files) = &self.env_file {
+            let list: Vec<(String, bool)> = match &files.value {
+                ComposeEnvFiles::One(p) => vec![(p.clone(), true)],
+                ComposeEnvFiles::Many(v) => v
+                    .iter()
+                    .map(|f| match f {
+                        ComposeEnvFile::Path(p) => (p.clone(), true),
+                        ComposeEnvFile::Long { path, required } => {
+                            (path.clone(), required.unwrap_or(true))
+                        }
+                    })
+                    .collect(),
+            };
+            let mut from_files: IndexMap<String, Text> = IndexMap::new();
+            for (path, required) in list {
+                let full = cx.dir.join(&path);
+                match dotenvy::from_path_iter(&full) {
+                    Ok(iter) => {
+                        for (k, v) in iter.flatten() {
+                            from_files.insert(k, Located::new(v.replace('$', "$$"), files.at));
+                        }
+                    }
+                    Err(_) if !required => {}
+                    Err(e) => notes.push((
+                        files.at,
+                        format!(
+                            "env_file `{path}` cannot be read ({e}): its variables are not set"
+                        ),
+                    )),
+                }
+            }
+            if !from_files.is_empty() {
+                let own = env.take().unwrap_or_default();
+                from_files.extend(own);
+                env = Some(from_files);
+            }
+        }
         let ports: Vec<Text> = self
             .ports
             .iter()
@@ -138,19 +334,38 @@ impl ComposeService {
                 text_at(p, s)
             })
             .collect();
+        let mut tmpfs: Vec<Text> = match &self.tmpfs {
+            Some(t) => match &t.value {
+                StringOrList::One(p) => vec![text_at(t, p.clone())],
+                StringOrList::Many(ps) => ps.iter().map(|p| text_at(t, p.0.clone())).collect(),
+            },
+            None => Vec::new(),
+        };
         let volumes: Vec<Text> = self
             .volumes
             .iter()
-            .map(|v| {
+            .filter_map(|v| {
                 let s = match &v.value {
-                    ComposeVolume::Short(s) => s.clone(),
+                    ComposeVolume::Short(s) => match s.split_once(':') {
+                        Some((src, rest)) => format!("{}:{rest}", cx.volume_name(src)),
+                        None => s.clone(),
+                    },
+                    ComposeVolume::Long {
+                        kind: Some(kind),
+                        target,
+                        ..
+                    } if kind == "tmpfs" => {
+                        tmpfs.push(text_at(v, target.clone()));
+                        return None;
+                    }
                     ComposeVolume::Long {
                         source,
                         target,
                         read_only,
+                        ..
                     } => {
                         let mut s = match source {
-                            Some(src) => format!("{src}:{target}"),
+                            Some(src) => format!("{}:{target}", cx.volume_name(src)),
                             None => target.clone(),
                         };
                         if read_only == &Some(true) {
@@ -159,13 +374,28 @@ impl ComposeService {
                         s
                     }
                 };
-                text_at(v, s)
+                Some(text_at(v, s))
             })
             .collect();
         let depends_on = self.depends_on.map(|d| {
             let names: Vec<String> = match &d.value {
                 ComposeDependsOn::List(l) => l.clone(),
-                ComposeDependsOn::Map(m) => m.keys().cloned().collect(),
+                ComposeDependsOn::Map(m) => {
+                    for (name, dep) in m {
+                        // cutover starts a service only after what it depends on is healthy:
+                        // service_started and service_healthy both hold. A one-shot job is
+                        // another thing.
+                        if dep.condition.as_deref() == Some("service_completed_successfully") {
+                            notes.push((
+                                d.at,
+                                format!(
+                                    "`{name}` is awaited as a long-running service: cutover has no one-shot services (condition service_completed_successfully); a migration belongs in the dependent service's `migrate`"
+                                ),
+                            ));
+                        }
+                    }
+                    m.keys().cloned().collect()
+                }
             };
             names.into_iter().map(|n| text_at(&d, n)).collect()
         });
@@ -187,11 +417,37 @@ impl ComposeService {
                     },
                 }
             })?;
+            // Docker marks a container unhealthy after `retries` failed checks past the start
+            // period; cutover waits for a deadline: the same time.
+            let retries = h.retries.as_ref().and_then(|r| match r.value.0.trim().parse::<u32>() {
+                Ok(n) => Some(Located::new(n, r.at)),
+                Err(_) => {
+                    notes.push((
+                        r.at,
+                        format!(
+                            "healthcheck retries `{}` is not a number when the file is read: the wait keeps the default deadline",
+                            r.value.0
+                        ),
+                    ));
+                    None
+                }
+            });
+            let deadline = retries.as_ref().map(|r| {
+                let secs = |t: &Option<Text>, default: f64| {
+                    t.as_ref()
+                        .and_then(|t| humantime::parse_duration(t.value.trim()).ok())
+                        .map_or(default, |d| d.as_secs_f64())
+                };
+                let total = secs(&h.start_period, 0.0)
+                    + f64::from(r.value) * (secs(&h.interval, 30.0) + secs(&h.timeout, 30.0));
+                Located::new(format!("{}s", total.ceil().max(60.0) as u64), r.at)
+            });
             Some(RawHealth {
                 command: Some(command),
                 interval: h.interval,
                 timeout: h.timeout,
                 start_period: h.start_period,
+                deadline,
                 ..RawHealth::default()
             })
         });
@@ -205,6 +461,8 @@ impl ComposeService {
             health,
             stop_grace: self.stop_grace_period,
             restart: self.restart,
+            init: self.init,
+            tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
             ..RawService::default()
         }
     }

@@ -107,7 +107,7 @@ fn load_text(
 
     // The compose file first: the stack's own `services` entries are laid over it.
     if let Some(inc) = raw.include_compose.clone() {
-        cx.import_compose(&inc, &mut raw);
+        cx.import_compose(&inc, &mut raw, opts);
     }
 
     // The environment overlay.
@@ -204,6 +204,8 @@ struct Cx {
     /// Where every key of the stack file is: the place of an entry that has no value of its
     /// own to point at.
     keys: KeyMap,
+    /// The compose project of `include_compose`.
+    compose_project: Option<String>,
 }
 
 impl Cx {
@@ -224,6 +226,7 @@ impl Cx {
             known_keys: super::fields::all_keys(),
             dep_locs: HashMap::new(),
             keys: KeyMap::default(),
+            compose_project: None,
         }
     }
 
@@ -264,7 +267,7 @@ impl Cx {
         let mut ignored: Vec<Vec<Segment>> = Vec::new();
         let parsed = {
             let _scope = SourceScope::enter(source);
-            serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
                 serde_ignored::deserialize(de, |path| ignored.push(keymap::from_ignored(&path)))
             })
         };
@@ -347,7 +350,7 @@ impl Cx {
         }
     }
 
-    fn import_compose(&mut self, inc: &Text, raw: &mut RawStack) {
+    fn import_compose(&mut self, inc: &Text, raw: &mut RawStack, opts: &LoadOptions) {
         let path = self.resolve_path(&inc.value);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -367,18 +370,107 @@ impl Cx {
             self.shown_base.join(&inc.value)
         };
         let source = self.sources.add(&shown);
+        // Compose also expands the unbraced form, `$VAR`: the same variable as `${VAR}`.
+        let text = super::compose::brace_variables(&text);
         let Some(compose) = self.parse::<ComposeFile>(&text, source, Strictness::Lenient) else {
             return;
         };
-        let mut services: IndexMap<String, RawService> = compose
-            .services
-            .into_iter()
-            .map(|(name, s)| (name, s.into_raw()))
-            .collect();
+        // Compose reads `.env` beside the compose file for `${VAR}`s: so does cutover, below
+        // the stack file's own env files.
+        let dot_env = path.with_file_name(".env");
+        if dot_env.is_file() {
+            let own_default = self.base.join(".env");
+            let files = raw.env_files.get_or_insert_with(|| {
+                // Without `env_files` the stack file's own `.env` is read: it still is.
+                if own_default.is_file() {
+                    vec![Located::new(own_default.display().to_string(), inc.at)]
+                } else {
+                    Vec::new()
+                }
+            });
+            if !files.iter().any(|f| self.resolve_path(&f.value) == dot_env) {
+                files.insert(0, Located::new(dot_env.display().to_string(), inc.at));
+            }
+        }
+        // The project name decides the names of its volumes and containers: `name:`, then
+        // COMPOSE_PROJECT_NAME, then the compose file's directory, as compose does.
+        let project = compose
+            .name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .or_else(|| opts.process_env.get("COMPOSE_PROJECT_NAME").cloned())
+            .unwrap_or_else(|| {
+                path.parent()
+                    .and_then(|d| std::path::absolute(d).ok())
+                    .and_then(|d| d.file_name().map(|f| f.to_string_lossy().into_owned()))
+                    .unwrap_or_default()
+            });
+        let project = super::compose::project_name(&project);
+        let compose_keys = KeyMap::build(&text, source);
+        for (net, _) in &compose.networks {
+            if net != "default" {
+                self.warnings.push(Diagnostic::new(
+                    DiagKind::UnknownKey,
+                    compose_keys
+                        .nearest(&[
+                            Segment::Key("networks".into()),
+                            Segment::Key(net.clone()),
+                        ])
+                        .unwrap_or_default(),
+                    format!(
+                        "network `{net}` is not created: cutover puts every service of the stack on one network, `cutover-<stack>`, where they reach each other by service name"
+                    ),
+                ));
+            }
+        }
+        let active: Vec<String> = opts
+            .process_env
+            .get("COMPOSE_PROFILES")
+            .map(|p| {
+                p.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let cx = super::compose::ComposeContext {
+            project: &project,
+            volumes: &compose.volumes,
+            env: &opts.process_env,
+            dir: path.parent().unwrap_or(Path::new(".")),
+        };
+        let mut notes = Vec::new();
+        let mut services: IndexMap<String, RawService> = IndexMap::new();
+        for (name, s) in compose.services {
+            if let Some(profiles) = &s.profiles
+                && !profiles.is_empty()
+                && !profiles.iter().any(|p| active.contains(&p.value))
+            {
+                let at = profiles.first().map_or_else(Loc::default, |p| p.at);
+                notes.push((
+                    at,
+                    format!(
+                        "service `{name}` is not imported: its profile(s) {} are not active (COMPOSE_PROFILES)",
+                        profiles
+                            .iter()
+                            .map(|p| p.value.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+                continue;
+            }
+            services.insert(name, s.into_raw(&cx, &mut notes));
+        }
+        for (at, message) in notes {
+            self.warnings
+                .push(Diagnostic::new(DiagKind::UnknownKey, at, message));
+        }
         for (name, own) in std::mem::take(&mut raw.services) {
             services.entry(name).or_default().overlay(own);
         }
         raw.services = services;
+        self.compose_project = Some(project);
     }
 
     /// `--set SERVICE.image=REF`, `SERVICE.env.KEY=V`, `SERVICE.strategy=S`, `vars.NAME=V`.
@@ -757,13 +849,15 @@ impl Cx {
                 .as_ref()
                 .and_then(|r| r.keep.as_ref())
                 .map_or(DEFAULT_KEEP_RESTORE_POINTS, |k| k.value),
+            compose_project: self.compose_project.clone(),
             base_dir: self.base.clone(),
         };
         self.check_services(&raw, &stack);
         for (name, d) in &raw.data {
             let at = d_loc(d).unwrap_or_else(|| self.key_at(&["data", name]));
             self.name_ok("data", name, at);
-            if let Some(ds) = self.data(name, d, vars, &raw) {
+            if let Some(mut ds) = self.data(name, d, vars, &raw) {
+                self.writers_exclude_server(name, d, &mut ds, &stack.services);
                 stack.data.insert(name.clone(), ds);
             }
         }
@@ -946,6 +1040,24 @@ impl Cx {
             restart,
             migrate,
             config_files,
+            init: s.init.as_ref().is_some_and(|i| i.value),
+            tmpfs: s
+                .tmpfs
+                .iter()
+                .flatten()
+                .filter_map(|t| {
+                    let v = self.plain(t, vars)?;
+                    if !v.starts_with('/') {
+                        self.error(
+                            DiagKind::InvalidValue,
+                            t.at,
+                            format!("tmpfs `{v}` of `{name}` is not an absolute path"),
+                        );
+                        return None;
+                    }
+                    Some(v)
+                })
+                .collect(),
         })
     }
 
@@ -1332,6 +1444,41 @@ impl Cx {
             writers,
             schema_version,
         })
+    }
+
+    /// A PostgreSQL data set is copied on its running server: the service that serves it
+    /// (named by the URL's host, or publishing the URL's loopback port) must not be stopped
+    /// with the writers. Left out of the default writers; an error when named.
+    fn writers_exclude_server(
+        &mut self,
+        name: &str,
+        d: &RawData,
+        ds: &mut DataSet,
+        services: &IndexMap<String, Service>,
+    ) {
+        let DataKind::Postgres { url, .. } = &ds.kind else {
+            return;
+        };
+        let Some(server) = serving_service(url.shown(), services) else {
+            return;
+        };
+        match &d.writers {
+            None => ds.writers.retain(|w| *w != server),
+            Some(ws) => {
+                if let Some(w) = ws.iter().find(|w| w.value == server) {
+                    self.error(
+                        DiagKind::InvalidValue,
+                        w.at,
+                        format!(
+                            "data `{name}` is served by `{server}` (its URL points there), which is among its writers: the restore point is copied on the running server, so stopping `{server}` first would make it fail"
+                        ),
+                    )
+                    .hint = Some(format!(
+                        "writers are the services that write to the database: remove `{server}`"
+                    ));
+                }
+            }
+        }
     }
 
     fn check(&mut self, name: &str, c: &RawCheck, vars: &Vars, raw: &RawStack) -> Option<Check> {
@@ -1828,6 +1975,9 @@ fn parse_port(s: &str) -> Result<PortMapping, String> {
     let (host_ip, host, container) = match parts.as_slice() {
         [c] => (None, num(c)?, num(c)?),
         [c, h] => (None, num(h)?, num(c)?),
+        // An empty address (`:80:80`, what `${BIND:-}:80:80` gives) is every interface, as
+        // for Docker.
+        [c, h, ""] => (None, num(h)?, num(c)?),
         [c, h, ip] => {
             let ip = ip.trim_start_matches('[').trim_end_matches(']');
             if ip.parse::<std::net::IpAddr>().is_err() {
@@ -1857,11 +2007,21 @@ fn parse_mount(s: &str, base: &Path) -> Result<Mount, String> {
     if !target.starts_with('/') {
         return Err(format!("the container path `{target}` must be absolute"));
     }
-    let read_only = match mode {
-        None | Some("rw") => false,
-        Some("ro") => true,
-        Some(m) => return Err(format!("unknown mode `{m}` (ro or rw)")),
-    };
+    let mut read_only = false;
+    let mut options = Vec::new();
+    for opt in mode.iter().flat_map(|m| m.split(',')) {
+        match opt {
+            "rw" => {}
+            "ro" => read_only = true,
+            "z" | "Z" | "nocopy" | "shared" | "rshared" | "slave" | "rslave" | "private"
+            | "rprivate" | "consistent" | "cached" | "delegated" => options.push(opt.to_string()),
+            m => {
+                return Err(format!(
+                    "unknown mode `{m}` (ro, rw, z, Z, nocopy, a propagation or consistency)"
+                ));
+            }
+        }
+    }
     let source = if src.starts_with('/') {
         MountSource::Bind(src.to_string())
     } else if src.starts_with('.') || src.starts_with('~') {
@@ -1875,7 +2035,50 @@ fn parse_mount(s: &str, base: &Path) -> Result<Mount, String> {
         source,
         target: target.to_string(),
         read_only,
+        options,
     })
+}
+
+/// The parser's limits: its defaults (caps on events, nodes, aliases and depth against a
+/// YAML bomb) but the alias-to-anchor ratio, which real compose files break by design — one
+/// `x-` anchor of shared settings merged into every service (Sentry's: 142 aliases, 10
+/// anchors).
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.enforce_alias_anchor_ratio = false;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+/// The service a PostgreSQL URL reaches: the host is a service's name, or a loopback address
+/// whose port a service publishes.
+fn serving_service(url: &str, services: &IndexMap<String, Service>) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (h, p) = v6.split_once(']').unwrap_or((v6, ""));
+            (h, p.strip_prefix(':').unwrap_or(""))
+        }
+        None => hostport.rsplit_once(':').unwrap_or((hostport, "")),
+    };
+    let port: u16 = if port.is_empty() {
+        5432
+    } else {
+        port.parse().ok()?
+    };
+    if services.contains_key(host) {
+        return Some(host.to_string());
+    }
+    if matches!(host, "127.0.0.1" | "localhost" | "::1") {
+        return services
+            .iter()
+            .find(|(_, s)| s.ports.iter().any(|p| p.host == port))
+            .map(|(n, _)| n.clone());
+    }
+    None
 }
 
 #[cfg(test)]

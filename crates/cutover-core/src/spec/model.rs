@@ -155,6 +155,10 @@ pub struct Stack {
     /// removed, so database copies and archives do not pile up on the server.
     #[serde(default = "default_keep_restore_points")]
     pub keep_restore_points: usize,
+    /// The compose project the stack's services come from (`include_compose`): its running
+    /// containers are taken over by the first apply.
+    #[serde(default)]
+    pub compose_project: Option<String>,
     /// The stack file's directory (absolute): the working directory of host commands (`run`
     /// steps, `command` checks), as relative volumes and env files are resolved against it.
     /// Not recorded in releases: a rollback takes it from the stack file it loads.
@@ -183,6 +187,13 @@ pub struct Service {
     /// The operator's configuration files, reviewed against the new image's defaults.
     #[serde(default)]
     pub config_files: Vec<ConfigFile>,
+    /// An init process as PID 1 (Docker's tini): a process that ignores SIGTERM as PID 1
+    /// gets it forwarded, so a stop does not wait out the whole grace period.
+    #[serde(default)]
+    pub init: bool,
+    /// tmpfs mounts: `PATH` or `PATH:OPTIONS` (`/tmp:size=64m`).
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
 }
 
 /// An operator's configuration file and where each image keeps its defaults.
@@ -269,18 +280,34 @@ pub struct Mount {
     pub source: MountSource,
     pub target: String,
     pub read_only: bool,
+    /// Other bind options Docker takes after the target: SELinux relabelling (`z`, `Z`),
+    /// propagation (`rshared`, ...), `nocopy`, and the consistency hints it accepts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    /// The `binds` entry of the engine API: `SOURCE:TARGET[:OPTIONS]`.
+    pub fn bind_spec(&self) -> String {
+        let src = match &self.source {
+            MountSource::Volume(v) | MountSource::Bind(v) => v,
+        };
+        let mut opts: Vec<&str> = Vec::new();
+        if self.read_only {
+            opts.push("ro");
+        }
+        opts.extend(self.options.iter().map(String::as_str));
+        if opts.is_empty() {
+            format!("{src}:{}", self.target)
+        } else {
+            format!("{src}:{}:{}", self.target, opts.join(","))
+        }
+    }
 }
 
 impl fmt::Display for Mount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let src = match &self.source {
-            MountSource::Volume(v) | MountSource::Bind(v) => v,
-        };
-        write!(f, "{src}:{}", self.target)?;
-        if self.read_only {
-            f.write_str(":ro")?;
-        }
-        Ok(())
+        f.write_str(&self.bind_spec())
     }
 }
 

@@ -126,6 +126,10 @@ pub struct RawService {
     pub migrate: Option<RawMigrate>,
     /// The operator's configuration files, reviewed against the defaults each image ships.
     pub config_files: Option<Vec<RawConfigFile>>,
+    /// Run an init process as PID 1 (Docker's tini), which forwards signals to the app.
+    pub init: Option<Located<bool>>,
+    /// Paths mounted as tmpfs (`/run`, `/tmp:size=64m`).
+    pub tmpfs: Option<Vec<Text>>,
 }
 
 /// `config_files: [{ path: ./conf/app.ini, defaults: /etc/app/app.example.ini }]`.
@@ -352,7 +356,20 @@ impl RawService {
             ($($f:ident),*) => { $( if over.$f.is_some() { self.$f = over.$f; } )* };
         }
         take!(
-            image, command, ports, port, volumes, depends_on, strategy, health, stop_grace, restart
+            image,
+            command,
+            ports,
+            port,
+            volumes,
+            depends_on,
+            strategy,
+            health,
+            stop_grace,
+            restart,
+            migrate,
+            config_files,
+            init,
+            tmpfs
         );
         if let Some(env) = over.env {
             self.env.get_or_insert_with(IndexMap::new).extend(env);

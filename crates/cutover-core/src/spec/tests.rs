@@ -519,3 +519,183 @@ fn a_host_script_is_looked_for_beside_the_stack_file_not_in_the_current_director
         "host commands run in the stack file's directory"
     );
 }
+
+/// A stack importing `compose` (written as `<dir>/myapp/docker-compose.yml`), loaded with
+/// `env` as the process environment.
+fn with_compose(compose: &str, stack_extra: &str, env: &[(&str, &str)]) -> Loaded {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = dir.path().join("My-App");
+    std::fs::create_dir(&app).expect("mkdir");
+    std::fs::write(app.join("docker-compose.yml"), compose).expect("write compose");
+    let text = format!("name: s\ninclude_compose: docker-compose.yml\n{stack_extra}");
+    match load_str(&app.join("cutover.yaml"), &text, &opts(env)) {
+        Ok(l) => l,
+        Err(d) => panic!("expected a valid stack, got:\n{d}"),
+    }
+}
+
+#[test]
+fn compose_volumes_get_the_names_compose_gives_them() {
+    let compose = "\
+volumes:
+  pgdata: {}
+  shared: { external: true }
+  legacy: { external: { name: old-volume } }
+  named: { name: exact-name }
+services:
+  db:
+    image: postgres:15
+    volumes:
+      - pgdata:/var/lib/postgresql/data
+      - shared:/shared
+      - { type: volume, source: legacy, target: /legacy }
+      - named:/named
+      - undeclared:/u
+      - ./conf:/etc/conf:ro
+";
+    let l = with_compose(compose, "", &[]);
+    let sources: Vec<String> = l.stack.services["db"]
+        .volumes
+        .iter()
+        .map(|m| match &m.source {
+            MountSource::Volume(v) => v.clone(),
+            MountSource::Bind(p) => format!(
+                "bind {}",
+                Path::new(p)
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+        })
+        .collect();
+    // The project is the compose file's directory, lowercased, as compose names it.
+    assert_eq!(
+        sources,
+        [
+            "my-app_pgdata",
+            "shared",
+            "old-volume",
+            "exact-name",
+            "my-app_undeclared",
+            "bind conf"
+        ]
+    );
+    assert_eq!(l.stack.compose_project.as_deref(), Some("my-app"));
+    // `name:` in the file, then COMPOSE_PROJECT_NAME, decide the project instead.
+    let l = with_compose(&format!("name: prod\n{compose}"), "", &[]);
+    assert!(
+        matches!(&l.stack.services["db"].volumes[0].source, MountSource::Volume(v) if v == "prod_pgdata")
+    );
+    let l = with_compose(compose, "", &[("COMPOSE_PROJECT_NAME", "Blue")]);
+    assert!(
+        matches!(&l.stack.services["db"].volumes[0].source, MountSource::Volume(v) if v == "blue_pgdata")
+    );
+}
+
+#[test]
+fn compose_keys_that_change_how_a_container_runs_are_imported_or_said() {
+    let compose = "\
+networks:
+  backend: {}
+services:
+  app:
+    image: app:1
+    init: true
+    tmpfs: /run
+    volumes: [{ type: tmpfs, target: /cache }]
+    environment:
+      - FROM_HOST
+      - UNSET_HERE
+      - PLAIN=1
+    healthcheck: { test: [CMD, probe], interval: 10s, timeout: 5s, retries: 5, start_period: 30s }
+    depends_on:
+      setup: { condition: service_completed_successfully }
+  setup:
+    image: app:1
+  debug:
+    image: busybox
+    profiles: [debug]
+";
+    let l = with_compose(compose, "", &[("FROM_HOST", "from-the-shell")]);
+    let app = &l.stack.services["app"];
+    assert!(app.init);
+    assert_eq!(app.tmpfs, ["/run", "/cache"]);
+    assert!(app.volumes.is_empty(), "a tmpfs is no volume");
+    assert_eq!(app.env["FROM_HOST"].shown(), "from-the-shell");
+    assert!(
+        !app.env.contains_key("UNSET_HERE"),
+        "unset on the host: unset in the container"
+    );
+    assert_eq!(app.env["PLAIN"].shown(), "1");
+    // 30s + 5 × (10s + 5s): when Docker would have called it unhealthy.
+    assert_eq!(
+        app.health.as_ref().map(|h| h.deadline),
+        Some(std::time::Duration::from_secs(105))
+    );
+    assert!(
+        !l.stack.services.contains_key("debug"),
+        "its profile is not active"
+    );
+    let said: Vec<String> = l.warnings.items.iter().map(|w| w.message.clone()).collect();
+    for want in [
+        "network `backend` is not created",
+        "`setup` is awaited as a long-running service",
+        "service `debug` is not imported: its profile(s) debug are not active",
+    ] {
+        assert!(said.iter().any(|m| m.contains(want)), "{want}: {said:#?}");
+    }
+    let l = with_compose(compose, "", &[("COMPOSE_PROFILES", "debug")]);
+    assert!(l.stack.services.contains_key("debug"));
+}
+
+#[test]
+fn the_service_that_serves_a_database_is_not_one_of_its_writers() {
+    let base = "\
+name: s
+services:
+  db: { image: postgres, ports: ['127.0.0.1:55432:5432'] }
+  app: { image: app, depends_on: [db] }
+data:
+  main:
+    postgres: { url: 'postgres://u:p@127.0.0.1:55432/postgres', database: app }
+";
+    // Writers left to the default: everything but the server.
+    let s = ok(base);
+    assert_eq!(s.data["main"].writers, ["app"]);
+    let by_name = base.replace("127.0.0.1:55432/postgres", "db/postgres");
+    assert_eq!(ok(&by_name).data["main"].writers, ["app"]);
+    // Named as a writer: an error where it is named.
+    let explicit = format!("{base}    writers: [app, db]\n");
+    assert_eq!(
+        problems(&explicit),
+        [
+            "8:20 InvalidValue: data `main` is served by `db` (its URL points there), which is among its writers: the restore point is copied on the running server, so stopping `db` first would make it fail (writers are the services that write to the database: remove `db`)"
+        ]
+    );
+}
+
+#[test]
+fn compose_env_files_lie_below_environment_and_their_values_are_literal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("db.env"),
+        "POSTGRES_PASSWORD='pa$word'\nSHARED=from-file\n",
+    )
+    .expect("env file");
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        "services:\n  db:\n    image: postgres\n    env_file: db.env\n    environment: { SHARED: from-environment }\n  app:\n    image: app\n    env_file: [{ path: missing.env, required: false }]\n",
+    )
+    .expect("compose");
+    let l = load_str(
+        &dir.path().join("cutover.yaml"),
+        "name: s\ninclude_compose: docker-compose.yml\n",
+        &opts(&[]),
+    )
+    .expect("valid");
+    let db = &l.stack.services["db"];
+    assert_eq!(db.env["POSTGRES_PASSWORD"].expose(), Some("pa$word"));
+    assert_eq!(db.env["SHARED"].shown(), "from-environment");
+    assert!(l.stack.services["app"].env.is_empty());
+    assert!(l.warnings.items.is_empty(), "{}", l.warnings);
+}

@@ -34,9 +34,10 @@ pub fn run(
     let loaded = commands::load(cli, sets)?;
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
-    let observed = commands::observed(&store)?;
+    let mut observed = commands::observed(&store)?;
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
+    observed.adoptable = commands::adoptable(&rt, &docker, &loaded.stack, &observed)?;
     let resolved = resolve(&rt, &docker, &loaded.stack, &observed, &IndexMap::new())?;
     let plan = plan::plan(&loaded.stack, &observed, &resolved);
     operate(

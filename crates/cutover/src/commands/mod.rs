@@ -22,6 +22,7 @@ use cutover_core::plan::Observed;
 use cutover_core::spec::{self, LoadOptions, Loaded, Stack};
 use cutover_docker::Runtime;
 use cutover_store::{Release, Store};
+use indexmap::IndexMap;
 
 use crate::exit::{self, with_code};
 use crate::runner::ReleaseImages;
@@ -132,7 +133,28 @@ pub fn observed_from(rel: &Release) -> anyhow::Result<Observed> {
         release: Some(rel.revision),
         stack: Some(stack),
         image_ids,
+        adoptable: IndexMap::new(),
     })
+}
+
+/// On a first apply of a stack that imports a compose file: the containers of that compose
+/// project, by service, for the apply to take over (only services the stack has).
+pub fn adoptable(
+    rt: &tokio::runtime::Runtime,
+    docker: &Runtime,
+    stack: &Stack,
+    observed: &Observed,
+) -> anyhow::Result<IndexMap<String, Vec<String>>> {
+    let mut out: IndexMap<String, Vec<String>> = IndexMap::new();
+    let (None, Some(project)) = (observed.release, &stack.compose_project) else {
+        return Ok(out);
+    };
+    for (service, name) in rt.block_on(docker.compose_containers(project))? {
+        if stack.services.contains_key(&service) {
+            out.entry(service).or_default().push(name);
+        }
+    }
+    Ok(out)
 }
 
 /// The revision the next release will get: revisions are never reused, also after a

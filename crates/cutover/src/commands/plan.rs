@@ -11,18 +11,21 @@ use crate::output;
 pub fn run(cli: &Cli, sets: &[String]) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, sets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
-    let observed = commands::observed(&store)?;
+    let mut observed = commands::observed(&store)?;
     // With the engine at hand the plan knows the image IDs and reviews the configuration
     // files; without it, it says what it can from the stack file alone.
     let rt = commands::tokio()?;
     let resolved = match rt.block_on(cutover_docker::Runtime::connect()) {
-        Ok(docker) => crate::commands::apply::resolve(
-            &rt,
-            &docker,
-            &loaded.stack,
-            &observed,
-            &IndexMap::new(),
-        )?,
+        Ok(docker) => {
+            observed.adoptable = commands::adoptable(&rt, &docker, &loaded.stack, &observed)?;
+            crate::commands::apply::resolve(
+                &rt,
+                &docker,
+                &loaded.stack,
+                &observed,
+                &IndexMap::new(),
+            )?
+        }
         Err(e) => {
             if cli.output == OutputFormat::Text {
                 eprintln!("cutover: the images were not inspected ({e})");
