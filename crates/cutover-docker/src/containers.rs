@@ -69,6 +69,16 @@ pub struct ContainerSpec<'a> {
     pub env: Vec<String>,
 }
 
+/// A running container that publishes a host port, and whose it is.
+#[derive(Clone, Debug)]
+pub struct PortHolder {
+    pub name: String,
+    pub stack: Option<String>,
+    pub service: Option<String>,
+    pub compose_project: Option<String>,
+    pub compose_service: Option<String>,
+}
+
 /// One container of a stack, as observed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerInfo {
@@ -532,6 +542,72 @@ impl Runtime {
         Ok(out)
     }
 
+    /// Running containers that publish host port `port`: (name, its cutover stack and
+    /// service labels, its compose project and service labels).
+    pub async fn port_holders(&self, port: u16) -> Result<Vec<PortHolder>, RuntimeError> {
+        let list = self
+            .docker
+            .list_containers(None::<ListContainersOptions>)
+            .await
+            .map_err(RuntimeError::docker("cannot list the running containers"))?;
+        Ok(list
+            .into_iter()
+            .filter(|c| {
+                c.ports
+                    .iter()
+                    .flatten()
+                    .any(|p| p.public_port == Some(port))
+            })
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                PortHolder {
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    stack: labels.get(label::STACK).cloned(),
+                    service: labels.get(label::SERVICE).cloned(),
+                    compose_project: labels.get(COMPOSE_PROJECT).cloned(),
+                    compose_service: labels.get(COMPOSE_SERVICE).cloned(),
+                }
+            })
+            .collect())
+    }
+
+    /// Removes the stack network (`cutover-<stack>`, with the stack's label) when it exists;
+    /// its name when it did. Containers still on it make this fail.
+    pub async fn remove_network(&self, stack: &str) -> Result<Option<String>, RuntimeError> {
+        let name = Runtime::network_name(stack);
+        let filters = HashMap::from([
+            (
+                "label".to_string(),
+                vec![format!("{}={stack}", label::STACK)],
+            ),
+            ("name".to_string(), vec![name.clone()]),
+        ]);
+        let nets = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(RuntimeError::docker("cannot list networks"))?;
+        if !nets
+            .iter()
+            .any(|n| n.name.as_deref() == Some(name.as_str()))
+        {
+            return Ok(None);
+        }
+        self.docker
+            .remove_network(&name)
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot remove network `{name}`"
+            )))?;
+        Ok(Some(name))
+    }
+
     /// Stops a container cutover did not make (one it takes over), SIGTERM then SIGKILL
     /// after `grace`; its restart policy stays as its owner set it, for a revert that
     /// starts it again.
@@ -849,31 +925,8 @@ impl Runtime {
                 ));
             }
         }
-        let name = Runtime::network_name(stack);
-        let filters = HashMap::from([
-            (
-                "label".to_string(),
-                vec![format!("{}={stack}", label::STACK)],
-            ),
-            ("name".to_string(), vec![name.clone()]),
-        ]);
-        let nets = self
-            .docker
-            .list_networks(Some(ListNetworksOptions {
-                filters: Some(filters),
-            }))
-            .await
-            .map_err(RuntimeError::docker("cannot list networks"))?;
-        for n in nets {
-            if n.name.as_deref() == Some(name.as_str()) {
-                self.docker
-                    .remove_network(&name)
-                    .await
-                    .map_err(RuntimeError::docker(format!(
-                        "cannot remove network `{name}`"
-                    )))?;
-                removed.push(format!("network {name}"));
-            }
+        if let Some(name) = self.remove_network(stack).await? {
+            removed.push(format!("network {name}"));
         }
         for v in volume_names {
             match self

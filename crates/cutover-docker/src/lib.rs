@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-pub use containers::{ContainerInfo, ContainerSpec, Slot};
+pub use containers::{ContainerInfo, ContainerSpec, PortHolder, Slot};
 pub use health::{HealthFailure, http_get};
 pub use images::ImageInfo;
 

@@ -69,6 +69,8 @@ pub struct Runner<'a> {
     pub restore_points: cutover_data::manifest::RestorePoints,
     /// Bytes the restore points of this operation need, summed by the preflight checks.
     pub space_needed: u64,
+    /// Containers cutover did not make that this operation takes over, by service.
+    pub adopting: IndexMap<String, Vec<String>>,
 }
 
 fn fail(e: impl std::fmt::Display) -> StepError {
@@ -117,6 +119,61 @@ impl Runner<'_> {
                 })
             })
             .collect()
+    }
+
+    /// Preflight: each host port a new container publishes is free, or published by a
+    /// container the upgrade replaces (the same service of this stack, or the compose
+    /// container it takes over); a port held by anything else refuses the upgrade.
+    fn check_ports(&self, ports: &[(String, u16)]) -> Result<String, StepError> {
+        let mut problems = Vec::new();
+        for (service, port) in ports {
+            let holders = self.block(self.docker.port_holders(*port))?;
+            let adopting = self.adopting.get(service);
+            let foreign: Vec<String> = holders
+                .iter()
+                .filter(|h| {
+                    let ours = h.stack.as_deref() == Some(self.desired.name.as_str())
+                        && h.service.as_deref() == Some(service.as_str());
+                    let taken_over = adopting.is_some_and(|a| a.contains(&h.name));
+                    !ours && !taken_over
+                })
+                .map(|h| match (&h.stack, &h.compose_project) {
+                    (Some(stack), _) => format!(
+                        "container {} (service `{}` of stack `{stack}`)",
+                        h.name,
+                        h.service.as_deref().unwrap_or("?")
+                    ),
+                    (None, Some(project)) => {
+                        format!("container {} (compose project `{project}`)", h.name)
+                    }
+                    (None, None) => format!("container {}", h.name),
+                })
+                .collect();
+            if !foreign.is_empty() {
+                problems.push(format!(
+                    "host port {port} of `{service}` is published by {}",
+                    foreign.join(", ")
+                ));
+            } else if holders.is_empty()
+                && let Err(e) = std::net::TcpListener::bind(("0.0.0.0", *port))
+                && e.kind() == std::io::ErrorKind::AddrInUse
+            {
+                problems.push(format!(
+                    "host port {port} of `{service}` is in use by a program on this host (not a container)"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(format!(
+                "{} host port(s) free or held by what this upgrade replaces",
+                ports.len()
+            ))
+        } else {
+            Err(StepError::new(format!(
+                "{}; free them, or change `ports`; nothing was changed",
+                problems.join("; ")
+            )))
+        }
     }
 
     /// Runs the service's `migrate` job once on the new image; a non-zero exit fails.
@@ -455,9 +512,24 @@ impl Runner<'_> {
             diffs.push(format!("{} of the reverted release still runs", c.name));
         }
         diffs.extend(self.schema_differences());
+        // A failed first deploy leaves nothing behind: no container ran before, so the
+        // network it created goes too (volumes stay: they may hold data from elsewhere).
+        let mut network = String::new();
+        if diffs.is_empty() && self.before.is_empty() && !now.iter().any(ContainerInfo::running) {
+            network = match self
+                .rt
+                .block_on(self.docker.remove_network(&self.desired.name))
+            {
+                Ok(Some(name)) => {
+                    format!("; removed network {name}, which this first deploy created")
+                }
+                Ok(None) => String::new(),
+                Err(e) => format!("; the stack network stays: {e}"),
+            };
+        }
         if diffs.is_empty() {
             Ok(format!(
-                "{same} container(s) run the same image IDs as before the operation"
+                "{same} container(s) run the same image IDs as before the operation{network}"
             ))
         } else {
             Err(StepError::new(format!(
@@ -680,6 +752,7 @@ impl Executor for Runner<'_> {
                     )))
                 }
             }
+            StepKind::CheckPorts { ports } => self.check_ports(ports),
             StepKind::Adopt {
                 service,
                 containers,

@@ -2328,3 +2328,59 @@ fn a_running_compose_project_is_taken_over_with_its_data_ports_and_environment()
         "no second, empty volume"
     );
 }
+
+#[test]
+fn a_host_port_held_by_another_container_refuses_the_apply_in_preflight() {
+    let s = Stack::new("port-clash");
+    let port = free_port();
+    let other = format!("{}-squatter", s.name);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &other,
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "-e",
+        "DEMO_VERSION=v1",
+        "cutover-demo:v1",
+    ]);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            docker(&["rm", "-f", &self.0]);
+        }
+    }
+    let _gone = Gone(other.clone());
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    let o = s.apply(&[]);
+    expect_code(&o, 2, "refused in preflight");
+    assert!(
+        stderr(&o).contains(&format!(
+            "host port {port} of `app` is published by container {other}"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(s.containers(true, &[]).is_empty(), "nothing was started");
+    assert!(
+        !docker(&["network", "inspect", &s.network()])
+            .status
+            .success(),
+        "no network was left behind"
+    );
+
+    // A first deploy that fails after starting something leaves no network behind either.
+    docker(&["rm", "-f", &other]);
+    s.write("cutover-demo:v3-broken", "recreate", Some(port), HEALTH);
+    let o = s.apply(&[]);
+    expect_code(&o, 1, "a broken first deploy, reverted");
+    assert!(s.containers(true, &[]).is_empty());
+    assert!(
+        !docker(&["network", "inspect", &s.network()])
+            .status
+            .success(),
+        "the network the failed first deploy created is gone: {}",
+        stderr(&o)
+    );
+}

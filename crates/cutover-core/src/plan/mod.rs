@@ -229,6 +229,11 @@ pub enum StepKind {
         file: String,
         keys: Vec<String>,
     },
+    /// The host ports new containers publish (service, port) are free, or published by a
+    /// container this upgrade replaces (the service's own, or one it takes over).
+    CheckPorts {
+        ports: Vec<(String, u16)>,
+    },
     /// A first apply takes a service over from containers cutover did not make (a compose
     /// project's): they are stopped, not removed, so a revert can start them again.
     Adopt {
@@ -735,6 +740,28 @@ fn procedure(
             StepKind::CheckData {
                 data: d.name.clone(),
             },
+        );
+    }
+    // Host ports the new containers publish must be free, or held by what this upgrade
+    // replaces: found now, not when a container fails to start in the upgrade phase.
+    let ports: Vec<(String, u16)> = services
+        .iter()
+        .filter(changing)
+        .filter_map(|c| desired.services.get(&c.service).map(|s| (c, s)))
+        .flat_map(|(c, s)| s.ports.iter().map(move |p| (c.service.clone(), p.host)))
+        .collect();
+    if !ports.is_empty() {
+        p.push(
+            "ports",
+            format!(
+                "host ports {} are free, or held by what this upgrade replaces",
+                ports
+                    .iter()
+                    .map(|(_, p)| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            StepKind::CheckPorts { ports },
         );
     }
     if let Some(prev) = previous {
