@@ -61,7 +61,9 @@ impl ComposeContext<'_> {
     /// unchanged. Compose prefixes a named volume with the project name unless the
     /// top-level entry gives a `name:` or marks it `external:`.
     pub fn volume_name(&self, source: &str) -> String {
-        if source.starts_with(['.', '/', '~']) {
+        // A path, or a variable that may hold one (`${UPLOAD_LOCATION}`): decided after
+        // interpolation, as a bind mount when it is a path.
+        if source.starts_with(['.', '/', '~']) || source.contains('$') {
             return source.to_string();
         }
         match self.volumes.get(source) {
@@ -109,6 +111,65 @@ pub fn brace_variables(text: &str) -> String {
         }
     }
     out
+}
+
+/// Splits a command string into words as compose does (POSIX shell quoting: '…', "…",
+/// backslash escapes; no expansion).
+pub fn split_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                for q in chars.by_ref() {
+                    if q == '\'' {
+                        break;
+                    }
+                    word.push(q);
+                }
+            }
+            '"' => {
+                in_word = true;
+                while let Some(q) = chars.next() {
+                    match q {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(e) = chars.next() {
+                                if !matches!(e, '"' | '\\' | '$' | '`') {
+                                    word.push('\\');
+                                }
+                                word.push(e);
+                            }
+                        }
+                        _ => word.push(q),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(e) = chars.next() {
+                    word.push(e);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
 }
 
 /// Compose's project name from a directory name: lowercase, only `a-z0-9_-` kept (what
@@ -451,9 +512,18 @@ impl ComposeService {
                 ..RawHealth::default()
             })
         });
+        // Compose splits a string command into words for the image's entrypoint (no shell);
+        // a string command of the stack file itself runs through /bin/sh -c.
+        let command = self.command.map(|c| match c.value {
+            StringOrList::One(s) => Located::new(
+                StringOrList::Many(split_words(&s).into_iter().map(Scalar).collect()),
+                c.at,
+            ),
+            many => Located::new(many, c.at),
+        });
         RawService {
             image: self.image,
-            command: self.command,
+            command,
             env,
             ports: (!ports.is_empty()).then_some(ports),
             volumes: (!volumes.is_empty()).then_some(volumes),

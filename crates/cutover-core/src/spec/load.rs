@@ -324,7 +324,7 @@ impl Cx {
                             at,
                             format!("`{shown}` is not imported from the compose file"),
                         )
-                        .hint("cutover imports image, command, environment, ports, volumes, depends_on, healthcheck, restart and stop_grace_period"),
+                        .hint("cutover imports image, command, environment, env_file, ports, volumes, depends_on, healthcheck, restart, stop_grace_period, init, tmpfs and profiles (docs/compose-keys.md)"),
                     ),
                 }
             }
@@ -394,11 +394,21 @@ impl Cx {
         }
         // The project name decides the names of its volumes and containers: `name:`, then
         // COMPOSE_PROJECT_NAME, then the compose file's directory, as compose does.
+        // COMPOSE_PROJECT_NAME and COMPOSE_PROFILES may be set in that `.env` too.
+        let dot_env_vars: HashMap<String, String> = dotenvy::from_path_iter(&dot_env)
+            .map(|iter| iter.flatten().collect())
+            .unwrap_or_default();
+        let compose_var = |name: &str| {
+            opts.process_env
+                .get(name)
+                .or_else(|| dot_env_vars.get(name))
+                .cloned()
+        };
         let project = compose
             .name
             .as_ref()
             .map(|n| n.value.clone())
-            .or_else(|| opts.process_env.get("COMPOSE_PROJECT_NAME").cloned())
+            .or_else(|| compose_var("COMPOSE_PROJECT_NAME"))
             .unwrap_or_else(|| {
                 path.parent()
                     .and_then(|d| std::path::absolute(d).ok())
@@ -423,9 +433,7 @@ impl Cx {
                 ));
             }
         }
-        let active: Vec<String> = opts
-            .process_env
-            .get("COMPOSE_PROFILES")
+        let active: Vec<String> = compose_var("COMPOSE_PROFILES")
             .map(|p| {
                 p.split(',')
                     .map(|s| s.trim().to_string())

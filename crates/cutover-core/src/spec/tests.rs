@@ -699,3 +699,57 @@ fn compose_env_files_lie_below_environment_and_their_values_are_literal() {
     assert!(l.stack.services["app"].env.is_empty());
     assert!(l.warnings.items.is_empty(), "{}", l.warnings);
 }
+
+#[test]
+fn a_compose_string_command_is_split_into_words_for_the_entrypoint_not_run_by_a_shell() {
+    let compose = "services:\n  redis:\n    image: redis\n    command: --save 60 1 --loglevel \"warning level\" 'a b'\n    volumes: ['${UPLOAD_LOCATION}:/data']\n";
+    let l = with_compose(compose, "", &[("UPLOAD_LOCATION", "./library")]);
+    let redis = &l.stack.services["redis"];
+    assert_eq!(
+        redis.command,
+        Some(Command::Exec(
+            ["--save", "60", "1", "--loglevel", "warning level", "a b"]
+                .map(String::from)
+                .to_vec()
+        ))
+    );
+    // A variable that holds a path is a bind mount, not a `<project>_` volume.
+    assert!(
+        matches!(&redis.volumes[0].source, MountSource::Bind(p) if p.ends_with("library")),
+        "{:?}",
+        redis.volumes[0]
+    );
+}
+
+#[test]
+fn compose_project_name_and_profiles_may_come_from_the_dot_env_beside_the_compose_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join(".env"),
+        "COMPOSE_PROJECT_NAME=sentry-self-hosted\nCOMPOSE_PROFILES=full\n",
+    )
+    .expect(".env");
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        "volumes: { data: {} }\nservices:\n  web: { image: web, volumes: ['data:/d'] }\n  worker: { image: web, profiles: [full] }\n",
+    )
+    .expect("compose");
+    let l = load_str(
+        &dir.path().join("cutover.yaml"),
+        "name: s\ninclude_compose: docker-compose.yml\n",
+        &opts(&[]),
+    )
+    .expect("valid");
+    assert_eq!(
+        l.stack.compose_project.as_deref(),
+        Some("sentry-self-hosted")
+    );
+    assert!(
+        l.stack.services.contains_key("worker"),
+        "profile `full` is active"
+    );
+    assert!(matches!(
+        &l.stack.services["web"].volumes[0].source,
+        MountSource::Volume(v) if v == "sentry-self-hosted_data"
+    ));
+}

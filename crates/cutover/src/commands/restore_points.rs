@@ -36,10 +36,94 @@ pub fn run(cli: &Cli, action: &RestorePointsAction) -> anyhow::Result<u8> {
     }
 }
 
+/// Whether a restore point's copy is still there, and the copy a revert set aside.
+struct Presence {
+    /// `None`: not known (its PostgreSQL server cannot be asked from here).
+    present: Option<bool>,
+    /// What a revert set aside and is still there: a database, a file or a directory.
+    failed_copy: Option<String>,
+}
+
+/// Looks for a restore point's copy where it should be: the database copies on their
+/// server (gone after `down --volumes` of a server that is a stack service, or a manual
+/// drop), the archive files in the state dir.
+fn presence(
+    cli: &Cli,
+    rps: &RestorePoints,
+    m: &Manifest,
+    rt: &tokio::runtime::Runtime,
+) -> Presence {
+    if let Some(pg) = &m.postgres {
+        let Some(url) = pg_url(cli, &m.data) else {
+            return Presence {
+                present: None,
+                failed_copy: None,
+            };
+        };
+        let names = [pg.copy.clone(), pg.failed_name.clone()];
+        let found = rt.block_on(async {
+            let ask = async {
+                let client = cutover_data::postgres::connect_db(&url, "postgres")
+                    .await
+                    .ok()?;
+                let rows = client
+                    .query(
+                        "SELECT datname FROM pg_database WHERE datname = ANY($1)",
+                        &[&names.as_slice()],
+                    )
+                    .await
+                    .ok()?;
+                Some(
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+                .await
+                .ok()
+                .flatten()
+        });
+        return match found {
+            Some(found) => Presence {
+                present: Some(m.status == Status::Restored || found.contains(&pg.copy)),
+                failed_copy: found
+                    .contains(&pg.failed_name)
+                    .then(|| pg.failed_name.clone()),
+            },
+            None => Presence {
+                present: None,
+                failed_copy: None,
+            },
+        };
+    }
+    let dir = rps.dir(m.release, &m.data);
+    let present = m.status == Status::Restored
+        || (m.postgres_tables.is_some() || m.artifacts.iter().all(|a| dir.join(&a.file).exists()));
+    Presence {
+        present: Some(present),
+        failed_copy: m
+            .failed_copy
+            .clone()
+            .filter(|f| m.postgres_tables.is_some() || std::path::Path::new(f).exists()),
+    }
+}
+
 fn list(cli: &Cli, rps: &RestorePoints) -> anyhow::Result<u8> {
     let all = rps.list()?;
+    let rt = commands::tokio()?;
+    let presences: Vec<Presence> = all.iter().map(|m| presence(cli, rps, m, &rt)).collect();
     if cli.output == OutputFormat::Json {
-        output::print_json(&all)?;
+        let mut items = Vec::new();
+        for (m, p) in all.iter().zip(&presences) {
+            let mut v = serde_json::to_value(m)?;
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("present".into(), serde_json::json!(p.present));
+                obj.insert("failed_copy".into(), serde_json::json!(p.failed_copy));
+            }
+            items.push(v);
+        }
+        output::print_json(&items)?;
         return Ok(exit::OK);
     }
     if all.is_empty() {
@@ -50,16 +134,30 @@ fn list(cli: &Cli, rps: &RestorePoints) -> anyhow::Result<u8> {
         "{:>7}  {:<14}  {:<9}  {:<9}  {:>10}  {:<8}  where\n",
         "release", "data", "kind", "status", "size", "schema"
     );
-    for m in &all {
+    for (m, p) in all.iter().zip(&presences) {
+        let status = match p.present {
+            Some(false) => "missing",
+            _ => status(m),
+        };
+        let mut place = where_(rps, m);
+        if p.present == Some(false) {
+            place.push_str(" — gone");
+        }
+        if p.present.is_none() && m.postgres.is_some() {
+            place.push_str(" — not checked: the server cannot be asked from here");
+        }
+        if let Some(f) = &p.failed_copy {
+            place.push_str(&format!("; set aside by its revert: {f}"));
+        }
         out.push_str(&format!(
             "{:>7}  {:<14}  {:<9}  {:<9}  {:>10}  {:<8}  {}\n",
             m.release,
             m.data,
             kind(m),
-            status(m),
+            status,
             human(m.source_bytes),
             m.schema_version.as_deref().unwrap_or("-"),
-            where_(rps, m)
+            place
         ));
     }
     output::print(&out)?;
