@@ -575,6 +575,38 @@ impl Runtime {
             .collect())
     }
 
+    /// Where `path` inside container `id` is on this host, through the container's mounts
+    /// (a `local` volume's or a bind mount's source): `None` when no mount holds it.
+    pub async fn host_path(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<Option<std::path::PathBuf>, RuntimeError> {
+        let inspect =
+            self.docker
+                .inspect_container(id, None)
+                .await
+                .map_err(RuntimeError::docker(format!(
+                    "cannot inspect container {id}"
+                )))?;
+        let inside = std::path::Path::new(path);
+        let best = inspect
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let dest = std::path::PathBuf::from(m.destination?);
+                let rest = inside.strip_prefix(&dest).ok()?.to_path_buf();
+                Some((
+                    dest.components().count(),
+                    std::path::PathBuf::from(m.source?),
+                    rest,
+                ))
+            })
+            .max_by_key(|(depth, _, _)| *depth);
+        Ok(best.map(|(_, source, rest)| source.join(rest)))
+    }
+
     /// Removes the stack network (`cutover-<stack>`, with the stack's label) when it exists;
     /// its name when it did. Containers still on it make this fail.
     pub async fn remove_network(&self, stack: &str) -> Result<Option<String>, RuntimeError> {

@@ -847,9 +847,14 @@ async fn an_idle_keep_alive_connection_closes_but_a_long_request_is_not_idle() {
         answer.extend_from_slice(&buf[..n]);
     }
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
-    // …and then, with nothing more asked, the connection is closed after the timeout.
+    // …and then, with nothing more asked, the connection is closed after the timeout. The
+    // proxy counts idle time from the end of its response; this client sees that end a
+    // little later (seen: 0.2 ms), so its own count may fall short by the delivery time.
     let idle = closed_after(&mut tcp, Duration::from_secs(5)).await;
-    assert!(idle >= timeout, "closed after {idle:?} idle");
+    assert!(
+        idle + Duration::from_millis(25) >= timeout,
+        "closed after {idle:?} idle"
+    );
     p.stop().await;
 }
 

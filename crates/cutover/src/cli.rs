@@ -206,6 +206,11 @@ pub enum Command {
         /// its same-server copy (used anyway when the copy is gone).
         #[arg(long)]
         from_dump: bool,
+        /// Correct a value the target release recorded, for this rollback:
+        /// SERVICE.stop_grace=DURATION, SERVICE.health.deadline=DURATION or
+        /// SERVICE.env.KEY=VALUE (its images stay the recorded IDs). Repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
         #[command(flatten)]
         confirm: ConfirmArgs,
     },

@@ -183,6 +183,28 @@ impl Runner<'_> {
         Ok(format!("{} free on {}", human(free), on.display()))
     }
 
+    /// Where a PostgreSQL server's data directory is on this host: the path itself when the
+    /// server runs here, or, when it is a service of this stack (the URL reaches it), the
+    /// host side of the container mount that holds it.
+    fn server_data_dir(&self, url: &str, data_dir: Option<String>) -> Option<PathBuf> {
+        let data_dir = data_dir?;
+        if let Some(service) = cutover_core::spec::serving_service(url, &self.desired.services) {
+            let container = self
+                .rt
+                .block_on(self.docker.containers(&self.desired.name))
+                .ok()?
+                .into_iter()
+                .find(|c| c.service == service && c.running())?;
+            return self
+                .rt
+                .block_on(self.docker.host_path(&container.id, &data_dir))
+                .ok()
+                .flatten()
+                .filter(|p| p.exists());
+        }
+        Some(PathBuf::from(data_dir)).filter(|d| d.exists())
+    }
+
     /// Preflight: the data is there, and its restore point will fit.
     pub(crate) fn check_data(&mut self, name: &str) -> Result<String, StepError> {
         let state = self.restore_points.root().to_path_buf();
@@ -206,8 +228,9 @@ impl Runner<'_> {
                     .map_err(fail)?;
                 let size = size.max(0) as u64;
                 // The copy lives beside the database, on the server's disk: check it when
-                // the server runs here, say so when it does not.
-                let room = match data_dir.map(PathBuf::from).filter(|d| d.exists()) {
+                // the server runs here (as a process, or as a service of this stack whose
+                // data directory is a volume), say so when it does not.
+                let room = match self.server_data_dir(&url, data_dir) {
                     Some(dir) => self.check_room(size, &dir)?,
                     None => "the server's free space cannot be checked from here".to_string(),
                 };
@@ -234,7 +257,7 @@ impl Runner<'_> {
                     })
                     .map_err(fail)?;
                 let size = size.max(0) as u64;
-                let room = match data_dir.map(PathBuf::from).filter(|d| d.exists()) {
+                let room = match self.server_data_dir(&url, data_dir) {
                     Some(dir) => self.check_room(size, &dir)?,
                     None => "the server's free space cannot be checked from here".to_string(),
                 };

@@ -1365,6 +1365,13 @@ fn the_maintenance_page_shows_during_a_long_upgrade_and_goes_after_its_revert() 
         "v2",
         "routes survive a restart of the proxy"
     );
+
+    // After `down` the proxy has no upstream: 503 with Retry-After, not 502 for a container
+    // that is gone.
+    expect_code(&s.run(&["down", "--yes"]), 0, "down");
+    let (code, head, _) = http_get_head(s.proxy(), "/version").expect("GET");
+    assert_eq!(code, 503, "{head}");
+    assert!(head.contains("retry-after"), "{head}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2382,5 +2389,66 @@ fn a_host_port_held_by_another_container_refuses_the_apply_in_preflight() {
             .success(),
         "the network the failed first deploy created is gone: {}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn a_rollback_to_a_release_recorded_with_a_short_grace_stops_the_live_one_with_its_own() {
+    // Release 1 was recorded with `stop_grace: 1s`; release 2 runs with 12s and a process
+    // that ignores SIGTERM. Rolling back to 1 stops release 2's container: it gets the
+    // grace it was started with, not the target release's.
+    let s = Stack::new("rollback-grace");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let name = &s.name;
+    let stack = |grace: &str| {
+        format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: cutover-demo:v1\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    stop_grace: {grace}\n    \
+               health: {HEALTH}\n    env: {{ DEMO_IGNORE_SIGTERM: \"1\" }}\n"
+        )
+    };
+    write_yaml(&s, &stack("1s"));
+    s.apply_ok(&[]);
+    write_yaml(&s, &stack("12s"));
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    assert_eq!(version_now(addr), "v2");
+    let live = s.the_running();
+    let since = docker_ok(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let o = s.run(&["rollback", "1", "--yes"]);
+    expect_code(&o, 0, "rollback 1");
+    assert_eq!(version_now(addr), "v1");
+    let until = docker_ok(&["system", "info", "--format", "{{.SystemTime}}"]);
+    // The engine's events: SIGTERM (15), then SIGKILL (9) at least 12 s later.
+    let events = docker_ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={live}"),
+        "--filter",
+        "event=kill",
+        "--format",
+        "{{.Actor.Attributes.signal}} {{.TimeNano}}",
+    ]);
+    let kills: Vec<(String, u128)> = lines(&events)
+        .iter()
+        .filter_map(|l| {
+            let (sig, t) = l.split_once(' ')?;
+            Some((sig.to_string(), t.parse().ok()?))
+        })
+        .collect();
+    let term = kills.iter().find(|(s, _)| s == "15").expect("a SIGTERM");
+    let kill = kills
+        .iter()
+        .find(|(s, _)| s == "9")
+        .expect("then a SIGKILL");
+    let waited = Duration::from_nanos((kill.1 - term.1) as u64);
+    assert!(
+        waited >= Duration::from_secs(11),
+        "release 2's container got its own 12s grace, not release 1's 1s: {waited:?} ({events})"
     );
 }

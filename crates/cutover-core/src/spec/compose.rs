@@ -27,6 +27,10 @@ pub struct ComposeFile {
     /// reported.
     #[serde(default)]
     pub networks: IndexMap<String, Option<serde::de::IgnoredAny>>,
+    /// Not imported: file-based configs and secrets, other files. Read only to be reported.
+    pub configs: Option<Located<serde::de::IgnoredAny>>,
+    pub secrets: Option<Located<serde::de::IgnoredAny>>,
+    pub include: Option<Located<serde::de::IgnoredAny>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

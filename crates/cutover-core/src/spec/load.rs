@@ -433,6 +433,22 @@ impl Cx {
                 ));
             }
         }
+        for (key, at) in [
+            ("configs", compose.configs.as_ref().map(|c| c.at)),
+            ("secrets", compose.secrets.as_ref().map(|c| c.at)),
+            ("include", compose.include.as_ref().map(|c| c.at)),
+        ] {
+            if let Some(at) = at {
+                self.warnings.push(
+                    Diagnostic::new(
+                        DiagKind::UnknownKey,
+                        at,
+                        format!("top-level `{key}` is not imported from the compose file: no service gets what it declares"),
+                    )
+                    .hint("docs/compose-keys.md says what each key becomes"),
+                );
+            }
+        }
         let active: Vec<String> = compose_var("COMPOSE_PROFILES")
             .map(|p| {
                 p.split(',')
@@ -2061,7 +2077,7 @@ fn yaml_options() -> serde_saphyr::Options {
 
 /// The service a PostgreSQL URL reaches: the host is a service's name, or a loopback address
 /// whose port a service publishes.
-fn serving_service(url: &str, services: &IndexMap<String, Service>) -> Option<String> {
+pub fn serving_service(url: &str, services: &IndexMap<String, Service>) -> Option<String> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);

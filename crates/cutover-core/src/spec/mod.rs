@@ -14,7 +14,7 @@ pub mod redact;
 pub mod source;
 
 pub use diag::{DiagKind, Diagnostic, Diagnostics};
-pub use load::{LoadOptions, Loaded, load, load_str};
+pub use load::{LoadOptions, Loaded, load, load_str, serving_service};
 pub use model::*;
 pub use redact::Redactor;
 

@@ -736,6 +736,44 @@ fn default_keep_restore_points() -> usize {
 }
 
 impl Stack {
+    /// Corrects one value of a stack read back from a release (`rollback --set`):
+    /// `SERVICE.stop_grace=DURATION`, `SERVICE.health.deadline=DURATION` or
+    /// `SERVICE.env.KEY=VALUE`. Images stay what the release recorded.
+    pub fn correct(&mut self, set: &str) -> Result<(), String> {
+        let (key, value) = set
+            .split_once('=')
+            .ok_or_else(|| "expected KEY=VALUE".to_string())?;
+        let parts: Vec<&str> = key.split('.').collect();
+        let duration = |v: &str| {
+            humantime::parse_duration(v.trim()).map_err(|_| format!("`{v}` is not a duration"))
+        };
+        let svc_name = parts.first().copied().unwrap_or_default();
+        let known: Vec<String> = self.services.keys().cloned().collect();
+        let svc = self.services.get_mut(svc_name).ok_or_else(|| {
+            format!(
+                "the release has no service `{svc_name}` (it has {})",
+                known.join(", ")
+            )
+        })?;
+        match parts.as_slice() {
+            [_, "stop_grace"] => svc.stop_grace = duration(value)?,
+            [_, "health", "deadline"] => match svc.health.as_mut() {
+                Some(h) => h.deadline = duration(value)?,
+                None => return Err(format!("`{svc_name}` has no health check")),
+            },
+            [_, "env", k] => {
+                svc.env
+                    .insert((*k).to_string(), Value::Plain(value.to_string()));
+            }
+            _ => {
+                return Err(format!(
+                    "cannot set `{key}` on a recorded release: SERVICE.stop_grace, SERVICE.health.deadline or SERVICE.env.KEY"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Gives a stack read back from the store what the store does not hold, from the stack
     /// file loaded now (`current`): its secrets their values, matching by reference
     /// (`${NAME}` as written), and its base directory. Returns the references it could not

@@ -597,6 +597,8 @@ fn compose_keys_that_change_how_a_container_runs_are_imported_or_said() {
     let compose = "\
 networks:
   backend: {}
+secrets:
+  pw: { file: ./pw.txt }
 services:
   app:
     image: app:1
@@ -641,6 +643,7 @@ services:
         "network `backend` is not created",
         "`setup` is awaited as a long-running service",
         "service `debug` is not imported: its profile(s) debug are not active",
+        "top-level `secrets` is not imported from the compose file",
     ] {
         assert!(said.iter().any(|m| m.contains(want)), "{want}: {said:#?}");
     }
@@ -752,4 +755,30 @@ fn compose_project_name_and_profiles_may_come_from_the_dot_env_beside_the_compos
         &l.stack.services["web"].volumes[0].source,
         MountSource::Volume(v) if v == "sentry-self-hosted_data"
     ));
+}
+
+#[test]
+fn a_recorded_release_can_be_corrected_for_a_rollback() {
+    let mut s = ok(
+        "name: s\nservices:\n  db:\n    image: postgres\n    stop_grace: 1s\n    health: { tcp: 5432 }\n",
+    );
+    s.correct("db.stop_grace=45s").expect("stop_grace");
+    s.correct("db.health.deadline=3m").expect("deadline");
+    s.correct("db.env.LOG=debug").expect("env");
+    let db = &s.services["db"];
+    assert_eq!(db.stop_grace, std::time::Duration::from_secs(45));
+    assert_eq!(
+        db.health.as_ref().map(|h| h.deadline),
+        Some(std::time::Duration::from_secs(180))
+    );
+    assert_eq!(db.env["LOG"].shown(), "debug");
+    for (bad, says) in [
+        ("db.image=postgres:16", "cannot set `db.image`"),
+        ("web.stop_grace=1s", "no service `web` (it has db)"),
+        ("db.stop_grace=soon", "`soon` is not a duration"),
+        ("db.stop_grace", "expected KEY=VALUE"),
+    ] {
+        let err = s.correct(bad).expect_err(bad);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }

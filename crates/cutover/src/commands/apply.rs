@@ -66,6 +66,7 @@ pub fn rollback(
     revision: Option<u64>,
     data: DataChoice,
     from_dump: bool,
+    sets: &[String],
     confirm: &ConfirmArgs,
 ) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, &[])?;
@@ -136,6 +137,14 @@ pub fn rollback(
                 missing.join(", ")
             ),
         ));
+    }
+    for set in sets {
+        desired.correct(set).map_err(|e| {
+            with_code(
+                exit::INVALID,
+                anyhow!("--set {set}: {e}; nothing was changed"),
+            )
+        })?;
     }
     let pins = ReleaseImages::from_json(&rel.images_json).ids();
     let confirm = &ConfirmArgs {

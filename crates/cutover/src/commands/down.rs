@@ -76,6 +76,28 @@ pub fn run(cli: &Cli, volumes: bool, confirm: &ConfirmArgs) -> anyhow::Result<u8
     let removed = result?;
     recorded?;
     let mut out = String::new();
+    // A running `cutover serve` still points at the removed containers and would answer
+    // 502: it now has no upstream for them (503, Retry-After) until the next apply routes.
+    let socket = crate::traffic::socket_path(&commands::state_dir(cli));
+    if socket.exists() {
+        let client = cutover_proxy::client::Client::new(&socket);
+        let cleared = rt.block_on(async {
+            let state = client.state().await.ok()?;
+            let mut cleared = Vec::new();
+            for service in state.services.keys() {
+                if client.switch(service, &[]).await.is_ok() {
+                    cleared.push(service.clone());
+                }
+            }
+            Some(cleared)
+        });
+        if let Some(cleared) = cleared.filter(|c| !c.is_empty()) {
+            out.push_str(&format!(
+                "the proxy has no upstream for {} now (it answers 503 until the next apply)\n",
+                cleared.join(", ")
+            ));
+        }
+    }
     if removed.is_empty() {
         out.push_str(&format!("stack `{name}`: nothing runs\n"));
     }

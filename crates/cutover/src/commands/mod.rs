@@ -44,8 +44,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             revision,
             data,
             from_dump,
+            sets,
             confirm,
-        } => apply::rollback(cli, *revision, *data, *from_dump, confirm),
+        } => apply::rollback(cli, *revision, *data, *from_dump, sets, confirm),
         Command::UpgradeService { service, confirm } => {
             apply::upgrade_service(cli, service, confirm)
         }
