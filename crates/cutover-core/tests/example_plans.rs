@@ -25,6 +25,7 @@ fn load(name: &str, env: Option<&str>, vars: &[(&str, &str)], sets: &[&str]) -> 
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<HashMap<_, _>>(),
+        profiles: Vec::new(),
     };
     match spec::load(&example(name), &opts) {
         Ok(l) => l.stack,

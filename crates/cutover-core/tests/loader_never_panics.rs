@@ -1151,6 +1151,7 @@ fn load_options(h: bool) -> BoxedStrategy<LoadOptions> {
             environment,
             sets,
             process_env: process.into_iter().collect(),
+            profiles: Vec::new(),
         })
         .boxed()
 }

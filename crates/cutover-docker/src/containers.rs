@@ -640,6 +640,38 @@ impl Runtime {
         Ok(Some(name))
     }
 
+    /// The name of container `name` when it exists and is no container of a cutover
+    /// stack (one a stack file names to take over); `None` when there is none.
+    pub async fn foreign_container(&self, name: &str) -> Result<Option<String>, RuntimeError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(c) => {
+                let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+                if let Some(stack) = labels.get(label::STACK) {
+                    return Err(RuntimeError::Docker {
+                        what: format!(
+                            "container `{name}` belongs to cutover stack `{stack}`: it is not one to take over"
+                        ),
+                        source: bollard::errors::Error::DockerResponseServerError {
+                            status_code: 409,
+                            message: "owned by a stack".into(),
+                        },
+                    });
+                }
+                Ok(Some(
+                    c.name
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_else(|| name.to_string()),
+                ))
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(RuntimeError::docker(format!(
+                "cannot inspect container `{name}`"
+            ))(e)),
+        }
+    }
+
     /// Stops a container cutover did not make (one it takes over), SIGTERM then SIGKILL
     /// after `grace`; its restart policy stays as its owner set it, for a revert that
     /// starts it again.

@@ -72,6 +72,7 @@ fn service(image: &str, health: Option<Health>) -> Service {
         config_files: Vec::new(),
         init: false,
         tmpfs: Vec::new(),
+        adopt: Vec::new(),
     }
 }
 

@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long = "env", global = true, value_name = "NAME", env = "CUTOVER_ENV")]
     pub environment: Option<String>,
 
+    /// A compose profile to activate for `include_compose` (repeatable; with
+    /// COMPOSE_PROFILES).
+    #[arg(long = "profile", global = true, value_name = "NAME")]
+    pub profiles: Vec<String>,
+
     /// Where releases, the journal and restore points are kept [default: .cutover/ beside the
     /// stack file].
     #[arg(long, global = true, value_name = "DIR", env = "CUTOVER_STATE_DIR")]

@@ -2452,3 +2452,74 @@ fn a_rollback_to_a_release_recorded_with_a_short_grace_stops_the_live_one_with_i
         "release 2's container got its own 12s grace, not release 1's 1s: {waited:?} ({events})"
     );
 }
+
+#[test]
+fn a_container_started_by_hand_is_taken_over_and_given_back_when_the_first_apply_fails() {
+    let s = Stack::new("adopt-run");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let by_hand = format!("{}-by-hand", s.name);
+    struct Gone(String);
+    impl Drop for Gone {
+        fn drop(&mut self) {
+            docker(&["rm", "-f", &self.0]);
+        }
+    }
+    let _gone = Gone(by_hand.clone());
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &by_hand,
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "-v",
+        &format!("{}:/data", s.volume()),
+        "--restart",
+        "unless-stopped",
+        "cutover-demo:v1",
+    ]);
+    let _ = version_now(addr);
+    post_item(addr, "written-by-hand");
+    let before = app_state(addr);
+    let stack = |image: &str| {
+        format!(
+            "name: {}\nservices:\n  app:\n    image: {image}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"{}:/data\"]\n    \
+               stop_grace: 5s\n    health: {HEALTH}\n    adopt: [{by_hand}]\n",
+            s.name,
+            s.volume()
+        )
+    };
+    // A first apply that fails gives the container back: it runs and serves again.
+    write_yaml(&s, &stack("cutover-demo:v3-broken"));
+    let o = s.apply(&[]);
+    expect_code(&o, 1, "a broken first apply, reverted");
+    assert!(
+        stderr(&o).contains(&format!("{by_hand} run again")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(is_running(&by_hand));
+    assert_eq!(version_now(addr), "v1");
+
+    // Then taken over for good.
+    write_yaml(&s, &stack("cutover-demo:v2"));
+    let o = s.apply(&[]);
+    expect_code(&o, 0, "apply: take the container over");
+    assert!(
+        stderr(&o).contains(&format!("take `app` over from {by_hand}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        !docker(&["inspect", &by_hand]).status.success(),
+        "the container started by hand is gone"
+    );
+    assert_eq!(version_now(addr), "v2");
+    let after = app_state(addr);
+    assert!(
+        after.1.contains("written-by-hand"),
+        "{after:?} (was {before:?})"
+    );
+}

@@ -185,7 +185,7 @@ pub fn project_name(raw: &str) -> String {
         .collect()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct ComposeService {
     pub image: Option<Text>,
     pub command: Option<Located<StringOrList>>,
@@ -206,16 +206,149 @@ pub struct ComposeService {
     pub profiles: Option<Vec<Text>>,
     /// Files of `KEY=value` lines (relative to the compose file) below `environment`.
     pub env_file: Option<Located<ComposeEnvFiles>>,
+    /// Another service's definition under this one's (in this file or another).
+    pub extends: Option<Located<ComposeExtends>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `extends: { service: base, file: common.yml }`, or `extends: base`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ComposeExtends {
+    Name(String),
+    Full {
+        service: String,
+        file: Option<String>,
+    },
+}
+
+impl ComposeExtends {
+    pub fn service(&self) -> &str {
+        match self {
+            ComposeExtends::Name(s) | ComposeExtends::Full { service: s, .. } => s,
+        }
+    }
+
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            ComposeExtends::Name(_) => None,
+            ComposeExtends::Full { file, .. } => file.as_deref(),
+        }
+    }
+}
+
+impl ComposeEnv {
+    /// As a map: `KEY=VALUE` items keyed, a bare `KEY` (pass-through) as `None`.
+    fn into_map(self) -> IndexMap<String, Option<Scalar>> {
+        match self {
+            ComposeEnv::Map(m) => m,
+            ComposeEnv::List(items) => items
+                .into_iter()
+                .map(|i| match i.split_once('=') {
+                    Some((k, v)) => (k.to_string(), Some(Scalar(v.to_string()))),
+                    None => (i, None),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ComposeService {
+    /// Lays this service over `base` (what it `extends`), as compose merges them: a value this
+    /// service sets wins; `environment` merges key by key; `ports` add up; `volumes` add up,
+    /// this service's winning for the same container path; `depends_on` adds up.
+    pub fn inherit(&mut self, base: ComposeService) {
+        macro_rules! keep_or_take {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = base.$f.clone(); } )* };
+        }
+        keep_or_take!(
+            image,
+            command,
+            healthcheck,
+            restart,
+            stop_grace_period,
+            init,
+            tmpfs,
+            profiles,
+            env_file
+        );
+        self.environment = match (base.environment, self.environment.take()) {
+            (Some(b), Some(own)) => {
+                let at = own.at;
+                let mut merged = b.value.into_map();
+                merged.extend(own.value.into_map());
+                Some(Located::new(ComposeEnv::Map(merged), at))
+            }
+            (b, own) => own.or(b),
+        };
+        // The same published port (and protocol) declared again replaces the base's.
+        let key = |p: &Located<ComposePort>| match &p.value {
+            ComposePort::Short(s) => {
+                let (spec, proto) = s.0.split_once('/').unwrap_or((&s.0, "tcp"));
+                let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+                let host = parts.get(1).copied().unwrap_or(parts[0]);
+                format!("{host}/{proto}")
+            }
+            ComposePort::Long {
+                target,
+                published,
+                protocol,
+                ..
+            } => format!(
+                "{}/{}",
+                published.as_ref().unwrap_or(target).0,
+                protocol.as_deref().unwrap_or("tcp")
+            ),
+        };
+        let own_ports: Vec<String> = self.ports.iter().map(key).collect();
+        let mut ports: Vec<Located<ComposePort>> = base
+            .ports
+            .into_iter()
+            .filter(|p| !own_ports.contains(&key(p)))
+            .collect();
+        ports.append(&mut self.ports);
+        self.ports = ports;
+        let target = |v: &Located<ComposeVolume>| match &v.value {
+            ComposeVolume::Short(s) => s.split(':').nth(1).unwrap_or(s).to_string(),
+            ComposeVolume::Long { target, .. } => target.clone(),
+        };
+        let own_targets: Vec<String> = self.volumes.iter().map(target).collect();
+        let mut volumes: Vec<Located<ComposeVolume>> = base
+            .volumes
+            .into_iter()
+            .filter(|v| !own_targets.contains(&target(v)))
+            .collect();
+        volumes.append(&mut self.volumes);
+        self.volumes = volumes;
+        self.depends_on = match (base.depends_on, self.depends_on.take()) {
+            (Some(b), Some(own)) => {
+                let names = |d: ComposeDependsOn| -> Vec<String> {
+                    match d {
+                        ComposeDependsOn::List(l) => l,
+                        ComposeDependsOn::Map(m) => m.into_keys().collect(),
+                    }
+                };
+                let at = own.at;
+                let mut all = names(b.value);
+                for n in names(own.value) {
+                    if !all.contains(&n) {
+                        all.push(n);
+                    }
+                }
+                Some(Located::new(ComposeDependsOn::List(all), at))
+            }
+            (b, own) => own.or(b),
+        };
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ComposeEnvFiles {
     One(String),
     Many(Vec<ComposeEnvFile>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ComposeEnvFile {
     Path(String),
@@ -225,14 +358,14 @@ pub enum ComposeEnvFile {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ComposeEnv {
     Map(IndexMap<String, Option<Scalar>>),
     List(Vec<String>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ComposePort {
     Short(Scalar),
@@ -244,7 +377,7 @@ pub enum ComposePort {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ComposeVolume {
     Short(String),
@@ -257,7 +390,7 @@ pub enum ComposeVolume {
     },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ComposeDependsOn {
     List(Vec<String>),
@@ -265,14 +398,14 @@ pub enum ComposeDependsOn {
 }
 
 /// `depends_on: { db: { condition: service_healthy } }`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct ComposeDependency {
     pub condition: Option<String>,
     pub restart: Option<bool>,
     pub required: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct ComposeHealth {
     pub test: Option<Located<StringOrList>>,
     pub interval: Option<Text>,
@@ -292,7 +425,7 @@ pub type Notes = Vec<(super::source::Loc, String)>;
 
 impl ComposeService {
     /// The service as cutover sees it; `notes` gets what is imported with a difference.
-    pub fn into_raw(self, cx: &ComposeContext<'_>, notes: &mut Notes) -> RawService {
+    pub fn into_raw(self, name: &str, cx: &ComposeContext<'_>, notes: &mut Notes) -> RawService {
         let env = self.environment.map(|e| {
             let at = e.at;
             let mut out = IndexMap::new();
@@ -410,9 +543,27 @@ impl ComposeService {
             .volumes
             .iter()
             .filter_map(|v| {
+                // An anonymous volume (a container path alone) gets a stable name of the
+                // service's, so the data survives the container, as compose keeps it.
+                let anonymous = |target: &str, notes: &mut Notes| {
+                    let slug: String = target
+                        .trim_matches('/')
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    let named = format!("{}_{name}_{slug}", cx.project);
+                    notes.push((
+                        v.at,
+                        format!(
+                            "anonymous volume `{target}` becomes the named volume `{named}`: cutover keeps it across releases (the anonymous volume of a running compose container is not taken over)"
+                        ),
+                    ));
+                    format!("{named}:{target}")
+                };
                 let s = match &v.value {
                     ComposeVolume::Short(s) => match s.split_once(':') {
                         Some((src, rest)) => format!("{}:{rest}", cx.volume_name(src)),
+                        None if s.starts_with('/') => anonymous(s, notes),
                         None => s.clone(),
                     },
                     ComposeVolume::Long {
@@ -431,7 +582,7 @@ impl ComposeService {
                     } => {
                         let mut s = match source {
                             Some(src) => format!("{}:{target}", cx.volume_name(src)),
-                            None => target.clone(),
+                            None => anonymous(target, notes),
                         };
                         if read_only == &Some(true) {
                             s.push_str(":ro");

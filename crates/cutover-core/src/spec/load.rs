@@ -32,6 +32,8 @@ pub struct LoadOptions {
     pub sets: Vec<String>,
     /// The process environment: the highest-precedence source of `${VAR}`s.
     pub process_env: HashMap<String, String>,
+    /// Compose profiles to activate (`--profile`), besides COMPOSE_PROFILES.
+    pub profiles: Vec<String>,
 }
 
 impl LoadOptions {
@@ -449,7 +451,7 @@ impl Cx {
                 );
             }
         }
-        let active: Vec<String> = compose_var("COMPOSE_PROFILES")
+        let mut active: Vec<String> = compose_var("COMPOSE_PROFILES")
             .map(|p| {
                 p.split(',')
                     .map(|s| s.trim().to_string())
@@ -457,6 +459,7 @@ impl Cx {
                     .collect()
             })
             .unwrap_or_default();
+        active.extend(opts.profiles.iter().cloned());
         let cx = super::compose::ComposeContext {
             project: &project,
             volumes: &compose.volumes,
@@ -464,8 +467,14 @@ impl Cx {
             dir: path.parent().unwrap_or(Path::new(".")),
         };
         let mut notes = Vec::new();
+        let mut compose_services = compose.services;
+        let names: Vec<String> = compose_services.keys().cloned().collect();
+        let compose_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        for name in &names {
+            self.resolve_extends(name, &mut compose_services, &compose_dir, 0);
+        }
         let mut services: IndexMap<String, RawService> = IndexMap::new();
-        for (name, s) in compose.services {
+        for (name, s) in compose_services {
             if let Some(profiles) = &s.profiles
                 && !profiles.is_empty()
                 && !profiles.iter().any(|p| active.contains(&p.value))
@@ -474,7 +483,7 @@ impl Cx {
                 notes.push((
                     at,
                     format!(
-                        "service `{name}` is not imported: its profile(s) {} are not active (COMPOSE_PROFILES)",
+                        "service `{name}` is not imported: its profile(s) {} are not active (--profile, COMPOSE_PROFILES)",
                         profiles
                             .iter()
                             .map(|p| p.value.as_str())
@@ -484,7 +493,8 @@ impl Cx {
                 ));
                 continue;
             }
-            services.insert(name, s.into_raw(&cx, &mut notes));
+            let raw_service = s.into_raw(&name, &cx, &mut notes);
+            services.insert(name, raw_service);
         }
         for (at, message) in notes {
             self.warnings
@@ -495,6 +505,73 @@ impl Cx {
         }
         raw.services = services;
         self.compose_project = Some(project);
+    }
+
+    /// Lays the service `name` of `services` (a compose file in `dir`) over what it
+    /// `extends`, resolving the base's own `extends` first; the base may be in another file.
+    fn resolve_extends(
+        &mut self,
+        name: &str,
+        services: &mut IndexMap<String, super::compose::ComposeService>,
+        dir: &Path,
+        depth: usize,
+    ) {
+        let Some(ext) = services.get_mut(name).and_then(|s| s.extends.take()) else {
+            return;
+        };
+        if depth > 8 {
+            self.error(
+                DiagKind::InvalidValue,
+                ext.at,
+                format!("`extends` of `{name}` goes more than 8 levels deep (a cycle?)"),
+            );
+            return;
+        }
+        let base_name = ext.value.service().to_string();
+        let base = match ext.value.file() {
+            None => {
+                self.resolve_extends(&base_name, services, dir, depth + 1);
+                services.get(&base_name).cloned()
+            }
+            Some(file) => {
+                let path = dir.join(file);
+                let Ok(text) = std::fs::read_to_string(&path) else {
+                    self.error(
+                        DiagKind::Io,
+                        ext.at,
+                        format!("`extends` of `{name}`: cannot read {}", path.display()),
+                    );
+                    return;
+                };
+                let source = self.sources.add(&path);
+                let text = super::compose::brace_variables(&text);
+                let Some(other) = self.parse::<ComposeFile>(&text, source, Strictness::Lenient)
+                else {
+                    return;
+                };
+                let mut other = other.services;
+                let other_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                self.resolve_extends(&base_name, &mut other, &other_dir, depth + 1);
+                other.get(&base_name).cloned()
+            }
+        };
+        match base {
+            Some(base) => {
+                if let Some(svc) = services.get_mut(name) {
+                    svc.inherit(base);
+                }
+            }
+            None => {
+                self.error(
+                    DiagKind::DanglingReference,
+                    ext.at,
+                    format!(
+                        "`{name}` extends `{base_name}`, which is not a service of {}",
+                        ext.value.file().unwrap_or("this compose file")
+                    ),
+                );
+            }
+        }
     }
 
     /// `--set SERVICE.image=REF`, `SERVICE.env.KEY=V`, `SERVICE.strategy=S`, `vars.NAME=V`.
@@ -1081,6 +1158,12 @@ impl Cx {
                     }
                     Some(v)
                 })
+                .collect(),
+            adopt: s
+                .adopt
+                .iter()
+                .flatten()
+                .filter_map(|t| self.plain(t, vars))
                 .collect(),
         })
     }

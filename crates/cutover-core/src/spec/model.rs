@@ -194,6 +194,10 @@ pub struct Service {
     /// tmpfs mounts: `PATH` or `PATH:OPTIONS` (`/tmp:size=64m`).
     #[serde(default)]
     pub tmpfs: Vec<String>,
+    /// Containers started by hand that the first apply takes over (stops, replaces with
+    /// its own on the same volumes and ports, removes once the release is recorded).
+    #[serde(default)]
+    pub adopt: Vec<String>,
 }
 
 /// An operator's configuration file and where each image keeps its defaults.

@@ -130,6 +130,8 @@ pub struct RawService {
     pub init: Option<Located<bool>>,
     /// Paths mounted as tmpfs (`/run`, `/tmp:size=64m`).
     pub tmpfs: Option<Vec<Text>>,
+    /// Containers started by hand (`docker run --name …`) that the first apply takes over.
+    pub adopt: Option<Vec<Text>>,
 }
 
 /// `config_files: [{ path: ./conf/app.ini, defaults: /etc/app/app.example.ini }]`.
@@ -369,7 +371,8 @@ impl RawService {
             migrate,
             config_files,
             init,
-            tmpfs
+            tmpfs,
+            adopt
         );
         if let Some(env) = over.env {
             self.env.get_or_insert_with(IndexMap::new).extend(env);

@@ -649,6 +649,19 @@ services:
     }
     let l = with_compose(compose, "", &[("COMPOSE_PROFILES", "debug")]);
     assert!(l.stack.services.contains_key("debug"));
+    // `--profile debug` does the same.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("docker-compose.yml"), compose).expect("compose");
+    let l = load_str(
+        &dir.path().join("cutover.yaml"),
+        "name: s\ninclude_compose: docker-compose.yml\n",
+        &LoadOptions {
+            profiles: vec!["debug".into()],
+            ..opts(&[])
+        },
+    )
+    .expect("valid");
+    assert!(l.stack.services.contains_key("debug"));
 }
 
 #[test]
@@ -781,4 +794,53 @@ fn a_recorded_release_can_be_corrected_for_a_rollback() {
         let err = s.correct(bad).expect_err(bad);
         assert!(err.contains(says), "{bad}: {err}");
     }
+}
+
+#[test]
+fn compose_extends_lays_a_service_over_its_base_in_this_file_or_another() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("base.yml"),
+        "services:\n  common:\n    image: app:1\n    environment: { A: base, B: base }\n    ports: ['8080:80', '9090:90']\n    volumes: ['data:/data', '/cache']\n",
+    )
+    .expect("base");
+    std::fs::write(
+        dir.path().join("docker-compose.yml"),
+        "services:\n  web:\n    extends: { file: base.yml, service: common }\n    environment: { B: web }\n    ports: ['8080:81']\n  worker:\n    extends: web\n    command: work\n",
+    )
+    .expect("compose");
+    let l = load_str(
+        &dir.path().join("cutover.yaml"),
+        "name: s\ninclude_compose: docker-compose.yml\nservices:\n  worker: { ports: [] }\n",
+        &opts(&[("COMPOSE_PROJECT_NAME", "p")]),
+    );
+    let l = match l {
+        Ok(l) => l,
+        Err(d) => panic!("{d}"),
+    };
+    let web = &l.stack.services["web"];
+    assert_eq!(web.image, "app:1", "from the base file");
+    assert_eq!(web.env["A"].shown(), "base");
+    assert_eq!(web.env["B"].shown(), "web", "its own value wins");
+    let ports: Vec<(u16, u16)> = web.ports.iter().map(|p| (p.host, p.container)).collect();
+    assert_eq!(
+        ports,
+        [(9090, 90), (8080, 81)],
+        "the same host port is replaced, not doubled"
+    );
+    let sources: Vec<String> = web
+        .volumes
+        .iter()
+        .map(|m| match &m.source {
+            MountSource::Volume(v) | MountSource::Bind(v) => v.clone(),
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        ["p_data", "p_web_cache"],
+        "an anonymous volume gets a stable name"
+    );
+    let worker = &l.stack.services["worker"];
+    assert_eq!(worker.image, "app:1", "extends of an extends");
+    assert_eq!(worker.command, Some(Command::Exec(vec!["work".into()])));
 }

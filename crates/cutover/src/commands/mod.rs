@@ -71,6 +71,7 @@ pub fn load(cli: &Cli, sets: &[String]) -> anyhow::Result<Loaded> {
     let opts = LoadOptions {
         environment: cli.environment.clone(),
         sets: sets.to_vec(),
+        profiles: cli.profiles.clone(),
         ..LoadOptions::from_process()
     };
     let loaded = spec::load(&cli.file, &opts)?;
@@ -138,8 +139,8 @@ pub fn observed_from(rel: &Release) -> anyhow::Result<Observed> {
     })
 }
 
-/// On a first apply of a stack that imports a compose file: the containers of that compose
-/// project, by service, for the apply to take over (only services the stack has).
+/// On a first apply: the containers to take over, by service — those of the compose project
+/// the stack imports (only services the stack has), and those a service names in `adopt`.
 pub fn adoptable(
     rt: &tokio::runtime::Runtime,
     docker: &Runtime,
@@ -147,12 +148,24 @@ pub fn adoptable(
     observed: &Observed,
 ) -> anyhow::Result<IndexMap<String, Vec<String>>> {
     let mut out: IndexMap<String, Vec<String>> = IndexMap::new();
-    let (None, Some(project)) = (observed.release, &stack.compose_project) else {
+    if observed.release.is_some() {
         return Ok(out);
-    };
-    for (service, name) in rt.block_on(docker.compose_containers(project))? {
-        if stack.services.contains_key(&service) {
-            out.entry(service).or_default().push(name);
+    }
+    if let Some(project) = &stack.compose_project {
+        for (service, name) in rt.block_on(docker.compose_containers(project))? {
+            if stack.services.contains_key(&service) {
+                out.entry(service).or_default().push(name);
+            }
+        }
+    }
+    // Containers started by hand that the stack file names (`adopt:`).
+    for (service, svc) in &stack.services {
+        for name in &svc.adopt {
+            if let Some(found) = rt.block_on(docker.foreign_container(name))?
+                && !out.get(service).is_some_and(|v| v.contains(&found))
+            {
+                out.entry(service.clone()).or_default().push(found);
+            }
         }
     }
     Ok(out)

@@ -9,6 +9,7 @@ use crate::output;
 pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     let opts = cutover_core::spec::LoadOptions {
         environment: cli.environment.clone(),
+        profiles: cli.profiles.clone(),
         ..cutover_core::spec::LoadOptions::from_process()
     };
     let result = cutover_core::spec::load(&cli.file, &opts);
