@@ -274,12 +274,21 @@ impl Runtime {
             }
             self.remove(&id).await?;
         }
-        let body = Self::create_body(spec, &network);
+        self.create_and_start(&name, Self::create_body(spec, &network))
+            .await
+    }
+
+    /// Creates container `name` from `body` and starts it; its ID.
+    async fn create_and_start(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+    ) -> Result<String, RuntimeError> {
         let created = self
             .docker
             .create_container(
                 Some(CreateContainerOptions {
-                    name: Some(name.clone()),
+                    name: Some(name.to_string()),
                     ..Default::default()
                 }),
                 body,
@@ -415,21 +424,7 @@ impl Runtime {
                     host.restart_policy = Some(restart_policy(Restart::No));
                 }
                 body.networking_config = None;
-                let created = self
-                    .docker
-                    .create_container(
-                        Some(CreateContainerOptions {
-                            name: Some(name.clone()),
-                            ..Default::default()
-                        }),
-                        body,
-                    )
-                    .await
-                    .map_err(RuntimeError::docker(format!(
-                        "cannot create container `{name}`"
-                    )))?;
-                self.start(&created.id).await?;
-                created.id
+                self.create_and_start(&name, body).await?
             }
         };
         let started = std::time::Instant::now();

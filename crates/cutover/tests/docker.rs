@@ -1959,17 +1959,33 @@ fn down_stops_each_container_with_sigterm_before_removing_it() {
     write_defaults_stack(&s, port, "      DEMO_LOG_AT_START: \"\"\n");
     s.apply_ok(&[]);
     let container = s.the_running();
-    let since = docker_ok(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let since = engine_now();
     expect_code(&s.run(&["down", "--yes"]), 0, "down");
     assert!(
         s.containers(true, &[]).is_empty(),
         "the container is removed"
     );
-    let until = docker_ok(&["system", "info", "--format", "{{.SystemTime}}"]);
-    let signals = docker_ok(&[
+    let signals = kill_signals(&container, &since);
+    assert_eq!(
+        signals.first().map(|(sig, _)| sig.as_str()),
+        Some("15"),
+        "the first signal is SIGTERM: {signals:?}"
+    );
+}
+
+/// The engine's clock now, for `kill_signals`.
+fn engine_now() -> String {
+    docker_ok(&["system", "info", "--format", "{{.SystemTime}}"])
+}
+
+/// The signals the engine sent `container` since `since` (`engine_now`), in order, with
+/// their times in nanoseconds: its `kill` events.
+fn kill_signals(container: &str, since: &str) -> Vec<(String, u128)> {
+    let until = engine_now();
+    let events = docker_ok(&[
         "events",
         "--since",
-        &since,
+        since,
         "--until",
         &until,
         "--filter",
@@ -1977,13 +1993,15 @@ fn down_stops_each_container_with_sigterm_before_removing_it() {
         "--filter",
         "event=kill",
         "--format",
-        "{{.Actor.Attributes.signal}}",
+        "{{.Actor.Attributes.signal}} {{.TimeNano}}",
     ]);
-    assert_eq!(
-        lines(&signals).first().map(String::as_str),
-        Some("15"),
-        "the first signal is SIGTERM: {signals:?}"
-    );
+    lines(&events)
+        .iter()
+        .filter_map(|l| {
+            let (sig, t) = l.split_once(' ')?;
+            Some((sig.to_string(), t.parse().ok()?))
+        })
+        .collect()
 }
 
 #[test]
@@ -2227,6 +2245,15 @@ fn a_setting_the_new_image_removed_is_named_in_the_plan_and_refused_until_acknow
     assert_eq!(version_now(addr), "v3");
 }
 
+/// `docker rm -f NAME` when dropped: a container a test started outside any stack.
+struct Gone(String);
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        docker(&["rm", "-f", &self.0]);
+    }
+}
+
 /// `docker-compose -p PROJECT down -v` when dropped: the compose project a test started,
 /// its network and volumes, gone whatever the test did.
 struct ComposeProject {
@@ -2352,12 +2379,6 @@ fn a_host_port_held_by_another_container_refuses_the_apply_in_preflight() {
         "DEMO_VERSION=v1",
         "cutover-demo:v1",
     ]);
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            docker(&["rm", "-f", &self.0]);
-        }
-    }
     let _gone = Gone(other.clone());
     s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
     let o = s.apply(&[]);
@@ -2415,32 +2436,12 @@ fn a_rollback_to_a_release_recorded_with_a_short_grace_stops_the_live_one_with_i
     s.apply_ok(&["app.image=cutover-demo:v2"]);
     assert_eq!(version_now(addr), "v2");
     let live = s.the_running();
-    let since = docker_ok(&["system", "info", "--format", "{{.SystemTime}}"]);
+    let since = engine_now();
     let o = s.run(&["rollback", "1", "--yes"]);
     expect_code(&o, 0, "rollback 1");
     assert_eq!(version_now(addr), "v1");
-    let until = docker_ok(&["system", "info", "--format", "{{.SystemTime}}"]);
     // The engine's events: SIGTERM (15), then SIGKILL (9) at least 12 s later.
-    let events = docker_ok(&[
-        "events",
-        "--since",
-        &since,
-        "--until",
-        &until,
-        "--filter",
-        &format!("container={live}"),
-        "--filter",
-        "event=kill",
-        "--format",
-        "{{.Actor.Attributes.signal}} {{.TimeNano}}",
-    ]);
-    let kills: Vec<(String, u128)> = lines(&events)
-        .iter()
-        .filter_map(|l| {
-            let (sig, t) = l.split_once(' ')?;
-            Some((sig.to_string(), t.parse().ok()?))
-        })
-        .collect();
+    let kills = kill_signals(&live, &since);
     let term = kills.iter().find(|(s, _)| s == "15").expect("a SIGTERM");
     let kill = kills
         .iter()
@@ -2449,7 +2450,7 @@ fn a_rollback_to_a_release_recorded_with_a_short_grace_stops_the_live_one_with_i
     let waited = Duration::from_nanos((kill.1 - term.1) as u64);
     assert!(
         waited >= Duration::from_secs(11),
-        "release 2's container got its own 12s grace, not release 1's 1s: {waited:?} ({events})"
+        "release 2's container got its own 12s grace, not release 1's 1s: {waited:?} ({kills:?})"
     );
 }
 
@@ -2459,12 +2460,6 @@ fn a_container_started_by_hand_is_taken_over_and_given_back_when_the_first_apply
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let by_hand = format!("{}-by-hand", s.name);
-    struct Gone(String);
-    impl Drop for Gone {
-        fn drop(&mut self) {
-            docker(&["rm", "-f", &self.0]);
-        }
-    }
     let _gone = Gone(by_hand.clone());
     docker_ok(&[
         "run",

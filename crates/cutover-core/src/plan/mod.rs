@@ -1146,6 +1146,15 @@ impl Plan {
         }
     }
 
+    /// The containers this plan takes over, by service (`adopts` of its service changes).
+    pub fn adopting(&self) -> IndexMap<String, Vec<String>> {
+        self.services
+            .iter()
+            .filter(|c| !c.adopts.is_empty())
+            .map(|c| (c.service.clone(), c.adopts.clone()))
+            .collect()
+    }
+
     /// All steps in execution order.
     pub fn steps(&self) -> impl Iterator<Item = &PlanStep> {
         self.procedure.iter().flat_map(|p| p.steps.iter())

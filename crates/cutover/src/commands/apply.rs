@@ -596,13 +596,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         from_dump: op.from_dump,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
-        adopting: op
-            .plan
-            .services
-            .iter()
-            .filter(|c| !c.adopts.is_empty())
-            .map(|c| (c.service.clone(), c.adopts.clone()))
-            .collect(),
+        adopting: op.plan.adopting(),
     };
     let mut journal = StoreJournal::new(op.store, operation.id, cli.output == OutputFormat::Json);
     eprintln!(

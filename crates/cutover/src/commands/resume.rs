@@ -192,13 +192,7 @@ fn finish(
         from_dump: ctx.from_dump,
         restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
         space_needed: 0,
-        adopting: ctx
-            .plan
-            .services
-            .iter()
-            .filter(|c| !c.adopts.is_empty())
-            .map(|c| (c.service.clone(), c.adopts.clone()))
-            .collect(),
+        adopting: ctx.plan.adopting(),
     };
     let mut journal = StoreJournal::new(store, op.id, cli.output == OutputFormat::Json);
     let redactor = crate::output::redactor();
