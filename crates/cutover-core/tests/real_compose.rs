@@ -24,6 +24,8 @@ const IMPORTED: &[&str] = &[
     "profiles",
     "env_file",
     "extends",
+    "secrets",
+    "configs",
 ];
 
 fn fixtures() -> PathBuf {

@@ -894,7 +894,8 @@ impl Runtime {
 
     /// Removes every container of the stack and its network; with `volumes`, also the named
     /// volumes its containers mounted and the ones in `declared` (the stack file's, which
-    /// may outlive every container). Returns what was removed, for the operator.
+    /// may outlive every container), but never those in `keep_volumes` (external ones).
+    /// Returns what was removed, for the operator.
     ///
     /// Running containers are stopped first, each with its own grace period, so a database
     /// shuts down cleanly: services in the reverse of `start_order` (dependents before what
@@ -906,6 +907,7 @@ impl Runtime {
         volumes: bool,
         declared: &[String],
         start_order: &[String],
+        keep_volumes: &[String],
     ) -> Result<Vec<String>, RuntimeError> {
         let mut removed = Vec::new();
         let mut volume_names: Vec<String> = if volumes {
@@ -987,7 +989,10 @@ impl Runtime {
         if let Some(name) = self.remove_network(stack).await? {
             removed.push(format!("network {name}"));
         }
-        for v in volume_names {
+        for v in volume_names
+            .into_iter()
+            .filter(|v| !keep_volumes.contains(v))
+        {
             match self
                 .docker
                 .remove_volume(&v, Some(RemoveVolumeOptions { force: false }))

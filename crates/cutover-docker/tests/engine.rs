@@ -185,7 +185,9 @@ fn only_labelled_containers_of_the_stack_are_seen_and_health_failures_carry_logs
     );
 
     // `down` removes ours and leaves the foreign container running.
-    let removed = rt.block_on(d.down(&stack, false, &[], &[])).expect("down");
+    let removed = rt
+        .block_on(d.down(&stack, false, &[], &[], &[]))
+        .expect("down");
     assert_eq!(
         removed
             .iter()

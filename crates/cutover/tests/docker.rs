@@ -2518,3 +2518,44 @@ fn a_container_started_by_hand_is_taken_over_and_given_back_when_the_first_apply
         "{after:?} (was {before:?})"
     );
 }
+
+#[test]
+fn down_volumes_leaves_a_compose_external_volume_alone() {
+    let s = Stack::new("external-vol");
+    let external = format!("{}-ext", s.name);
+    docker_ok(&["volume", "create", &external]);
+    struct Volume(String);
+    impl Drop for Volume {
+        fn drop(&mut self) {
+            docker(&["volume", "rm", "-f", &self.0]);
+        }
+    }
+    let _external = Volume(external.clone());
+    let port = free_port();
+    std::fs::write(
+        s.dir.path().join("docker-compose.yml"),
+        format!(
+            "volumes:\n  shared: {{ external: true, name: {external} }}\n  own: {{ name: {} }}\n\
+             services:\n  app:\n    image: cutover-demo:v1\n    ports: [\"127.0.0.1:{port}:8080\"]\n    \
+               volumes: [\"shared:/data\", \"own:/own\"]\n",
+            s.volume()
+        ),
+    )
+    .expect("compose file");
+    write_yaml(
+        &s,
+        &format!("name: {}\ninclude_compose: docker-compose.yml\n", s.name),
+    );
+    s.apply_ok(&[]);
+    let o = s.run(&["down", "--yes", "--volumes"]);
+    expect_code(&o, 0, "down --volumes");
+    assert!(
+        docker(&["volume", "inspect", &external]).status.success(),
+        "the external volume is not the stack's to remove: {}",
+        stdout(&o)
+    );
+    assert!(
+        !docker(&["volume", "inspect", &s.volume()]).status.success(),
+        "its own volume is removed"
+    );
+}

@@ -27,10 +27,26 @@ pub struct ComposeFile {
     /// reported.
     #[serde(default)]
     pub networks: IndexMap<String, Option<serde::de::IgnoredAny>>,
-    /// Not imported: file-based configs and secrets, other files. Read only to be reported.
-    pub configs: Option<Located<serde::de::IgnoredAny>>,
-    pub secrets: Option<Located<serde::de::IgnoredAny>>,
+    /// Files a service mounts by name: file-based ones are imported (a read-only bind mount).
+    #[serde(default)]
+    pub configs: IndexMap<String, ComposeFileSource>,
+    #[serde(default)]
+    pub secrets: IndexMap<String, ComposeFileSource>,
+    /// Not imported: other compose files. Read only to be reported.
     pub include: Option<Located<serde::de::IgnoredAny>>,
+}
+
+/// A top-level `configs` or `secrets` entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ComposeFileSource {
+    /// A file on this host, relative to the compose file.
+    pub file: Option<String>,
+    /// From a variable of the environment compose runs in: not imported.
+    pub environment: Option<String>,
+    /// Inline content: not imported.
+    pub content: Option<String>,
+    /// Managed outside compose (Swarm): not imported.
+    pub external: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,9 +74,26 @@ pub struct ComposeContext<'a> {
     pub env: &'a std::collections::HashMap<String, String>,
     /// The compose file's directory: `env_file` paths are relative to it.
     pub dir: &'a std::path::Path,
+    pub configs: &'a IndexMap<String, ComposeFileSource>,
+    pub secrets: &'a IndexMap<String, ComposeFileSource>,
 }
 
 impl ComposeContext<'_> {
+    /// The engine's names of the volumes marked `external:`.
+    pub fn external_volumes(&self) -> Vec<String> {
+        self.volumes
+            .iter()
+            .filter(|(_, v)| {
+                v.as_ref().is_some_and(|v| {
+                    v.external
+                        .as_ref()
+                        .is_some_and(|e| !matches!(e, ComposeExternal::Flag(false)))
+                })
+            })
+            .map(|(k, _)| self.volume_name(k))
+            .collect()
+    }
+
     /// The engine's name of the volume a service names `source`; bind mounts (a path)
     /// unchanged. Compose prefixes a named volume with the project name unless the
     /// top-level entry gives a `name:` or marks it `external:`.
@@ -208,6 +241,21 @@ pub struct ComposeService {
     pub env_file: Option<Located<ComposeEnvFiles>>,
     /// Another service's definition under this one's (in this file or another).
     pub extends: Option<Located<ComposeExtends>>,
+    /// Top-level `secrets` mounted at `/run/secrets/<name>` (or `target`).
+    pub secrets: Option<Located<Vec<ComposeFileRef>>>,
+    /// Top-level `configs` mounted at `/<name>` (or `target`).
+    pub configs: Option<Located<Vec<ComposeFileRef>>>,
+}
+
+/// A service's use of a top-level config or secret: its name, or `{ source, target }`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ComposeFileRef {
+    Name(String),
+    Long {
+        source: String,
+        target: Option<String>,
+    },
 }
 
 /// `extends: { service: base, file: common.yml }`, or `extends: base`.
@@ -269,7 +317,9 @@ impl ComposeService {
             init,
             tmpfs,
             profiles,
-            env_file
+            env_file,
+            secrets,
+            configs
         );
         self.environment = match (base.environment, self.environment.take()) {
             (Some(b), Some(own)) => {
@@ -593,6 +643,49 @@ impl ComposeService {
                 Some(text_at(v, s))
             })
             .collect();
+        // Configs and secrets from files: read-only bind mounts where compose puts them.
+        let mut volumes = volumes;
+        for (kind, refs, base) in [
+            ("secret", &self.secrets, "/run/secrets/"),
+            ("config", &self.configs, "/"),
+        ] {
+            let Some(refs) = refs else { continue };
+            let sources = if kind == "secret" {
+                cx.secrets
+            } else {
+                cx.configs
+            };
+            for r in &refs.value {
+                let (source, target) = match r {
+                    ComposeFileRef::Name(n) => (n.as_str(), None),
+                    ComposeFileRef::Long { source, target } => (source.as_str(), target.as_deref()),
+                };
+                let target = match target {
+                    Some(t) if t.starts_with('/') => t.to_string(),
+                    Some(t) => format!("{base}{t}"),
+                    None => format!("{base}{source}"),
+                };
+                match sources.get(source) {
+                    Some(ComposeFileSource { file: Some(file), .. }) => {
+                        let path = cx.dir.join(file);
+                        volumes.push(Located::new(
+                            format!("{}:{target}:ro", path.display()),
+                            refs.at,
+                        ));
+                    }
+                    Some(_) => notes.push((
+                        refs.at,
+                        format!(
+                            "{kind} `{source}` is not from a file (environment, content or external): `{target}` is not there"
+                        ),
+                    )),
+                    None => notes.push((
+                        refs.at,
+                        format!("{kind} `{source}` is not declared at the top level: `{target}` is not there"),
+                    )),
+                }
+            }
+        }
         let depends_on = self.depends_on.map(|d| {
             let names: Vec<String> = match &d.value {
                 ComposeDependsOn::List(l) => l.clone(),

@@ -208,6 +208,8 @@ struct Cx {
     keys: KeyMap,
     /// The compose project of `include_compose`.
     compose_project: Option<String>,
+    /// Its volumes marked `external:`.
+    external_volumes: Vec<String>,
 }
 
 impl Cx {
@@ -229,6 +231,7 @@ impl Cx {
             dep_locs: HashMap::new(),
             keys: KeyMap::default(),
             compose_project: None,
+            external_volumes: Vec::new(),
         }
     }
 
@@ -435,11 +438,7 @@ impl Cx {
                 ));
             }
         }
-        for (key, at) in [
-            ("configs", compose.configs.as_ref().map(|c| c.at)),
-            ("secrets", compose.secrets.as_ref().map(|c| c.at)),
-            ("include", compose.include.as_ref().map(|c| c.at)),
-        ] {
+        for (key, at) in [("include", compose.include.as_ref().map(|c| c.at))] {
             if let Some(at) = at {
                 self.warnings.push(
                     Diagnostic::new(
@@ -465,6 +464,8 @@ impl Cx {
             volumes: &compose.volumes,
             env: &opts.process_env,
             dir: path.parent().unwrap_or(Path::new(".")),
+            configs: &compose.configs,
+            secrets: &compose.secrets,
         };
         let mut notes = Vec::new();
         let mut compose_services = compose.services;
@@ -504,6 +505,7 @@ impl Cx {
             services.entry(name).or_default().overlay(own);
         }
         raw.services = services;
+        self.external_volumes = cx.external_volumes();
         self.compose_project = Some(project);
     }
 
@@ -951,6 +953,7 @@ impl Cx {
                 .and_then(|r| r.keep.as_ref())
                 .map_or(DEFAULT_KEEP_RESTORE_POINTS, |k| k.value),
             compose_project: self.compose_project.clone(),
+            external_volumes: self.external_volumes.clone(),
             base_dir: self.base.clone(),
         };
         self.check_services(&raw, &stack);

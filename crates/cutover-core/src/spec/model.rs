@@ -159,6 +159,10 @@ pub struct Stack {
     /// containers are taken over by the first apply.
     #[serde(default)]
     pub compose_project: Option<String>,
+    /// Volumes the compose file marks `external:`: made and removed outside the stack, so
+    /// `down --volumes` leaves them.
+    #[serde(default)]
+    pub external_volumes: Vec<String>,
     /// The stack file's directory (absolute): the working directory of host commands (`run`
     /// steps, `command` checks), as relative volumes and env files are resolved against it.
     /// Not recorded in releases: a rollback takes it from the stack file it loads.

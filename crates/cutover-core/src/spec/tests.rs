@@ -581,6 +581,11 @@ services:
         ]
     );
     assert_eq!(l.stack.compose_project.as_deref(), Some("my-app"));
+    assert_eq!(
+        l.stack.external_volumes,
+        ["shared", "old-volume"],
+        "down --volumes keeps them"
+    );
     // `name:` in the file, then COMPOSE_PROJECT_NAME, decide the project instead.
     let l = with_compose(&format!("name: prod\n{compose}"), "", &[]);
     assert!(
@@ -597,8 +602,6 @@ fn compose_keys_that_change_how_a_container_runs_are_imported_or_said() {
     let compose = "\
 networks:
   backend: {}
-secrets:
-  pw: { file: ./pw.txt }
 services:
   app:
     image: app:1
@@ -643,7 +646,6 @@ services:
         "network `backend` is not created",
         "`setup` is awaited as a long-running service",
         "service `debug` is not imported: its profile(s) debug are not active",
-        "top-level `secrets` is not imported from the compose file",
     ] {
         assert!(said.iter().any(|m| m.contains(want)), "{want}: {said:#?}");
     }
@@ -843,4 +845,56 @@ fn compose_extends_lays_a_service_over_its_base_in_this_file_or_another() {
     let worker = &l.stack.services["worker"];
     assert_eq!(worker.image, "app:1", "extends of an extends");
     assert_eq!(worker.command, Some(Command::Exec(vec!["work".into()])));
+}
+
+#[test]
+fn compose_secrets_and_configs_from_files_are_mounted_where_compose_puts_them() {
+    let compose = "\
+secrets:
+  db_pw: { file: ./secrets/db_pw.txt }
+  from_env: { environment: DB_PW }
+configs:
+  nginx: { file: ./nginx.conf }
+services:
+  web:
+    image: nginx
+    secrets: [db_pw, { source: db_pw, target: other_name }, from_env]
+    configs: [{ source: nginx, target: /etc/nginx/nginx.conf }, nginx]
+";
+    let l = with_compose(compose, "", &[]);
+    let mounts: Vec<String> = l.stack.services["web"]
+        .volumes
+        .iter()
+        .map(|m| {
+            let src = match &m.source {
+                MountSource::Bind(p) | MountSource::Volume(p) => p.clone(),
+            };
+            let file = Path::new(&src)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            format!(
+                "{file}:{}:{}",
+                m.target,
+                if m.read_only { "ro" } else { "rw" }
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            "db_pw.txt:/run/secrets/db_pw:ro",
+            "db_pw.txt:/run/secrets/other_name:ro",
+            "nginx.conf:/etc/nginx/nginx.conf:ro",
+            "nginx.conf:/nginx:ro",
+        ]
+    );
+    assert!(
+        l.warnings
+            .items
+            .iter()
+            .any(|w| w.message.contains("secret `from_env` is not from a file")),
+        "{}",
+        l.warnings
+    );
 }

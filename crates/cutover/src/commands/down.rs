@@ -62,7 +62,11 @@ pub fn run(cli: &Cli, volumes: bool, confirm: &ConfirmArgs) -> anyhow::Result<u8
             cutover_core::graph::order(&deps).ok()
         })
         .unwrap_or_default();
-    let result = rt.block_on(docker.down(&name, volumes, &declared, &start_order));
+    let external: Vec<String> = loaded
+        .as_ref()
+        .map(|l| l.stack.external_volumes.clone())
+        .unwrap_or_default();
+    let result = rt.block_on(docker.down(&name, volumes, &declared, &start_order, &external));
     // Nothing is deployed any more: the next apply is a first deploy. The release stays in
     // the history, and a rollback target.
     let recorded = match (&result, store.current_release()) {
