@@ -401,6 +401,7 @@ data:
             stack: Some(load("1")),
             image_ids: Default::default(),
             adoptable: indexmap::IndexMap::new(),
+            started_in: indexmap::IndexMap::new(),
         };
         plan(&load("2"), &observed, &Resolved::default())
     }

@@ -39,6 +39,7 @@ fn snapshot_all(name: &str, before: &Stack, after: &Stack) {
         stack: Some(before.clone()),
         image_ids: Default::default(),
         adoptable: indexmap::IndexMap::new(),
+        started_in: indexmap::IndexMap::new(),
     };
     let p = plan::plan(after, &observed, &Resolved::default());
     assert!(p.changes, "{name}: the upgrade must change something");

@@ -1222,6 +1222,7 @@ fn exercise(stack: &Stack) -> Result<(), TestCaseError> {
         stack: Some(back),
         image_ids: Default::default(),
         adoptable: indexmap::IndexMap::new(),
+        started_in: indexmap::IndexMap::new(),
     };
     let same = plan::plan(stack, &observed, &Resolved::default());
     prop_assert!(

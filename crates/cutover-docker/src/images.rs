@@ -26,6 +26,10 @@ pub struct ImageInfo {
     /// The image's labels (the settings it accepts are declared there).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// How long the release's container of this image took from its start to healthy, in
+    /// milliseconds, when the release started one: the next plan's downtime estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_in_ms: Option<u64>,
 }
 
 fn not_found(e: &bollard::errors::Error) -> bool {
@@ -57,6 +61,7 @@ impl Runtime {
                     .into_iter()
                     .collect();
                 Ok(Some(ImageInfo {
+                    started_in_ms: None,
                     reference: reference.to_string(),
                     id: img.id.unwrap_or_default(),
                     repo_digests: img.repo_digests.unwrap_or_default(),

@@ -241,6 +241,7 @@ impl Runner<'_> {
             image_id: &image.id,
             env,
         };
+        let started = std::time::Instant::now();
         let id = self.block(self.docker.run(&spec))?;
         let health = self.block(self.docker.wait_healthy(
             &self.desired.name,
@@ -248,6 +249,11 @@ impl Runner<'_> {
             &id,
             svc.health.as_ref(),
         ))?;
+        // Recorded with the release: the next plan says how long a start really takes.
+        if let Some(info) = self.images.0.get_mut(name) {
+            info.started_in_ms =
+                Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        }
         let info = self
             .containers(name)?
             .into_iter()

@@ -2171,6 +2171,21 @@ fn a_successful_apply_keeps_only_the_newest_restore_points() {
     s.apply_ok(&[]);
     s.apply_ok(&["app.image=cutover-demo:v2"]);
     assert_eq!(releases_kept(), vec![2]);
+    // The release records how long its container took to become healthy; the next plan
+    // says so beside the bound.
+    let r2 = s.release(2);
+    assert!(
+        r2["images"]["app"]["started_in_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0),
+        "{r2:#}"
+    );
+    let plan = s.run(&["plan", "--set", "app.image=cutover-demo:v3"]);
+    assert!(
+        stdout(&plan).contains("the last start took"),
+        "{}",
+        stdout(&plan)
+    );
     let o = s.apply(&["app.image=cutover-demo:v3"]);
     expect_code(&o, 0, "apply v3");
     assert!(

@@ -30,6 +30,9 @@ pub struct Observed {
     pub stack: Option<Stack>,
     /// The image each of its services runs, by ID (`sha256:…`) when known.
     pub image_ids: IndexMap<String, String>,
+    /// How long each service's container of the live release took from start to healthy,
+    /// when it was measured: the downtime estimate says so beside its bound.
+    pub started_in: IndexMap<String, Duration>,
     /// Containers of the stack's compose project (`include_compose`) that the first apply
     /// takes over, by service: they stop inside the window, ours start on their volumes and
     /// ports, and they are removed once the release is recorded.
@@ -364,7 +367,7 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
                 .as_ref()
                 .filter(|_| desired.is_routed(&c.service))
                 .map(|t| t.max_hold);
-            c.downtime = downtime(c, svc, hold);
+            c.downtime = downtime(c, svc, hold, observed.started_in.get(&c.service).copied());
         }
     }
     let mut services: Vec<ServiceChange> = changes.into_values().collect();
@@ -591,15 +594,23 @@ fn restore_method(kind: &DataKind, name: &str) -> String {
 }
 
 /// `hold`: the proxy's `max_hold`, when the service is routed.
-fn downtime(c: &ServiceChange, svc: &Service, hold: Option<Duration>) -> Downtime {
+fn downtime(
+    c: &ServiceChange,
+    svc: &Service,
+    hold: Option<Duration>,
+    started_in: Option<Duration>,
+) -> Downtime {
     let health = svc.health.as_ref().map_or(Duration::ZERO, |h| h.deadline);
     let window = |because: String| Downtime {
         kind: DowntimeKind::Window,
         max_seconds: Some((svc.stop_grace + health).as_secs()),
         because,
     };
+    let measured = started_in
+        .map(|d| format!("; the last start took {:.1}s", d.as_secs_f64()))
+        .unwrap_or_default();
     let bound = format!(
-        "stop (≤ {}) + start until healthy (≤ {})",
+        "stop (≤ {}) + start until healthy (≤ {}{measured})",
         humantime::format_duration(svc.stop_grace),
         humantime::format_duration(health)
     );

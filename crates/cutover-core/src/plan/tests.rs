@@ -25,6 +25,7 @@ fn live(s: &Stack, release: u64) -> Observed {
         stack: Some(s.clone()),
         image_ids: IndexMap::new(),
         adoptable: IndexMap::new(),
+        started_in: IndexMap::new(),
     }
 }
 
@@ -434,4 +435,20 @@ traffic:
     assert!(text_plan.contains("recreate*"), "{text_plan}");
     // The database server is not a writer: it keeps running for the template copy.
     assert_eq!(v2.data["main"].writers, ["web"]);
+}
+
+#[test]
+fn the_downtime_estimate_says_how_long_the_last_start_took() {
+    let v1 = stack(MIGRATING, &[("V", "1")]);
+    let v2 = stack(MIGRATING, &[("V", "2")]);
+    let mut obs = live(&v1, 1);
+    obs.started_in
+        .insert("web".into(), std::time::Duration::from_millis(2340));
+    let p = plan(&v2, &obs, &Resolved::default());
+    let web = p.services.iter().find(|c| c.service == "web").expect("web");
+    assert!(
+        web.downtime.because.contains("the last start took 2.3s"),
+        "{}",
+        web.downtime.because
+    );
 }

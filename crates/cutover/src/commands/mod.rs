@@ -130,12 +130,24 @@ pub fn observed(store: &Store) -> anyhow::Result<Observed> {
 pub fn observed_from(rel: &Release) -> anyhow::Result<Observed> {
     let stack: Stack = serde_json::from_str(&rel.spec_json)
         .with_context(|| format!("release {} has an unreadable spec", rel.revision))?;
-    let image_ids = ReleaseImages::from_json(&rel.images_json).ids();
+    let images = ReleaseImages::from_json(&rel.images_json);
+    let image_ids = images.ids();
+    let started_in = images
+        .0
+        .iter()
+        .filter_map(|(s, i)| {
+            Some((
+                s.clone(),
+                std::time::Duration::from_millis(i.started_in_ms?),
+            ))
+        })
+        .collect();
     Ok(Observed {
         release: Some(rel.revision),
         stack: Some(stack),
         image_ids,
         adoptable: IndexMap::new(),
+        started_in,
     })
 }
 
