@@ -2574,3 +2574,74 @@ fn down_volumes_leaves_a_compose_external_volume_alone() {
         "its own volume is removed"
     );
 }
+
+#[test]
+fn a_failed_first_apply_that_took_a_compose_project_over_puts_its_data_back() {
+    let name = format!("t-adopt-data-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let _compose = ComposeProject {
+        project: name.clone(),
+        dir: dir.path().to_path_buf(),
+    };
+    let s = Stack::named(name.clone());
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let compose = format!(
+        "volumes:\n  appdata: {{}}\n\
+         services:\n  app:\n    image: cutover-demo:v1\n    \
+           ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"appdata:/data\"]\n    \
+           stop_grace_period: 5s\n"
+    );
+    std::fs::write(s.dir.path().join("docker-compose.yml"), &compose).expect("compose file");
+    std::fs::write(dir.path().join("docker-compose.yml"), &compose).expect("compose file");
+    let up = Command::new("docker-compose")
+        .args(["-p", &name, "up", "-d"])
+        .current_dir(s.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker-compose runs");
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let _ = version_now(addr);
+    post_item(addr, "written-under-compose");
+    let before = app_state(addr);
+    assert_eq!(before.0, "1");
+    write_yaml(
+        &s,
+        &format!(
+            "name: {name}\ninclude_compose: docker-compose.yml\n\
+             services:\n  app: {{ port: 8080, health: {HEALTH} }}\n\
+             data:\n  app_data:\n    volume: {{ name: appdata }}\n    writers: [app]\n"
+        ),
+    );
+    let run = |args: &[&str]| {
+        s.cmd(args)
+            .env("COMPOSE_PROJECT_NAME", &name)
+            .output()
+            .expect("cutover runs")
+    };
+    // v3-broken migrates the database to schema 3, then never turns healthy.
+    let o = run(&[
+        "apply",
+        "--yes",
+        "--set",
+        "app.image=cutover-demo:v3-broken",
+    ]);
+    expect_code(&o, 1, "a broken first apply over a compose project");
+    let err = stderr(&o);
+    assert!(err.contains("restore point of Docker volume"), "{err}");
+    assert_eq!(
+        app_state(addr),
+        before,
+        "the compose container serves again, on the data as it was: {err}"
+    );
+    // The next one takes it over for good, the data with it.
+    let o = run(&["apply", "--yes", "--set", "app.image=cutover-demo:v2"]);
+    expect_code(&o, 0, "apply v2 over the compose project");
+    let after = app_state(addr);
+    assert_eq!(after.0, "2");
+    assert!(after.1.contains("written-under-compose"), "{after:?}");
+}

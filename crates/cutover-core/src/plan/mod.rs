@@ -333,14 +333,15 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
         }
     }
 
-    // Data that gets a restore point: some writer is upgraded (not on a first deploy: there is
-    // nothing to go back to).
+    // Data that gets a restore point: some writer is upgraded, or taken over from containers
+    // cutover did not make (a first deploy otherwise has nothing to go back to).
     let mut data = Vec::new();
     for (name, ds) in &desired.data {
-        let upgraded = ds
-            .writers
-            .iter()
-            .any(|w| changes.get(w).is_some_and(|c| c.action == Action::Upgrade));
+        let upgraded = ds.writers.iter().any(|w| {
+            changes.get(w).is_some_and(|c| {
+                c.action == Action::Upgrade || (c.action == Action::Create && !c.adopts.is_empty())
+            })
+        });
         if !upgraded {
             continue;
         }
@@ -830,6 +831,22 @@ fn procedure(
         );
     }
     for c in services.iter().rev().filter(|c| c.quiesced) {
+        // A writer taken over is stopped here, so its data's restore point is consistent.
+        if c.action == Action::Create && !c.adopts.is_empty() {
+            p.push(
+                format!("adopt.{}", c.service),
+                format!(
+                    "take `{}` over from {}: stop it (SIGTERM, stop_grace; it writes data that gets a restore point), so ours gets its ports and volumes",
+                    c.service,
+                    c.adopts.join(", ")
+                ),
+                StepKind::Adopt {
+                    service: c.service.clone(),
+                    containers: c.adopts.clone(),
+                },
+            );
+            continue;
+        }
         p.push(
             format!("stop.{}", c.service),
             format!(
@@ -904,7 +921,7 @@ fn procedure(
             StepKind::Create { .. } | StepKind::Recreate { .. } | StepKind::BlueGreen { .. }
         ) && c.image_from.as_ref().map(|i| (&i.reference, &i.id))
             != c.image_to.as_ref().map(|i| (&i.reference, &i.id));
-        if !c.adopts.is_empty() {
+        if !c.adopts.is_empty() && !c.quiesced {
             p.push(
                 format!("adopt.{s}"),
                 format!(
@@ -1033,23 +1050,11 @@ fn revert_steps(
     for c in services.iter().rev() {
         let s = c.service.clone();
         match (c.action, c.strategy) {
-            (Action::Create, _) => {
-                p.push(
-                    format!("remove.{s}"),
-                    format!("remove the new `{s}`"),
-                    StepKind::Remove { service: s.clone() },
-                );
-                if !c.adopts.is_empty() {
-                    p.push(
-                        format!("give-back.{s}"),
-                        format!("start {} again", c.adopts.join(", ")),
-                        StepKind::GiveBack {
-                            service: s,
-                            containers: c.adopts.clone(),
-                        },
-                    );
-                }
-            }
+            (Action::Create, _) => p.push(
+                format!("remove.{s}"),
+                format!("remove the new `{s}`"),
+                StepKind::Remove { service: s },
+            ),
             (Action::Upgrade, Strategy::Manual) if !c.quiesced => {}
             (Action::Upgrade | Action::Restart, _) => p.push(
                 format!("stop.{s}"),
@@ -1071,6 +1076,17 @@ fn revert_steps(
     p.custom(desired, first_deploy);
     for c in services {
         let s = c.service.clone();
+        // Containers taken over run again, on the data as it was (restored above).
+        if c.action == Action::Create && !c.adopts.is_empty() {
+            p.push(
+                format!("give-back.{s}"),
+                format!("start {} again", c.adopts.join(", ")),
+                StepKind::GiveBack {
+                    service: s.clone(),
+                    containers: c.adopts.clone(),
+                },
+            );
+        }
         let restart = match (c.action, c.strategy) {
             (Action::Upgrade, Strategy::Manual) => c.quiesced,
             (Action::Upgrade | Action::Restart | Action::Remove, _) => true,

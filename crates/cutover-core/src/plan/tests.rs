@@ -452,3 +452,41 @@ fn the_downtime_estimate_says_how_long_the_last_start_took() {
         web.downtime.because
     );
 }
+
+#[test]
+fn a_first_deploy_that_takes_a_writer_over_takes_a_restore_point_and_gives_it_back_after() {
+    let text = "\
+name: s
+services:
+  app: { image: 'app:2' }
+data:
+  files: { volume: { name: p_appdata }, writers: [app] }
+";
+    let s = stack(text, &[]);
+    let mut obs = Observed::default();
+    obs.adoptable.insert("app".into(), vec!["p_app_1".into()]);
+    let p = plan(&s, &obs, &Resolved::default());
+    assert_eq!(
+        ids(&p),
+        vec![
+            "preflight.image.app",
+            "preflight.data.files",
+            "quiesce.adopt.app",
+            "restore_point.files",
+            "upgrade.create.app",
+            "release.record",
+            "release.remove-adopted",
+        ]
+    );
+    let revert: Vec<&str> = p.revert.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        revert,
+        vec![
+            "revert.remove.app",
+            "revert.restore.files",
+            "revert.give-back.app",
+            "revert.compare"
+        ],
+        "the containers taken over start again on the data as it was"
+    );
+}

@@ -210,6 +210,8 @@ struct Cx {
     compose_project: Option<String>,
     /// Its volumes marked `external:`.
     external_volumes: Vec<String>,
+    /// Its top-level volumes: the compose file's name → the engine's.
+    compose_volumes: HashMap<String, String>,
 }
 
 impl Cx {
@@ -232,6 +234,7 @@ impl Cx {
             keys: KeyMap::default(),
             compose_project: None,
             external_volumes: Vec::new(),
+            compose_volumes: HashMap::new(),
         }
     }
 
@@ -506,6 +509,12 @@ impl Cx {
         }
         raw.services = services;
         self.external_volumes = cx.external_volumes();
+        // A data set may name a compose volume as the compose file does (`appdata`).
+        self.compose_volumes = compose
+            .volumes
+            .keys()
+            .map(|k| (k.clone(), cx.volume_name(k)))
+            .collect();
         self.compose_project = Some(project);
     }
 
@@ -1502,9 +1511,12 @@ impl Cx {
         } else {
             let v = d.volume.as_ref()?;
             match (&v.name, &v.path) {
-                (Some(n), None) => DataKind::Volume {
-                    name: self.plain(n, vars)?,
-                },
+                (Some(n), None) => {
+                    let name = self.plain(n, vars)?;
+                    DataKind::Volume {
+                        name: self.compose_volumes.get(&name).cloned().unwrap_or(name),
+                    }
+                }
                 (None, Some(p)) => {
                     let p = self.plain(p, vars)?;
                     DataKind::Directory {
