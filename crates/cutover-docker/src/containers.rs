@@ -429,13 +429,14 @@ impl Runtime {
         };
         let started = std::time::Instant::now();
         let code = loop {
-            let state = self
-                .docker
-                .inspect_container(&id, None)
-                .await
-                .map_err(RuntimeError::docker(format!("cannot inspect `{name}`")))?
-                .state
-                .unwrap_or_default();
+            let state = match self.docker.inspect_container(&id, None).await {
+                Ok(c) => c.state.unwrap_or_default(),
+                Err(e) => {
+                    // A job left running would go on writing into the revert's restore.
+                    let _ = self.remove(&id).await;
+                    return Err(RuntimeError::docker(format!("cannot inspect `{name}`"))(e));
+                }
+            };
             if state.running != Some(true) {
                 break state.exit_code.unwrap_or(-1);
             }
@@ -497,8 +498,8 @@ impl Runtime {
         self.set_restart(id, Restart::No).await
     }
 
-    /// The containers of compose project `project` (its `com.docker.compose.project`
-    /// label), running or not: (compose service, container name), by name.
+    /// The running containers of compose project `project` (its `com.docker.compose.project`
+    /// label), one-offs of `compose run` left out: (compose service, container name).
     pub async fn compose_containers(
         &self,
         project: &str,
@@ -522,9 +523,15 @@ impl Runtime {
             .into_iter()
             .filter_map(|c| {
                 let labels = c.labels.unwrap_or_default();
-                // Checked again, and never one of cutover's own.
+                // Checked again, and never one of cutover's own, nor a `compose run` one-off;
+                // only running ones: a revert starts again what it stopped, nothing more.
+                let running = c
+                    .state
+                    .is_some_and(|s| s == ContainerSummaryStateEnum::RUNNING);
                 if labels.get(COMPOSE_PROJECT).map(String::as_str) != Some(project)
                     || labels.contains_key(label::STACK)
+                    || labels.get("com.docker.compose.oneoff").map(String::as_str) == Some("True")
+                    || !running
                 {
                     return None;
                 }

@@ -773,16 +773,35 @@ impl Executor for Runner<'_> {
                 ))
             }
             StepKind::GiveBack { containers, .. } => {
+                let mut out = Vec::new();
                 for c in containers {
-                    self.block(self.docker.start(c))?;
+                    // Gone (removed by hand meanwhile): nothing to start, not a failed revert.
+                    match self.block(self.docker.foreign_container(c))? {
+                        Some(_) => {
+                            self.block(self.docker.start(c))?;
+                            out.push(format!("{c} runs again"));
+                        }
+                        None => out.push(format!("{c} is gone")),
+                    }
                 }
-                Ok(format!("{} run again", containers.join(", ")))
+                Ok(out.join("; "))
             }
+            // After the release is recorded a failure here must not revert it: what could not
+            // be removed is said, for the operator to remove.
             StepKind::RemoveAdopted { containers } => {
+                let mut removed = Vec::new();
+                let mut left = Vec::new();
                 for c in containers {
-                    self.block(self.docker.remove(c))?;
+                    match self.rt.block_on(self.docker.remove(c)) {
+                        Ok(()) => removed.push(c.clone()),
+                        Err(e) => left.push(format!("{c} ({e}; `docker rm -f {c}` removes it)")),
+                    }
                 }
-                Ok(format!("removed {}", containers.join(", ")))
+                let mut out = format!("removed {}", removed.join(", "));
+                if !left.is_empty() {
+                    out.push_str(&format!("; not removed: {}", left.join(", ")));
+                }
+                Ok(out)
             }
             StepKind::StartPrevious { service } => self.start_previous(service),
             StepKind::CompareWithBefore => self.compare_with_before(),

@@ -2506,7 +2506,7 @@ fn a_container_started_by_hand_is_taken_over_and_given_back_when_the_first_apply
     let o = s.apply(&[]);
     expect_code(&o, 1, "a broken first apply, reverted");
     assert!(
-        stderr(&o).contains(&format!("{by_hand} run again")),
+        stderr(&o).contains(&format!("{by_hand} runs again")),
         "{}",
         stderr(&o)
     );

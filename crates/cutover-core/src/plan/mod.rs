@@ -1046,8 +1046,18 @@ fn revert_steps(
     data: &[DataPlan],
 ) -> Vec<PlanStep> {
     let mut p = phase(Phase::Revert);
-    // Undo in reverse dependency order: what was started last goes first.
-    for c in services.iter().rev() {
+    // A PostgreSQL server whose database is restored keeps running until the restore has
+    // run on it: its own undo comes after the data's.
+    let servers: Vec<String> = data
+        .iter()
+        .filter_map(|d| match &desired.data.get(&d.name)?.kind {
+            DataKind::Postgres { url, .. } => {
+                crate::spec::serving_service(url.expose().unwrap_or(url.shown()), &desired.services)
+            }
+            _ => None,
+        })
+        .collect();
+    let undo = |p: &mut Steps, c: &ServiceChange| {
         let s = c.service.clone();
         match (c.action, c.strategy) {
             (Action::Create, _) => p.push(
@@ -1063,6 +1073,14 @@ fn revert_steps(
             ),
             (Action::Unchanged | Action::Remove, _) => {}
         }
+    };
+    // Undo in reverse dependency order: what was started last goes first.
+    for c in services
+        .iter()
+        .rev()
+        .filter(|c| !servers.contains(&c.service))
+    {
+        undo(&mut p, c);
     }
     for d in data {
         p.push(
@@ -1072,6 +1090,13 @@ fn revert_steps(
                 data: d.name.clone(),
             },
         );
+    }
+    for c in services
+        .iter()
+        .rev()
+        .filter(|c| servers.contains(&c.service))
+    {
+        undo(&mut p, c);
     }
     p.custom(desired, first_deploy);
     for c in services {

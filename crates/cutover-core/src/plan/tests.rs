@@ -490,3 +490,34 @@ data:
         "the containers taken over start again on the data as it was"
     );
 }
+
+#[test]
+fn a_reverted_postgresql_server_stays_up_until_its_database_is_restored() {
+    let text = "\
+name: s
+services:
+  db: { image: 'postgres:${V}', ports: ['127.0.0.1:55432:5432'] }
+  app: { image: 'app:${V}', depends_on: [db] }
+data:
+  main:
+    postgres: { url: 'postgres://u:p@127.0.0.1:55432/postgres', database: app }
+";
+    let v1 = stack(text, &[("V", "1")]);
+    let v2 = stack(text, &[("V", "2")]);
+    let p = plan(&v2, &live(&v1, 1), &Resolved::default());
+    let revert: Vec<&str> = p.revert.iter().map(|s| s.id.as_str()).collect();
+    let at = |id: &str| {
+        revert
+            .iter()
+            .position(|r| *r == id)
+            .unwrap_or_else(|| panic!("{id} in {revert:?}"))
+    };
+    assert!(
+        at("revert.stop.app") < at("revert.restore.main"),
+        "{revert:?}"
+    );
+    assert!(
+        at("revert.restore.main") < at("revert.stop.db"),
+        "the restore runs on a running server: {revert:?}"
+    );
+}

@@ -98,9 +98,18 @@ impl ComposeContext<'_> {
     /// unchanged. Compose prefixes a named volume with the project name unless the
     /// top-level entry gives a `name:` or marks it `external:`.
     pub fn volume_name(&self, source: &str) -> String {
+        // A path is relative to the compose file (compose's rule), `~` is the home directory.
+        if source.starts_with('.') {
+            return self.dir.join(source).display().to_string();
+        }
+        if let Some(rest) = source.strip_prefix('~')
+            && let Some(home) = self.env.get("HOME")
+        {
+            return format!("{home}{rest}");
+        }
         // A path, or a variable that may hold one (`${UPLOAD_LOCATION}`): decided after
         // interpolation, as a bind mount when it is a path.
-        if source.starts_with(['.', '/', '~']) || source.contains('$') {
+        if source.starts_with(['/', '~']) || source.contains('$') {
             return source.to_string();
         }
         match self.volumes.get(source) {
@@ -300,7 +309,51 @@ impl ComposeEnv {
     }
 }
 
+/// `path` made absolute against `dir` when it is relative (`./x`, `../x`, `x/y`).
+fn rebased(dir: &std::path::Path, path: &str) -> String {
+    if path.starts_with('.') {
+        dir.join(path).display().to_string()
+    } else {
+        path.to_string()
+    }
+}
+
 impl ComposeService {
+    /// Makes the relative paths of a service read from another file (a base it `extends`)
+    /// absolute against that file's directory, as compose does: bind-mount sources and
+    /// `env_file`s.
+    pub fn rebase(&mut self, dir: &std::path::Path) {
+        for v in &mut self.volumes {
+            match &mut v.value {
+                ComposeVolume::Short(s) => {
+                    if let Some((src, rest)) = s.split_once(':')
+                        && src.starts_with('.')
+                    {
+                        *s = format!("{}:{rest}", rebased(dir, src));
+                    }
+                }
+                ComposeVolume::Long {
+                    source: Some(src), ..
+                } => *src = rebased(dir, src),
+                ComposeVolume::Long { .. } => {}
+            }
+        }
+        if let Some(files) = &mut self.env_file {
+            match &mut files.value {
+                ComposeEnvFiles::One(p) => *p = dir.join(&*p).display().to_string(),
+                ComposeEnvFiles::Many(v) => {
+                    for f in v {
+                        match f {
+                            ComposeEnvFile::Path(p) | ComposeEnvFile::Long { path: p, .. } => {
+                                *p = dir.join(&*p).display().to_string();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Lays this service over `base` (what it `extends`), as compose merges them: a value this
     /// service sets wins; `environment` merges key by key; `ports` add up; `volumes` add up,
     /// this service's winning for the same container path; `depends_on` adds up.

@@ -563,7 +563,10 @@ impl Cx {
                 let mut other = other.services;
                 let other_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
                 self.resolve_extends(&base_name, &mut other, &other_dir, depth + 1);
-                other.get(&base_name).cloned()
+                other.get(&base_name).cloned().map(|mut base| {
+                    base.rebase(&other_dir);
+                    base
+                })
             }
         };
         match base {
@@ -1581,7 +1584,8 @@ impl Cx {
         let DataKind::Postgres { url, .. } = &ds.kind else {
             return;
         };
-        let Some(server) = serving_service(url.shown(), services) else {
+        // The URL may be a secret as a whole (`${DB_ADMIN_URL}`): its value tells the host.
+        let Some(server) = serving_service(url.expose().unwrap_or(url.shown()), services) else {
             return;
         };
         match &d.writers {

@@ -898,3 +898,42 @@ services:
         l.warnings
     );
 }
+
+#[test]
+fn compose_paths_are_relative_to_the_compose_file_and_its_bases_to_theirs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("app/common")).expect("dirs");
+    std::fs::write(
+        dir.path().join("app/common/base.yml"),
+        "services:\n  base:\n    image: postgres\n    volumes: ['./initdb:/docker-entrypoint-initdb.d:ro']\n",
+    )
+    .expect("base");
+    std::fs::write(
+        dir.path().join("app/docker-compose.yml"),
+        "services:\n  db:\n    extends: { file: common/base.yml, service: base }\n    volumes: ['./pgdata:/var/lib/postgresql/data', '~/backups:/backups']\n",
+    )
+    .expect("compose");
+    let l = load_str(
+        &dir.path().join("cutover.yaml"),
+        "name: s\ninclude_compose: app/docker-compose.yml\n",
+        &opts(&[("HOME", "/home/op")]),
+    )
+    .expect("valid");
+    let binds: Vec<String> = l.stack.services["db"]
+        .volumes
+        .iter()
+        .map(|m| match &m.source {
+            MountSource::Bind(p) | MountSource::Volume(p) => p.clone(),
+        })
+        .collect();
+    let app = std::path::absolute(dir.path().join("app")).expect("absolute");
+    assert_eq!(
+        binds,
+        [
+            app.join("common/./initdb").display().to_string(),
+            app.join("./pgdata").display().to_string(),
+            "/home/op/backups".to_string(),
+        ],
+        "the compose file's directory, not the stack file's; the base's own for inherited ones"
+    );
+}
