@@ -155,7 +155,8 @@ impl Runner<'_> {
                     foreign.join(", ")
                 ));
             } else if holders.is_empty()
-                && let Err(e) = std::net::TcpListener::bind(("0.0.0.0", *port))
+                && let Err(e) =
+                    std::net::TcpListener::bind((self.host_ip_of(service, *port), *port))
                 && e.kind() == std::io::ErrorKind::AddrInUse
             {
                 problems.push(format!(
@@ -174,6 +175,17 @@ impl Runner<'_> {
                 problems.join("; ")
             )))
         }
+    }
+
+    /// The address a service publishes host `port` on (`0.0.0.0` when it names none).
+    fn host_ip_of(&self, service: &str, port: u16) -> std::net::IpAddr {
+        self.desired
+            .services
+            .get(service)
+            .and_then(|s| s.ports.iter().find(|p| p.host == port))
+            .and_then(|p| p.host_ip.as_deref())
+            .and_then(|ip| ip.parse().ok())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 
     /// Runs the service's `migrate` job once on the new image; a non-zero exit fails.

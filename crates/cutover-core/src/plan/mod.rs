@@ -621,6 +621,10 @@ fn downtime(
             max_seconds: None,
             because: "unchanged".into(),
         },
+        // Taken over: down from the stop of the containers it replaces until ours is healthy.
+        Action::Create if !c.adopts.is_empty() => {
+            window(format!("taken over from {}: {bound}", c.adopts.join(", ")))
+        }
         Action::Create => Downtime {
             kind: DowntimeKind::None,
             max_seconds: None,
@@ -1195,6 +1199,17 @@ impl Plan {
                 },
                 rerun_safe: true,
             });
+        }
+    }
+
+    /// A rollback runs recorded images on data that a later release may have migrated: the
+    /// older version's `migrate` would meet a schema it does not know. Its migrations are
+    /// left out (`--data restore` brings back the data they belong to).
+    pub fn drop_migrations(&mut self) {
+        for phase in &mut self.procedure {
+            phase
+                .steps
+                .retain(|s| !matches!(s.action, StepKind::Migrate { .. }));
         }
     }
 

@@ -373,6 +373,14 @@ fn the_migration_runs_once_on_the_new_image_before_the_new_container_starts() {
             .unwrap_or_else(|| panic!("no {id} in {:?}", ids(&up)))
     };
     assert_eq!(at("upgrade.migrate.web") + 1, at("upgrade.recreate.web"));
+    // A rollback leaves the older version's migration out.
+    let mut back = up.clone();
+    back.drop_migrations();
+    assert!(
+        !ids(&back).contains(&"upgrade.migrate.web"),
+        "{:?}",
+        ids(&back)
+    );
     assert_eq!(
         steps[at("upgrade.migrate.web")].title,
         "run the migration of `web` once on app:2: `app db upgrade` (at most 2m)"
@@ -477,6 +485,14 @@ data:
             "release.record",
             "release.remove-adopted",
         ]
+    );
+    assert!(
+        p.services[0]
+            .downtime
+            .because
+            .starts_with("taken over from p_app_1"),
+        "{}",
+        p.services[0].downtime.because
     );
     let revert: Vec<&str> = p.revert.iter().map(|s| s.id.as_str()).collect();
     assert_eq!(

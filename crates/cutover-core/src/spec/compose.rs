@@ -72,6 +72,8 @@ pub struct ComposeContext<'a> {
     pub volumes: &'a IndexMap<String, Option<ComposeTopVolume>>,
     /// The process environment, for pass-through variables (`- VAR`, `VAR:`).
     pub env: &'a std::collections::HashMap<String, String>,
+    /// The `.env` beside the compose file: pass-through variables are looked up there too.
+    pub dot_env: &'a std::collections::HashMap<String, String>,
     /// The compose file's directory: `env_file` paths are relative to it.
     pub dir: &'a std::path::Path,
     pub configs: &'a IndexMap<String, ComposeFileSource>,
@@ -535,7 +537,7 @@ impl ComposeService {
             // `VAR` alone takes the value from the environment cutover runs in, as compose
             // does; unset there, the container does not get it.
             let pass = |k: &str, out: &mut IndexMap<String, Text>| {
-                if cx.env.contains_key(k) {
+                if cx.env.contains_key(k) || cx.dot_env.contains_key(k) {
                     out.insert(k.to_string(), Located::new(format!("${{{k}}}"), at));
                 }
             };

@@ -466,6 +466,7 @@ impl Cx {
             project: &project,
             volumes: &compose.volumes,
             env: &opts.process_env,
+            dot_env: &dot_env_vars,
             dir: path.parent().unwrap_or(Path::new(".")),
             configs: &compose.configs,
             secrets: &compose.secrets,

@@ -744,12 +744,12 @@ fn compose_project_name_and_profiles_may_come_from_the_dot_env_beside_the_compos
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(
         dir.path().join(".env"),
-        "COMPOSE_PROJECT_NAME=sentry-self-hosted\nCOMPOSE_PROFILES=full\n",
+        "COMPOSE_PROJECT_NAME=sentry-self-hosted\nCOMPOSE_PROFILES=full\nFROM_DOT_ENV=yes\n",
     )
     .expect(".env");
     std::fs::write(
         dir.path().join("docker-compose.yml"),
-        "volumes: { data: {} }\nservices:\n  web: { image: web, volumes: ['data:/d'] }\n  worker: { image: web, profiles: [full] }\n",
+        "volumes: { data: {} }\nservices:\n  web: { image: web, volumes: ['data:/d'], environment: [FROM_DOT_ENV] }\n  worker: { image: web, profiles: [full] }\n",
     )
     .expect("compose");
     let l = load_str(
@@ -765,6 +765,11 @@ fn compose_project_name_and_profiles_may_come_from_the_dot_env_beside_the_compos
     assert!(
         l.stack.services.contains_key("worker"),
         "profile `full` is active"
+    );
+    assert_eq!(
+        l.stack.services["web"].env["FROM_DOT_ENV"].shown(),
+        "yes",
+        "a pass-through variable may come from the .env"
     );
     assert!(matches!(
         &l.stack.services["web"].volumes[0].source,

@@ -38,7 +38,14 @@ pub fn run(
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
     observed.adoptable = commands::adoptable(&rt, &docker, &loaded.stack, &observed)?;
-    let resolved = resolve(&rt, &docker, &loaded.stack, &observed, &IndexMap::new())?;
+    let resolved = resolve(
+        &rt,
+        &docker,
+        &loaded.stack,
+        &observed,
+        &IndexMap::new(),
+        true,
+    )?;
     let plan = plan::plan(&loaded.stack, &observed, &resolved);
     operate(
         cli,
@@ -158,8 +165,9 @@ pub fn rollback(
     };
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
-    let resolved = resolve(&rt, &docker, &desired, &observed, &pins)?;
+    let resolved = resolve(&rt, &docker, &desired, &observed, &pins, false)?;
     let mut plan = plan::plan(&desired, &observed, &resolved);
+    plan.drop_migrations();
     if data == DataChoice::Restore {
         let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
         let mut found = Vec::new();
@@ -411,11 +419,20 @@ pub fn resolve(
     stack: &Stack,
     observed: &Observed,
     pins: &IndexMap<String, String>,
+    pull_for_review: bool,
 ) -> anyhow::Result<Resolved> {
     let mut image_ids = IndexMap::new();
     for (name, svc) in &stack.services {
         let reference = pins.get(name).unwrap_or(&svc.image);
-        if let Some(info) = rt.block_on(docker.inspect_image(reference))? {
+        let info = match rt.block_on(docker.inspect_image(reference))? {
+            // The settings review reads the new image: one not here yet is pulled now, as
+            // preflight would, rather than reviewed never.
+            None if pull_for_review && !svc.config_files.is_empty() => {
+                Some(rt.block_on(docker.ensure_image(reference))?)
+            }
+            other => other,
+        };
+        if let Some(info) = info {
             image_ids.insert(name.clone(), info.id);
         }
     }

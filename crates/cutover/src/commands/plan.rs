@@ -24,6 +24,7 @@ pub fn run(cli: &Cli, sets: &[String]) -> anyhow::Result<u8> {
                 &loaded.stack,
                 &observed,
                 &IndexMap::new(),
+                false,
             )?
         }
         Err(e) => {
