@@ -170,7 +170,9 @@ impl Runtime {
             .map_err(RuntimeError::docker(format!(
                 "cannot create a container of {image} to read {path}"
             )))?;
-        let read = self
+        // A defaults file is small: a whole read bounded in time and size (a `defaults` that
+        // names a directory must not pull a tree into memory).
+        let download = self
             .docker
             .download_from_container(
                 &created.id,
@@ -178,8 +180,20 @@ impl Runtime {
                     path: path.to_string(),
                 }),
             )
-            .try_collect::<Vec<_>>()
-            .await;
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                if all.len() as u64 > IMAGE_FILE_MAX + 64 * 1024 {
+                    return Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 413,
+                        message: format!("more than {IMAGE_FILE_MAX} bytes"),
+                    });
+                }
+                Ok(all)
+            });
+        let read = match tokio::time::timeout(std::time::Duration::from_secs(30), download).await {
+            Ok(r) => r,
+            Err(_) => Err(bollard::errors::Error::RequestTimeoutError),
+        };
         let removed = self
             .docker
             .remove_container(
@@ -190,8 +204,8 @@ impl Runtime {
                 }),
             )
             .await;
-        let chunks = match read {
-            Ok(chunks) => chunks,
+        let tarball: Vec<u8> = match read {
+            Ok(all) => all,
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => return Ok(None),
@@ -204,7 +218,6 @@ impl Runtime {
         removed.map_err(RuntimeError::docker(format!(
             "cannot remove the container that read {path} in {image}"
         )))?;
-        let tarball: Vec<u8> = chunks.concat();
         let mut archive = tar::Archive::new(tarball.as_slice());
         let entries = archive.entries().map_err(|e| RuntimeError::ImageMissing {
             reference: image.to_string(),

@@ -109,9 +109,20 @@ impl ComposeContext<'_> {
         {
             return format!("{home}{rest}");
         }
-        // A path, or a variable that may hold one (`${UPLOAD_LOCATION}`): decided after
-        // interpolation, as a bind mount when it is a path.
-        if source.starts_with(['/', '~']) || source.contains('$') {
+        // A variable (`${UPLOAD_LOCATION}`, `${DB_VOL:-pgdata}`): what it holds decides, as
+        // compose interpolates before it names anything — a path is a bind mount, a name a
+        // volume of the project. Unknown here, it is left to the stack's interpolation.
+        if source.contains('$') {
+            let mut vars = super::interp::Vars::default();
+            for (k, v) in self.dot_env.iter().chain(self.env.iter()) {
+                vars.set(k.clone(), v.clone());
+            }
+            return match super::interp::interpolate(source, &vars) {
+                Ok(v) if !v.is_secret() && !v.shown().contains('$') => self.volume_name(v.shown()),
+                _ => source.to_string(),
+            };
+        }
+        if source.starts_with(['/', '~']) {
             return source.to_string();
         }
         match self.volumes.get(source) {
@@ -311,6 +322,21 @@ impl ComposeEnv {
     }
 }
 
+/// `SOURCE:REST` of a short volume entry, where the source may hold a `${VAR:-default}`
+/// whose colon is not the separator.
+fn split_source(s: &str) -> Option<(&str, &str)> {
+    let mut depth = 0usize;
+    for (i, c) in s.char_indices() {
+        match c {
+            '{' if s[..i].ends_with('$') => depth += 1,
+            '}' if depth > 0 => depth -= 1,
+            ':' if depth == 0 => return Some((&s[..i], &s[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// `path` made absolute against `dir` when it is relative (`./x`, `../x`, `x/y`).
 fn rebased(dir: &std::path::Path, path: &str) -> String {
     if path.starts_with('.') {
@@ -328,7 +354,7 @@ impl ComposeService {
         for v in &mut self.volumes {
             match &mut v.value {
                 ComposeVolume::Short(s) => {
-                    if let Some((src, rest)) = s.split_once(':')
+                    if let Some((src, rest)) = split_source(s)
                         && src.starts_with('.')
                     {
                         *s = format!("{}:{rest}", rebased(dir, src));
@@ -413,7 +439,11 @@ impl ComposeService {
         ports.append(&mut self.ports);
         self.ports = ports;
         let target = |v: &Located<ComposeVolume>| match &v.value {
-            ComposeVolume::Short(s) => s.split(':').nth(1).unwrap_or(s).to_string(),
+            ComposeVolume::Short(s) => split_source(s)
+                .map_or(s.as_str(), |(_, rest)| {
+                    rest.split(':').next().unwrap_or(rest)
+                })
+                .to_string(),
             ComposeVolume::Long { target, .. } => target.clone(),
         };
         let own_targets: Vec<String> = self.volumes.iter().map(target).collect();
@@ -666,7 +696,7 @@ impl ComposeService {
                     format!("{named}:{target}")
                 };
                 let s = match &v.value {
-                    ComposeVolume::Short(s) => match s.split_once(':') {
+                    ComposeVolume::Short(s) => match split_source(s) {
                         Some((src, rest)) => format!("{}:{rest}", cx.volume_name(src)),
                         None if s.starts_with('/') => anonymous(s, notes),
                         None => s.clone(),

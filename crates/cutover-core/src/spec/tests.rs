@@ -720,7 +720,7 @@ fn compose_env_files_lie_below_environment_and_their_values_are_literal() {
 
 #[test]
 fn a_compose_string_command_is_split_into_words_for_the_entrypoint_not_run_by_a_shell() {
-    let compose = "services:\n  redis:\n    image: redis\n    command: --save 60 1 --loglevel \"warning level\" 'a b'\n    volumes: ['${UPLOAD_LOCATION}:/data']\n";
+    let compose = "volumes: { pgdata: {} }\nservices:\n  redis:\n    image: redis\n    command: --save 60 1 --loglevel \"warning level\" 'a b'\n    volumes: ['${UPLOAD_LOCATION}:/data', '${DB_VOL:-pgdata}:/db']\n";
     let l = with_compose(compose, "", &[("UPLOAD_LOCATION", "./library")]);
     let redis = &l.stack.services["redis"];
     assert_eq!(
@@ -736,6 +736,12 @@ fn a_compose_string_command_is_split_into_words_for_the_entrypoint_not_run_by_a_
         matches!(&redis.volumes[0].source, MountSource::Bind(p) if p.ends_with("library")),
         "{:?}",
         redis.volumes[0]
+    );
+    // One that holds a name is the project's volume, as compose names it after interpolating.
+    assert!(
+        matches!(&redis.volumes[1].source, MountSource::Volume(v) if v == "my-app_pgdata"),
+        "{:?}",
+        redis.volumes[1]
     );
 }
 
