@@ -73,6 +73,8 @@ pub struct ContainerSpec<'a> {
 #[derive(Clone, Debug)]
 pub struct PortHolder {
     pub name: String,
+    /// The host ports it publishes.
+    pub ports: Vec<u16>,
     pub stack: Option<String>,
     pub service: Option<String>,
     pub compose_project: Option<String>,
@@ -478,23 +480,7 @@ impl Runtime {
     /// release back beside the new one, and the kept container keeps its image from being
     /// pruned while it is a rollback target.
     pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
-        let t: i32 = grace.as_secs().try_into().unwrap_or(i32::MAX);
-        // The call returns when the container has stopped: after the grace period and the
-        // SIGKILL for a process that ignores SIGTERM (a PID 1 without a handler does).
-        let stopped = self
-            .waiting(grace)
-            .stop_container(
-                id,
-                Some(StopContainerOptions {
-                    t: Some(t),
-                    ..Default::default()
-                }),
-            )
-            .await;
-        // 304: not running; 404: gone. Both mean stopped.
-        settled(stopped, &[304, 404], || {
-            format!("cannot stop container {id}")
-        })?;
+        self.stop_foreign(id, grace).await?;
         self.set_restart(id, Restart::No).await
     }
 
@@ -544,9 +530,9 @@ impl Runtime {
         Ok(out)
     }
 
-    /// Running containers that publish host port `port`: (name, its cutover stack and
-    /// service labels, its compose project and service labels).
-    pub async fn port_holders(&self, port: u16) -> Result<Vec<PortHolder>, RuntimeError> {
+    /// Running containers that publish host ports: their names, the ports, and whose they
+    /// are (cutover stack and service, compose project and service).
+    pub async fn port_holders(&self) -> Result<Vec<PortHolder>, RuntimeError> {
         let list = self
             .docker
             .list_containers(None::<ListContainersOptions>)
@@ -554,15 +540,19 @@ impl Runtime {
             .map_err(RuntimeError::docker("cannot list the running containers"))?;
         Ok(list
             .into_iter()
-            .filter(|c| {
-                c.ports
+            .filter_map(|c| {
+                let ports: Vec<u16> = c
+                    .ports
                     .iter()
                     .flatten()
-                    .any(|p| p.public_port == Some(port))
+                    .filter_map(|p| p.public_port)
+                    .collect();
+                (!ports.is_empty()).then_some((c, ports))
             })
-            .map(|c| {
+            .map(|(c, ports)| {
                 let labels = c.labels.unwrap_or_default();
                 PortHolder {
+                    ports,
                     name: c
                         .names
                         .and_then(|n| n.into_iter().next())
@@ -674,11 +664,13 @@ impl Runtime {
         }
     }
 
-    /// Stops a container cutover did not make (one it takes over), SIGTERM then SIGKILL
-    /// after `grace`; its restart policy stays as its owner set it, for a revert that
-    /// starts it again.
+    /// SIGTERM, up to `grace`, then SIGKILL (a no-op when it is not running), and nothing
+    /// else: a container cutover did not make (one it takes over) keeps the restart policy
+    /// its owner set, for a revert that starts it again.
     pub async fn stop_foreign(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
         let t: i32 = grace.as_secs().try_into().unwrap_or(i32::MAX);
+        // The call returns when the container has stopped: after the grace period and the
+        // SIGKILL for a process that ignores SIGTERM (a PID 1 without a handler does).
         let stopped = self
             .waiting(grace)
             .stop_container(
@@ -689,6 +681,7 @@ impl Runtime {
                 }),
             )
             .await;
+        // 304: not running; 404: gone. Both mean stopped.
         settled(stopped, &[304, 404], || {
             format!("cannot stop container {name}")
         })

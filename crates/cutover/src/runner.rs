@@ -126,8 +126,10 @@ impl Runner<'_> {
     /// container it takes over); a port held by anything else refuses the upgrade.
     fn check_ports(&self, ports: &[(String, u16)]) -> Result<String, StepError> {
         let mut problems = Vec::new();
+        let all = self.block(self.docker.port_holders())?;
         for (service, port) in ports {
-            let holders = self.block(self.docker.port_holders(*port))?;
+            let holders: Vec<&cutover_docker::PortHolder> =
+                all.iter().filter(|h| h.ports.contains(port)).collect();
             let adopting = self.adopting.get(service);
             let foreign: Vec<String> = holders
                 .iter()

@@ -189,9 +189,15 @@ fn where_(rps: &RestorePoints, m: &Manifest) -> String {
 }
 
 /// The admin URL of a PostgreSQL data set, from the stack file (a secret: never printed).
+/// The stack file is loaded once per process: every restore point of a listing or a prune
+/// asks, and each load would read the file again and print its warnings again.
 fn pg_url(cli: &Cli, data: &str) -> Option<String> {
-    let loaded = commands::load(cli, &[]).ok()?;
-    match &loaded.stack.data.get(data)?.kind {
+    static STACK: std::sync::OnceLock<Option<cutover_core::spec::Stack>> =
+        std::sync::OnceLock::new();
+    let stack = STACK
+        .get_or_init(|| commands::load(cli, &[]).ok().map(|l| l.stack))
+        .as_ref()?;
+    match &stack.data.get(data)?.kind {
         cutover_core::spec::DataKind::Postgres { url, .. } => url.expose().map(str::to_string),
         _ => None,
     }
