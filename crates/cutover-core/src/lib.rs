@@ -7,6 +7,7 @@
 pub mod engine;
 pub mod graph;
 pub mod plan;
+pub mod runtime;
 pub mod settings;
 pub mod spec;
 pub mod traffic;

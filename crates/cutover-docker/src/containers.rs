@@ -14,100 +14,12 @@ use bollard::query_parameters::{
     CreateContainerOptions, InspectNetworkOptions, ListContainersOptions, ListNetworksOptions,
     LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
 };
-use cutover_core::spec::{Command, Protocol, RestartPolicy as Restart, Service};
+use cutover_core::spec::{Command, Protocol, RestartPolicy as Restart};
 use futures_util::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+
+pub use cutover_core::runtime::{ContainerInfo, ContainerSpec, PortHolder, Slot};
 
 use crate::{Runtime, RuntimeError, label};
-
-/// Which of a blue-green pair a container is; services upgraded in place are `Single`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    Single,
-    Blue,
-    Green,
-}
-
-impl Slot {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::Single => "single",
-            Slot::Blue => "blue",
-            Slot::Green => "green",
-        }
-    }
-
-    fn parse(s: &str) -> Slot {
-        match s {
-            "blue" => Slot::Blue,
-            "green" => Slot::Green,
-            _ => Slot::Single,
-        }
-    }
-
-    /// The other colour: a new blue-green container takes the slot the live one does not.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::Blue => Slot::Green,
-            Slot::Green | Slot::Single => Slot::Blue,
-        }
-    }
-}
-
-/// Everything needed to create one container of a service.
-#[derive(Clone, Debug)]
-pub struct ContainerSpec<'a> {
-    pub stack: &'a str,
-    pub service_name: &'a str,
-    pub service: &'a Service,
-    pub release: u64,
-    pub slot: Slot,
-    /// The image ID to run (`sha256:…`).
-    pub image_id: &'a str,
-    /// The environment, secrets resolved: `KEY=value`.
-    pub env: Vec<String>,
-}
-
-/// A running container that publishes a host port, and whose it is.
-#[derive(Clone, Debug)]
-pub struct PortHolder {
-    pub name: String,
-    /// The host ports it publishes.
-    pub ports: Vec<u16>,
-    pub stack: Option<String>,
-    pub service: Option<String>,
-    pub compose_project: Option<String>,
-    pub compose_service: Option<String>,
-}
-
-/// One container of a stack, as observed.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ContainerInfo {
-    pub id: String,
-    pub name: String,
-    pub service: String,
-    pub release: u64,
-    pub slot: Slot,
-    pub image_id: String,
-    pub image_ref: String,
-    /// `running`, `exited`, `created`, ...
-    pub state: String,
-    /// Docker's health status when the container has a HEALTHCHECK.
-    pub health: Option<String>,
-    /// Published ports: container port → host address.
-    pub published: Vec<(u16, SocketAddr)>,
-}
-
-impl ContainerInfo {
-    pub fn running(&self) -> bool {
-        self.state == "running"
-    }
-
-    pub fn short_id(&self) -> &str {
-        &self.id[..self.id.len().min(12)]
-    }
-}
 
 impl Runtime {
     /// Every container labelled with `stack`, running or not, oldest release first.
@@ -172,7 +84,7 @@ impl Runtime {
                     .get(label::RELEASE)
                     .and_then(|r| r.parse().ok())
                     .unwrap_or(0),
-                slot: Slot::parse(labels.get(label::SLOT).map_or("", String::as_str)),
+                slot: Slot::from_label(labels.get(label::SLOT).map_or("", String::as_str)),
                 image_id: c.image_id.unwrap_or_default(),
                 image_ref: labels.get(label::IMAGE_REF).cloned().unwrap_or_default(),
                 state: c.state.map_or_else(

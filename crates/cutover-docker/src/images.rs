@@ -2,7 +2,6 @@
 
 use bollard::query_parameters::CreateImageOptions;
 use futures_util::TryStreamExt;
-use serde::{Deserialize, Serialize};
 
 use crate::{Runtime, RuntimeError, auth};
 
@@ -10,27 +9,7 @@ use crate::{Runtime, RuntimeError, auth};
 /// registry that stops sending must not hold an upgrade window open for ever.
 const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// An image as a release records it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageInfo {
-    /// As the stack file wrote it: `cutover-demo:v2`.
-    pub reference: String,
-    /// The content-addressed ID the container runs: `sha256:…`.
-    pub id: String,
-    /// Registry digests (`repo@sha256:…`), empty for an image that was built locally.
-    #[serde(default)]
-    pub repo_digests: Vec<String>,
-    /// The image defines a Docker HEALTHCHECK.
-    #[serde(default)]
-    pub has_healthcheck: bool,
-    /// The image's labels (the settings it accepts are declared there).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub labels: std::collections::BTreeMap<String, String>,
-    /// How long the release's container of this image took from its start to healthy, in
-    /// milliseconds, when the release started one: the next plan's downtime estimate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_in_ms: Option<u64>,
-}
+pub use cutover_core::runtime::ImageInfo;
 
 fn not_found(e: &bollard::errors::Error) -> bool {
     matches!(

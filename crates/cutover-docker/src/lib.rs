@@ -14,6 +14,7 @@
 //! The engine speaks API 1.41 and newer; the client negotiates the version on connect.
 
 mod auth;
+mod blocking;
 mod containers;
 mod health;
 mod images;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+pub use blocking::Blocking;
 pub use containers::{ContainerInfo, ContainerSpec, PortHolder, Slot};
 pub use health::{HealthFailure, http_get};
 pub use images::ImageInfo;
