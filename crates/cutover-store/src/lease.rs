@@ -237,6 +237,17 @@ impl Store {
             .map_err(sql("cannot read the lease"))
     }
 
+    /// The stack's lease when someone holds it now: not expired, and its holder's process
+    /// alive (when it is on this host). A stale lease, which the next taker takes over, is
+    /// `None`.
+    pub fn live_lease(&self) -> Result<Option<Lease>, StoreError> {
+        let now = self.now();
+        let host = proc::hostname();
+        Ok(self
+            .current_lease()?
+            .filter(|l| takeover_kind(l, &host, now).is_none()))
+    }
+
     /// Removes the stack's lease whoever holds it, records a `forced` event
     /// by `by` (also when there was no lease, as an audit of the attempt) and
     /// returns the removed lease.

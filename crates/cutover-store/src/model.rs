@@ -93,6 +93,8 @@ status_enum! {
         Deployed => "deployed",
         /// The rollout failed.
         Failed => "failed",
+        /// Refused before anything was changed (a preflight check failed).
+        Refused => "refused",
         /// The rollout was reverted to the previous state.
         Reverted => "reverted",
         /// Was deployed, replaced by a later deployment.
