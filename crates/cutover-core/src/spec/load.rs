@@ -146,6 +146,22 @@ fn load_text(
 
     let vars = cx.vars(&raw, opts);
     let stack = cx.lower(raw, environment, &vars);
+    if stack.services.is_empty() && cx.errors.is_empty() {
+        // An empty file (or one of comments) would otherwise "validate" as a stack that
+        // deploys nothing.
+        cx.error(
+            DiagKind::Missing,
+            Loc {
+                source,
+                line: 1,
+                col: 1,
+            },
+            "the stack defines no services",
+        )
+        .hint = Some(
+            "a stack file needs `name:` and at least one entry under `services:` (or an `include_compose:` with services); docs/stack-file.md shows an example".into(),
+        );
+    }
     cx.check_graph(&stack);
     if cx.errors.is_empty() {
         Ok(Loaded {

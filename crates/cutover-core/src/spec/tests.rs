@@ -948,3 +948,21 @@ fn compose_paths_are_relative_to_the_compose_file_and_its_bases_to_theirs() {
         "the compose file's directory, not the stack file's; the base's own for inherited ones"
     );
 }
+
+#[test]
+fn an_empty_stack_file_is_an_error_not_a_stack_of_no_services() {
+    for text in ["", "# nothing here yet\n", "name: shop\n"] {
+        let p = problems(text);
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("1:1 Missing: the stack defines no services")),
+            "{text:?}: {p:?}"
+        );
+    }
+    // `services: {}` too.
+    assert!(
+        problems("name: shop\nservices: {}\n")
+            .iter()
+            .any(|l| l.contains("the stack defines no services")),
+    );
+}
