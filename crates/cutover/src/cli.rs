@@ -7,11 +7,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit;
 
+/// `cutover --version`; a build with the test hooks says so, and the tests that need them
+/// check it.
+#[cfg(not(feature = "test-hooks"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(feature = "test-hooks")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test hooks)");
+
 /// Upgrades of self-hosted, stateful container applications, run as code: preflight,
 /// quiesce, a restore point of the data, the upgrade, verification — and an automatic revert
 /// of images and data when anything fails.
 #[derive(Debug, Parser)]
-#[command(name = "cutover", version, after_long_help = exit::TABLE, propagate_version = true)]
+#[command(name = "cutover", version = VERSION, after_long_help = exit::TABLE, propagate_version = true)]
 pub struct Cli {
     /// The stack file.
     #[arg(
@@ -221,7 +228,11 @@ pub enum Command {
     },
 
     /// Continue, or revert, an operation that was interrupted (cutover itself crashed).
-    Resume,
+    Resume {
+        /// Do not ask for confirmation. Required when not on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 
     /// Approve an operation waiting at an approval step; not by the one who started it.
     Approve {
@@ -229,8 +240,14 @@ pub enum Command {
         operation: Option<u64>,
     },
 
-    /// Stop the running operation at the next step boundary and revert it.
-    Abort,
+    /// Stop the running operation at the next step boundary and revert it; revert an
+    /// interrupted one.
+    Abort {
+        /// Do not ask for confirmation (reverting an interrupted operation). Required when
+        /// not on a terminal.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 
     /// Run the stack's traffic proxy (routes from `traffic:`), in the foreground.
     Serve {

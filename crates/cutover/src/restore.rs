@@ -11,7 +11,28 @@ use cutover_data::manifest::{self, Artifact, Kind, Manifest, RestorePoints, Stat
 use cutover_data::postgres::Admin;
 use cutover_data::{archive, sqlite};
 
-use crate::runner::Runner;
+use cutover_core::runtime::ContainerRuntime;
+use cutover_core::spec::Stack;
+
+/// What the data steps of one operation need: where the data is (the stack, the runtime
+/// that knows where a volume lives), where restore points are kept, and the release.
+pub struct DataSteps<'a> {
+    /// For the PostgreSQL driver, which is async.
+    pub rt: &'a tokio::runtime::Runtime,
+    pub runtime: &'a dyn ContainerRuntime,
+    pub desired: &'a Stack,
+    pub previous: Option<&'a Stack>,
+    /// The release being made.
+    pub release: u64,
+    /// The live release.
+    pub from_release: Option<u64>,
+    /// Where this stack's restore points are kept.
+    pub restore_points: RestorePoints,
+    /// Restore PostgreSQL restore points from their dumps, not the same-server copies.
+    pub from_dump: bool,
+    /// Bytes the restore points of this operation need, summed by the preflight checks.
+    pub space_needed: u64,
+}
 
 /// Where a data set is, resolved for this host.
 pub enum Target {
@@ -41,7 +62,7 @@ pub const DUMP_JOBS: u32 = 2;
 /// The file a directory's archive is stored in.
 const ARCHIVE: &str = "content.tar.zst";
 
-impl Runner<'_> {
+impl DataSteps<'_> {
     /// After a revert: every data set restored by this operation reports the schema version
     /// its restore point recorded (the Inmanta seed's "the dry-run after revert must equal
     /// the one before"). Returns the differences.
@@ -105,7 +126,7 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-impl Runner<'_> {
+impl DataSteps<'_> {
     fn data_set(&self, name: &str) -> Result<&DataSet, StepError> {
         self.desired
             .data
@@ -149,8 +170,8 @@ impl Runner<'_> {
             },
             DataKind::Volume { name: volume } => {
                 let path = self
-                    .rt
-                    .block_on(self.docker.volume_path(volume))
+                    .runtime
+                    .volume_path(volume)
                     .map_err(fail)?
                     .ok_or_else(|| {
                         StepError::new(format!("Docker volume `{volume}` does not exist"))
@@ -190,14 +211,14 @@ impl Runner<'_> {
         let data_dir = data_dir?;
         if let Some(service) = cutover_core::spec::serving_service(url, &self.desired.services) {
             let container = self
-                .rt
-                .block_on(self.docker.containers(&self.desired.name))
+                .runtime
+                .containers(&self.desired.name)
                 .ok()?
                 .into_iter()
                 .find(|c| c.service == service && c.running())?;
             return self
-                .rt
-                .block_on(self.docker.host_path(&container.id, &data_dir))
+                .runtime
+                .host_path(&container.id, &data_dir)
                 .ok()
                 .flatten()
                 .filter(|p| p.exists());
@@ -552,6 +573,10 @@ impl Runner<'_> {
             ));
         }
         let dir = rps.dir(rp_release, name);
+        if m.status == Status::Complete {
+            // Said before it happens: the restore replaces what was written since.
+            eprintln!("  {}", restore_notice(name, &m, self.release));
+        }
         let started = std::time::Instant::now();
         let what = match self.target(name)? {
             Target::Postgres { url, .. } => {
@@ -692,6 +717,37 @@ impl Runner<'_> {
         rps.save(&m).map_err(fail)?;
         Ok(format!("{what} ({:.2}s)", started.elapsed().as_secs_f64()))
     }
+}
+
+/// What a restore is about to do to `name`, said before it does: how old the restore point
+/// is, and where what was written since it was taken is kept.
+pub fn restore_notice(name: &str, m: &Manifest, restoring_in: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.created_at);
+    let age = std::time::SystemTime::now()
+        .duration_since(at)
+        .map_or(0, |d| d.as_secs());
+    let age = match age {
+        0..=119 => format!("{age} s"),
+        120..=7199 => format!("{} min", age / 60),
+        7200..=172_799 => format!("{} h", age / 3600),
+        _ => format!("{} days", age / 86_400),
+    };
+    let kept = if let Some(pg) = &m.postgres {
+        format!("kept as database `{}`", pg.failed_name)
+    } else if let Some(t) = &m.postgres_tables {
+        format!("kept in schema `{}`", t.failed_schema)
+    } else {
+        match m.kind {
+            Kind::Sqlite => format!("kept beside it as `{}.failed-{restoring_in}`", m.source),
+            _ => "kept beside it in a `…cutover-failed-…` directory (named when the restore ends)"
+                .to_string(),
+        }
+    };
+    format!(
+        "restoring `{name}` to its restore point of {} ({age} old, taken before release {}'s upgrade); what was written to it since is {kept}",
+        humantime::format_rfc3339_seconds(at),
+        m.release
+    )
 }
 
 fn refuse_if_tampered(rps: &RestorePoints, m: &Manifest) -> Result<(), StepError> {

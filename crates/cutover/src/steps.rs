@@ -16,7 +16,21 @@ use cutover_core::engine::StepError;
 use cutover_core::spec::{Check, CheckKind, Command, CustomStep, DataKind, StepAction};
 use cutover_data::postgres::Admin;
 
-use crate::runner::Runner;
+use cutover_core::runtime::{ContainerInfo, ContainerRuntime};
+use cutover_core::spec::Stack;
+use cutover_store::Store;
+
+/// What the stack file's own steps and checks need: the stack, the runtime to find and
+/// exec into its containers, the store (approvals), and the operation they belong to.
+pub struct CheckSteps<'a> {
+    /// For the PostgreSQL driver and HTTP checks, which are async.
+    pub rt: &'a tokio::runtime::Runtime,
+    pub runtime: &'a dyn ContainerRuntime,
+    pub store: &'a Store,
+    pub desired: &'a Stack,
+    /// The operation these steps belong to (approvals and aborts are keyed on it).
+    pub operation: u64,
+}
 
 /// How long an approval waits when the step does not say.
 const APPROVAL_DEFAULT: Duration = Duration::from_secs(3600);
@@ -37,7 +51,7 @@ fn tail(s: &str) -> String {
     format!("…{}", &s[start..])
 }
 
-impl Runner<'_> {
+impl CheckSteps<'_> {
     /// Runs one custom step.
     pub(crate) fn custom_step(&mut self, id: &str, step: &CustomStep) -> Result<String, StepError> {
         let timeout = step.timeout;
@@ -190,9 +204,9 @@ impl Runner<'_> {
         }
     }
 
-    fn running_container(&self, service: &str) -> Result<cutover_docker::ContainerInfo, String> {
-        self.rt
-            .block_on(self.docker.containers(&self.desired.name))
+    fn running_container(&self, service: &str) -> Result<ContainerInfo, String> {
+        self.runtime
+            .containers(&self.desired.name)
             .map_err(|e| e.to_string())?
             .into_iter()
             .filter(|c| c.service == service && c.running())
@@ -311,8 +325,8 @@ impl Runner<'_> {
                 let c = self.running_container(service)?;
                 // Since the container started: its whole log, bounded.
                 let logs = self
-                    .rt
-                    .block_on(self.docker.logs_tail(&c.id, 20_000))
+                    .runtime
+                    .logs_tail(&c.id, 20_000)
                     .map_err(|e| e.to_string())?;
                 if let Some(bad) = absent
                     && let Some(line) = logs.lines().find(|l| l.contains(bad.as_str()))
@@ -355,8 +369,8 @@ impl Runner<'_> {
                 return Ok(*a);
             }
             let ip = self
-                .rt
-                .block_on(self.docker.address_on_network(&c.id, &self.desired.name))
+                .runtime
+                .address_on_network(&c.id, &self.desired.name)
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| format!("`{host}` has no address on the stack network"))?;
             return Ok(SocketAddr::new(ip, port));
@@ -375,20 +389,9 @@ impl Runner<'_> {
     ) -> Result<(i64, String), StepError> {
         let c = self.running_container(service).map_err(StepError::new)?;
         let argv = command.argv();
-        let run = self.docker.exec(&c.id, &argv);
-        let result = match timeout {
-            Some(t) => self
-                .rt
-                .block_on(async { tokio::time::timeout(t, run).await })
-                .map_err(|_| {
-                    StepError::new(format!(
-                        "`{command}` in `{service}` timed out after {}s",
-                        t.as_secs()
-                    ))
-                })?,
-            None => self.rt.block_on(run),
-        };
-        result.map_err(|e| StepError::new(e.to_string()))
+        self.runtime
+            .exec(&c.id, &argv, timeout)
+            .map_err(|e| StepError::new(format!("`{command}` in `{service}`: {e}")))
     }
 
     fn sql_value(&self, data: &str, query: &str) -> Result<Option<String>, String> {

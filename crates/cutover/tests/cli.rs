@@ -1,5 +1,7 @@
 //! The `cutover` binary, run as a user runs it: real processes, real files, real exit codes.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -168,6 +170,7 @@ fn wait_for(path: &Path, pred: impl Fn(&str) -> bool) {
 /// Starts `apply --yes` that holds the lease for `hold_ms` (a test hook), and returns once its
 /// plan is printed (the lease is taken right after).
 fn spawn_holding_apply(d: &Dir, hold_ms: u64, stderr: Stdio) -> std::process::Child {
+    support::require_test_hooks();
     let out = d.path.join("first.out");
     let child = d
         .cmd(&["apply", "--yes"])

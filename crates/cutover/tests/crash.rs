@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{code, docker, free_port, text};
+use support::{code, docker, free_port, require_test_hooks, text};
 
 fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let mut s =
@@ -96,6 +96,7 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
+    require_test_hooks();
     let ok = Command::new("docker")
         .args(["image", "inspect", "cutover-demo:v1", "cutover-demo:v2"])
         .output()
@@ -212,7 +213,7 @@ fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
                     .is_empty(),
                 "{step}:{when}: the killed operation shows as unfinished"
             );
-            let o = s.run(&["resume"]);
+            let o = s.run(&["resume", "--yes"]);
             assert!(
                 code(&o) == 0 || code(&o) == 1,
                 "{step}:{when}: resume ends the operation (0: finished, 1: reverted)\n{}",

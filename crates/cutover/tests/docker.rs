@@ -5,6 +5,8 @@
 //! a guard removes the stack's containers, network and volume when the test ends, passed or
 //! not. Without a reachable Docker Engine these tests fail: they never skip silently.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -367,6 +369,12 @@ impl Stack {
             .to_string()
     }
 
+    fn status_json(&self) -> Value {
+        let o = self.run(&["status", "-o", "json"]);
+        expect_code(&o, 0, "status -o json");
+        serde_json::from_slice(&o.stdout).expect("status JSON")
+    }
+
     fn status_text(&self) -> String {
         let o = self.run(&["status"]);
         expect_code(&o, 0, "status");
@@ -564,7 +572,11 @@ fn missing_image_fails_in_preflight_and_touches_nothing() {
 
     assert_eq!(s.the_running(), before);
     assert_eq!(version_now(addr), "v1");
-    assert_eq!(s.status_of(2), "failed");
+    assert_eq!(
+        s.status_of(2),
+        "refused",
+        "a refusal changed nothing: not a failed release"
+    );
     assert_eq!(s.status_of(1), "deployed");
 }
 
@@ -2644,4 +2656,167 @@ fn a_failed_first_apply_that_took_a_compose_project_over_puts_its_data_back() {
     let after = app_state(addr);
     assert_eq!(after.0, "2");
     assert!(after.1.contains("written-under-compose"), "{after:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Operations never overlap.
+
+/// Runs `apply` to `image` and kills it with SIGKILL once it finished `step` (a test hook
+/// stops it there): an operation left unfinished, as a crash or a `kill -9` leaves it.
+fn kill_apply_after(s: &Stack, image: &str, step: &str) {
+    support::require_test_hooks();
+    let marker = s.dir.path().join("crashed");
+    let mut child = s
+        .cmd(&["apply", "--yes", "--set", &format!("app.image={image}")])
+        .env("CUTOVER_TEST_CRASH_AT", format!("{step}:after"))
+        .env("CUTOVER_TEST_CRASH_MARKER", &marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("apply starts");
+    let start = Instant::now();
+    while !marker.exists() {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("apply ended ({status}) before it reached {step}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never reached {step}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
+
+#[test]
+fn after_a_killed_apply_nothing_but_resume_or_abort_acts_on_the_stack() {
+    let s = Stack::new("overlap");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    s.apply_ok(&[]);
+    assert_eq!(version_now(addr), "v1");
+
+    // Killed once v2 runs and before the release is recorded: operation 2 is unfinished.
+    kill_apply_after(&s, "cutover-demo:v2", "upgrade.recreate.app");
+    let running = s.the_running();
+    assert_eq!(image_of(&running), image_id("cutover-demo:v2"));
+    let op = s.status_json()["unfinished_operations"][0]["id"]
+        .as_u64()
+        .expect("an unfinished operation");
+
+    // Every verb that would change the stack refuses with exit 4, naming the operation,
+    // where it stopped and the two ways out; none records anything.
+    let refusals: [&[&str]; 5] = [
+        &["apply", "--yes", "--set", "app.image=cutover-demo:v1"],
+        &["rollback", "--yes"],
+        &["upgrade-service", "app", "--yes"],
+        &["down", "--yes"],
+        &["restore-points", "prune", "--keep", "0", "--yes"],
+    ];
+    for args in refusals {
+        let o = s.run(args);
+        expect_code(&o, 4, &args.join(" "));
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!(
+                "unfinished operation: operation {op} (apply of release 2)"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("it stopped at step `upgrade.recreate.app`"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            err.contains("`cutover resume`") && err.contains("`cutover abort`"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("took over a stale lease"), "{args:?}: {err}");
+    }
+    // Nothing changed: the same container, no new release.
+    assert_eq!(s.the_running(), running);
+    let h = s.history();
+    assert_eq!(h["releases"].as_array().map(Vec::len), Some(2), "{h:#}");
+
+    // `resume` finishes operation 2 from where it stopped.
+    let o = s.run(&["resume", "--yes"]);
+    expect_code(&o, 0, "resume");
+    assert!(
+        stderr(&o).contains(&format!("operation {op} (apply of release 2)")),
+        "{}",
+        stderr(&o)
+    );
+
+    // The history is coherent: the newest release is deployed, and it is what runs.
+    let h = s.history();
+    let releases = h["releases"].as_array().expect("releases");
+    assert_eq!(releases.len(), 2, "{h:#}");
+    assert_eq!(s.status_of(2), "deployed");
+    assert_eq!(s.status_of(1), "superseded");
+    assert_eq!(
+        s.the_running(),
+        running,
+        "resume did not start another container"
+    );
+    assert_eq!(version_now(addr), "v2");
+    let st = s.status_json();
+    assert!(st["lease"].is_null(), "{st:#}");
+    assert_eq!(
+        st["unfinished_operations"].as_array().map(Vec::len),
+        Some(0),
+        "{st:#}"
+    );
+
+    // And the stack takes new operations again.
+    let o = s.run(&["rollback", "--yes"]);
+    expect_code(&o, 0, "rollback once nothing is unfinished");
+    assert_eq!(version_now(addr), "v1");
+}
+
+#[test]
+fn abort_reverts_an_interrupted_upgrade_and_says_what_the_restore_keeps_aside() {
+    let s = Stack::new("abortdata");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let name = &s.name;
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: cutover-demo:v1\n    port: 8080\n    \
+             ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"{name}-data:/data\"]\n    \
+             stop_grace: 5s\n    health: {HEALTH}\n\
+             data:\n  app_data:\n    volume: {{ name: {name}-data }}\n    writers: [app]\n"
+        ),
+    )
+    .expect("stack file");
+    s.apply_ok(&[]);
+    post_item(addr, "before");
+    kill_apply_after(&s, "cutover-demo:v2", "upgrade.recreate.app");
+    // The new version kept serving, and took a write, while the operation was unfinished.
+    post_item(addr, "written-since");
+
+    let o = s.run(&["abort", "--yes"]);
+    expect_code(&o, 1, "abort reverts");
+    let err = stderr(&o);
+    // Before the volume is put back, the operator reads how old the restore point is and
+    // where what was written since is kept.
+    let notice = err
+        .lines()
+        .find(|l| l.contains("restoring `app_data` to its restore point of"))
+        .unwrap_or_else(|| panic!("no notice before the restore: {err}"));
+    assert!(
+        notice.contains("old, taken before release 2's upgrade"),
+        "{notice}"
+    );
+    assert!(notice.contains("cutover-failed"), "{notice}");
+    assert_eq!(version_now(addr), "v1");
+    let (_, items) = app_state(addr);
+    assert!(
+        items.contains("before") && !items.contains("written-since"),
+        "{items}"
+    );
+    assert_eq!(s.status_of(2), "reverted");
 }

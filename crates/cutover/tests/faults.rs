@@ -436,7 +436,7 @@ fn docker_api_cut_mid_upgrade() {
 
     // Docker is back.
     let _proxy = DockerProxy::start(&sock);
-    let o = s.run(&["resume"]);
+    let o = s.run(&["resume", "--yes"]);
     // The cause fixed, `resume` runs the failed revert again.
     assert!(
         code(&o) == 0 || code(&o) == 1,
@@ -611,7 +611,7 @@ fn postgres_stopped_mid_verify() {
         .clone();
     assert_eq!(rp["status"], "complete", "{rp:#}");
 
-    let o = s.run(&["resume"]);
+    let o = s.run(&["resume", "--yes"]);
     // The cause fixed, `resume` runs the failed revert again.
     assert!(
         code(&o) == 0 || code(&o) == 1,

@@ -2,7 +2,6 @@
 //! the release, run the procedure through the engine, revert on failure.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -11,19 +10,23 @@ use cutover_core::plan::{self, Observed, Plan, PlanPhase, PlanStep, Resolved, St
 use cutover_core::spec::{Phase, Stack, Strategy};
 use cutover_core::traffic::NoProxy;
 use cutover_docker::Runtime;
-use cutover_store::{Holder, NewRelease, OperationStatus, ReleaseStatus, Store};
+use cutover_ops::conclude::{Concluding, Ending};
+use cutover_ops::containers::Containers;
+use cutover_ops::lock::{Lock, LockError};
+use cutover_ops::record::{OperationContext, ReleaseImages};
+use cutover_ops::rollback::TargetError;
+use cutover_store::{Holder, NewRelease, ReleaseStatus, Store};
 use indexmap::IndexMap;
 
 use crate::cli::{Cli, ConfirmArgs, DataChoice, OutputFormat};
 use crate::commands;
 use crate::exit::{self, with_code};
 use crate::output;
-use crate::runner::{ReleaseImages, Runner, StoreJournal};
+use crate::restore::DataSteps;
+use crate::runner::Runner;
+use crate::steps::CheckSteps;
 use crate::traffic;
-
-/// How long a lease lives without renewal. A thread renews it while the operation runs.
-pub const LEASE_TTL: Duration = Duration::from_secs(60);
-const RENEW_EVERY: Duration = Duration::from_secs(15);
+use cutover_ops::journal::StoreJournal;
 
 pub fn run(
     cli: &Cli,
@@ -34,6 +37,7 @@ pub fn run(
     let loaded = commands::load(cli, sets)?;
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
+    refuse_if_unfinished(&store)?;
     let mut observed = commands::observed(&store)?;
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
@@ -67,7 +71,9 @@ pub fn run(
 }
 
 /// `cutover rollback [REV]`: deploy a recorded release again, with the exact image IDs it
-/// ran, as a new release (like Helm). Data stays as it is until restore points land (#4).
+/// ran, as a new release (like Helm). `--data keep` leaves the data as it is (refused when
+/// its schema is one the release's images cannot read); `--data restore` puts back the
+/// restore point taken when the stack moved on from that release.
 pub fn rollback(
     cli: &Cli,
     revision: Option<u64>,
@@ -80,59 +86,14 @@ pub fn rollback(
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let name = loaded.stack.name.clone();
     let store = commands::open_store(cli, &name)?;
-    if let Some(r) = revision
-        && store.release(r)?.is_none()
-    {
-        return Err(with_code(
-            exit::INVALID,
-            anyhow!("stack `{name}` has no release {r}; `cutover history` lists them"),
-        ));
-    }
+    refuse_if_unfinished(&store)?;
     let observed = commands::observed(&store)?;
-    let Some(current) = observed.release else {
-        return Err(with_code(
-            exit::INVALID,
-            anyhow!("stack `{name}` has no deployed release to roll back from"),
-        ));
-    };
-    let target = match revision {
-        Some(r) => r,
-        None => store
-            .releases(1000)?
-            .iter()
-            .filter(|r| r.revision < current)
-            .find(|r| {
-                matches!(
-                    r.status,
-                    ReleaseStatus::Superseded | ReleaseStatus::Deployed
-                )
-            })
-            .map(|r| r.revision)
-            .ok_or_else(|| {
-                with_code(
-                    exit::INVALID,
-                    anyhow!("stack `{name}` has no earlier deployed release to roll back to"),
-                )
-            })?,
-    };
-    let Some(rel) = store.release(target)? else {
-        return Err(with_code(
-            exit::INVALID,
-            anyhow!("stack `{name}` has no release {target}; `cutover history` lists them"),
-        ));
-    };
-    if !matches!(
-        rel.status,
-        ReleaseStatus::Superseded | ReleaseStatus::Deployed
-    ) {
-        return Err(with_code(
-            exit::INVALID,
-            anyhow!(
-                "release {target} was never deployed (it is {}); only deployed releases are rollback targets",
-                rel.status.as_str()
-            ),
-        ));
-    }
+    let rel =
+        cutover_ops::rollback::target(&store, observed.release, revision).map_err(|e| match e {
+            TargetError::Store(e) => anyhow::Error::from(e),
+            other => with_code(exit::INVALID, anyhow!(other)),
+        })?;
+    let target = rel.revision;
     let mut desired: Stack = serde_json::from_str(&rel.spec_json)
         .with_context(|| format!("release {target} has an unreadable spec"))?;
     let missing = desired.rebind_secrets(&loaded.stack);
@@ -153,7 +114,7 @@ pub fn rollback(
             )
         })?;
     }
-    let pins = ReleaseImages::from_json(&rel.images_json).ids();
+    let pins = ReleaseImages::of_release(target, &rel.images_json)?.ids();
     let confirm = &ConfirmArgs {
         yes: confirm.yes,
         reason: Some(
@@ -252,6 +213,7 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
     let loaded = commands::load(cli, &[])?;
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
+    refuse_if_unfinished(&store)?;
     let observed = commands::observed(&store)?;
     let (Some(current), Some(live)) = (observed.release, observed.stack.as_ref()) else {
         return Err(with_code(
@@ -274,12 +236,10 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
             ),
         ));
     }
-    let images = ReleaseImages::from_json(
-        &store
-            .release(current)?
-            .map(|r| r.images_json)
-            .unwrap_or_default(),
-    );
+    let images = match store.release(current)? {
+        Some(r) => ReleaseImages::of_release(current, &r.images_json)?,
+        None => ReleaseImages::default(),
+    };
     let Some(want) = images.0.get(service).cloned() else {
         return Err(with_code(
             exit::INVALID,
@@ -443,26 +403,6 @@ pub fn resolve(
     })
 }
 
-/// What `resume` needs to finish an operation: recorded before its first step.
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct OperationContext {
-    pub kind: String,
-    pub plan: Plan,
-    /// Secrets as references only: `resume` binds them from the stack file again.
-    pub desired: Stack,
-    pub previous: Option<Stack>,
-    pub from_release: Option<u64>,
-    pub release: u64,
-    pub record_release: bool,
-    pub pins: IndexMap<String, String>,
-    #[serde(default)]
-    pub ack_settings: bool,
-    #[serde(default)]
-    pub from_dump: bool,
-    /// The containers that ran when the operation began: the revert target.
-    pub before: Vec<cutover_docker::ContainerInfo>,
-}
-
 struct Op<'a> {
     kind: &'a str,
     store: &'a Store,
@@ -505,7 +445,7 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
                 ),
             ));
         }
-        require_approval(&mut op.plan, op.kind);
+        cutover_ops::approval::require_approval(&mut op.plan, op.kind);
     }
     if cli.output == OutputFormat::Text {
         output::print(&render::text(&op.plan, output::color(cli)))?;
@@ -528,15 +468,10 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
     confirm_or_refuse(&op.plan, op.confirm, op.kind)?;
 
     let holder = Holder::current();
-    let grant = op.store.acquire_lease(&holder, op.kind, LEASE_TTL)?;
-    if let Some(old) = &grant.took_over {
-        eprintln!(
-            "cutover: took over a stale lease of {}@{} (pid {}), recorded in the lease log",
-            old.holder.user, old.holder.host, old.holder.pid
-        );
-    }
-    let renewer = renew_in_background(cli, &op.plan.stack, grant.lease.token.clone());
-    // Test hook: hold the lease for a while, so a test can race a second apply against it.
+    let lock = take_lock(cli, op.store, &holder, op.kind, &op.plan.stack)?;
+    // Test hook (the `test-hooks` feature only): hold the lease for a while, so a test can
+    // race a second apply against it.
+    #[cfg(feature = "test-hooks")]
     if let Some(ms) = std::env::var("CUTOVER_TEST_HOLD_LEASE_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
@@ -544,15 +479,47 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
         std::thread::sleep(Duration::from_millis(ms));
     }
     let result = run_locked(cli, &op, &holder);
-    drop(renewer);
     // The outcome matters more than the lease: a lease that cannot be released expires.
-    if let Err(e) = op.store.release_lease(&grant.lease.token) {
+    if let Err(e) = lock.release(op.store) {
         eprintln!(
             "cutover: could not release the lease ({e}); it expires in {}s",
-            LEASE_TTL.as_secs()
+            cutover_ops::lock::LEASE_TTL.as_secs()
         );
     }
     result
+}
+
+/// Exit 4 before any planning while an operation is unfinished (its process died): only
+/// `resume` or `abort` may act on the stack then.
+pub fn refuse_if_unfinished(store: &Store) -> anyhow::Result<()> {
+    cutover_ops::lock::refuse_if_unfinished(store).map_err(lock_error)
+}
+
+fn lock_error(e: LockError) -> anyhow::Error {
+    match e {
+        LockError::Store(e) => anyhow::Error::from(e),
+        LockError::Unfinished(u) => with_code(exit::LOCKED, anyhow!("{u}")),
+    }
+}
+
+/// Takes the stack's lease for a new operation (`kind`), renewed in the background: exit 4
+/// while another process holds it, or while an operation is unfinished.
+pub fn take_lock(
+    cli: &Cli,
+    store: &Store,
+    holder: &Holder,
+    kind: &str,
+    stack: &str,
+) -> anyhow::Result<Lock> {
+    let mut lock = Lock::take(store, holder, kind).map_err(lock_error)?;
+    if let Some(old) = lock.took_over() {
+        eprintln!(
+            "cutover: took over a stale lease of {}@{} (pid {}), recorded in the lease log",
+            old.holder.user, old.holder.host, old.holder.pid
+        );
+    }
+    lock.renew_in_background(&commands::state_dir(cli), stack);
+    Ok(lock)
 }
 
 fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
@@ -592,30 +559,27 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         pins: op.pins.clone(),
         ack_settings: op.ack_settings,
         from_dump: op.from_dump,
-        before: before.clone(),
+        before,
     };
     op.store
         .set_operation_context(operation.id, &serde_json::to_string(&context)?)?;
-    let mut runner = Runner {
-        rt: op.rt,
-        docker: op.docker,
-        store: op.store,
-        desired: op.desired,
-        previous: op.observed.stack.as_ref(),
-        release,
-        from_release: op.observed.release,
-        pins: op.pins.clone(),
-        images: ReleaseImages::default(),
-        before,
+    let runtime = cutover_docker::Blocking::new(op.rt, op.docker);
+    let mut runner = runner(
+        cli,
+        op.rt,
+        &runtime,
+        op.store,
+        &context,
+        operation.id,
+        ReleaseImages::default(),
         traffic,
+    );
+    let mut progress = crate::progress::Progress::new(cli.output == OutputFormat::Json);
+    let mut journal = StoreJournal {
+        store: op.store,
         operation: operation.id,
-        ack_settings: op.ack_settings,
-        from_dump: op.from_dump,
-        restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
-        space_needed: 0,
-        adopting: op.plan.adopting(),
+        observer: &mut progress,
     };
-    let mut journal = StoreJournal::new(op.store, operation.id, cli.output == OutputFormat::Json);
     eprintln!(
         "{} {} of stack `{}` (operation {}):",
         op.kind,
@@ -637,9 +601,9 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         &mut journal,
     );
     let code = conclude(
+        cli,
         op.store,
         &Concluding {
-            json: cli.output == OutputFormat::Json,
             kind: op.kind,
             operation: operation.id,
             release,
@@ -647,7 +611,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
             from_release: op.observed.release,
         },
         &outcome,
-        &runner.images,
+        &runner.containers.images,
     )?;
     if outcome == engine::Outcome::Succeeded && op.record_release {
         retain_restore_points(cli, op.desired, release);
@@ -676,172 +640,92 @@ fn retain_restore_points(cli: &Cli, stack: &Stack, live: u64) {
     }
 }
 
-/// Puts an approval step first in preflight (a protected stack).
-fn require_approval(plan: &mut Plan, kind: &str) {
-    let step = PlanStep {
-        id: "preflight.approval".into(),
-        phase: Phase::Preflight,
-        title: format!("a second person approves this {kind} (protected stack)"),
-        action: StepKind::Custom {
-            step: cutover_core::spec::CustomStep {
-                name: "approval".into(),
-                action: cutover_core::spec::StepAction::Approval {
-                    text: format!(
-                        "{kind} of protected stack `{}` to release {}",
-                        plan.stack, plan.to_release
-                    ),
-                },
-                timeout: None,
-                rerun_safe: true,
-                when: cutover_core::spec::When::Always,
-            },
+/// The executor of one operation: its step families over the runtime, the data and the
+/// store, as the operation's recorded context describes it.
+#[allow(clippy::too_many_arguments)]
+pub fn runner<'a>(
+    cli: &Cli,
+    rt: &'a tokio::runtime::Runtime,
+    runtime: &'a dyn cutover_core::runtime::ContainerRuntime,
+    store: &'a Store,
+    ctx: &'a OperationContext,
+    operation: u64,
+    images: ReleaseImages,
+    traffic: Box<dyn cutover_core::traffic::TrafficSwitch + 'a>,
+) -> Runner<'a> {
+    Runner {
+        containers: Containers {
+            runtime,
+            desired: &ctx.desired,
+            previous: ctx.previous.as_ref(),
+            release: ctx.release,
+            from_release: ctx.from_release,
+            pins: ctx.pins.clone(),
+            images,
+            before: ctx.before.clone(),
+            traffic,
+            ack_settings: ctx.ack_settings,
+            adopting: ctx.plan.adopting(),
         },
-        rerun_safe: true,
-    };
-    match plan
-        .procedure
-        .iter_mut()
-        .find(|p| p.phase == Phase::Preflight)
-    {
-        Some(p) => p.steps.insert(0, step),
-        None => {
-            let at = plan
-                .procedure
-                .iter()
-                .position(|p| p.phase != Phase::Plan)
-                .unwrap_or(plan.procedure.len());
-            plan.procedure.insert(
-                at,
-                PlanPhase {
-                    phase: Phase::Preflight,
-                    steps: vec![step],
-                },
-            );
-        }
+        data: DataSteps {
+            rt,
+            runtime,
+            desired: &ctx.desired,
+            previous: ctx.previous.as_ref(),
+            release: ctx.release,
+            from_release: ctx.from_release,
+            restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
+            from_dump: ctx.from_dump,
+            space_needed: 0,
+        },
+        checks: CheckSteps {
+            rt,
+            runtime,
+            store,
+            desired: &ctx.desired,
+            operation,
+        },
+        store,
     }
 }
 
-/// What [`conclude`] needs to know about the operation that ran.
-pub struct Concluding<'a> {
-    /// Report as one JSON object on stdout (`-o json`) rather than a line of text.
-    pub json: bool,
-    pub kind: &'a str,
-    pub operation: u64,
-    pub release: u64,
-    pub record_release: bool,
-    pub from_release: Option<u64>,
-}
-
-/// Records how an operation ended (operation and release status, the images it ran) and
-/// turns the outcome into the summary and exit code.
+/// Records how an operation ended and turns it into the summary and the exit code.
 pub fn conclude(
+    cli: &Cli,
     store: &Store,
     c: &Concluding<'_>,
     outcome: &Outcome,
     images: &ReleaseImages,
 ) -> anyhow::Result<u8> {
-    let release = c.release;
-    let kind = c.kind;
-    let (op_status, rel_status, code, summary) = match outcome {
-        Outcome::Succeeded => (
-            OperationStatus::Succeeded,
-            None,
-            exit::OK,
-            format!("{} succeeded: release {release} runs", kind),
-        ),
-        Outcome::Refused(f) => (
-            OperationStatus::Failed,
-            Some(ReleaseStatus::Failed),
-            exit::INVALID,
-            format!(
-                "{} refused in {}: {}\nnothing was changed",
-                kind,
-                f.phase.as_str(),
-                f.error
-            ),
-        ),
-        Outcome::Reverted(f) => (
-            OperationStatus::Reverted,
-            Some(ReleaseStatus::Reverted),
-            exit::REVERTED,
-            format!(
-                "{} failed at {}: {}\nreverted: the stack runs what it ran before (release {}); `cutover history --operation {}` shows the journal",
-                kind,
-                f.step,
-                f.error,
-                c.from_release.map_or("none".into(), |r| r.to_string()),
-                c.operation
-            ),
-        ),
-        Outcome::RevertFailed {
-            failure,
-            revert_failures,
-        } => (
-            OperationStatus::RevertFailed,
-            Some(ReleaseStatus::Failed),
-            exit::REVERT_FAILED,
-            format!(
-                "{} failed at {}: {}\nthe revert failed too:\n{}\nan operator must look: `cutover status` shows what runs, `cutover history --operation {}` the journal; once the cause is fixed, `cutover resume` runs the revert again",
-                kind,
-                failure.step,
-                failure.error,
-                revert_failures
-                    .iter()
-                    .map(|f| format!("  {}: {}", f.step, f.error))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                c.operation
-            ),
-        ),
+    let done = cutover_ops::conclude::conclude(store, c, outcome, images);
+    let code = match done.ending {
+        Ending::Succeeded => exit::OK,
+        Ending::Refused => exit::INVALID,
+        Ending::Reverted => exit::REVERTED,
+        Ending::RevertFailed => exit::REVERT_FAILED,
     };
-    // What happened decides the exit code; a record that cannot be written is said, not
-    // allowed to replace it.
-    let mut unrecorded = Vec::new();
-    if c.record_release
-        && let Some(status) = rel_status
-    {
-        if let Err(e) = store.set_release_status(release, status) {
-            unrecorded.push(format!("the release status: {e}"));
-        }
-        if !images.0.is_empty()
-            && let Err(e) = store.set_release_images(release, &images.to_json())
-        {
-            unrecorded.push(format!("the release images: {e}"));
-        }
-    }
-    let error = (code != exit::OK).then_some(summary.as_str());
-    if let Err(e) = store.finish_operation(c.operation, op_status, error) {
-        unrecorded.push(format!("the end of operation {}: {e}", c.operation));
-    }
-    let summary = if unrecorded.is_empty() {
-        summary
-    } else {
-        format!(
-            "{summary}\ncould not be recorded in the state (is its disk full?): {}",
-            unrecorded.join("; ")
-        )
-    };
-    if c.json {
+    let json = cli.output == OutputFormat::Json;
+    if json {
         output::print(&format!(
             "{}\n",
             serde_json::json!({
                 "event": "finished",
                 "operation": c.operation,
-                "kind": kind,
-                "release": release,
-                "outcome": op_status.as_str(),
+                "kind": c.kind,
+                "release": c.release,
+                "outcome": done.status.as_str(),
                 "exit_code": code,
-                "summary": summary,
+                "summary": done.summary,
             })
         ))?;
     }
     if code == exit::OK {
-        if !c.json {
-            output::print(&format!("{summary}\n"))?;
+        if !json {
+            output::print(&format!("{}\n", done.summary))?;
         }
         Ok(code)
     } else {
-        Err(with_code(code, anyhow!(summary)))
+        Err(with_code(code, anyhow!(done.summary)))
     }
 }
 
@@ -880,30 +764,6 @@ pub fn traffic_for<'a>(
         max_hold: t.max_hold,
         page,
     }))
-}
-
-/// Renews the lease every few seconds from a thread with its own store connection, until
-/// the returned guard is dropped.
-pub fn renew_in_background(cli: &Cli, stack: &str, token: String) -> Option<mpsc::Sender<()>> {
-    let dir = commands::state_dir(cli);
-    let stack = stack.to_string();
-    let (tx, rx) = mpsc::channel::<()>();
-    std::thread::Builder::new()
-        .name("lease-renewal".into())
-        .spawn(move || {
-            let Ok(store) = Store::open(&dir, &stack) else {
-                return;
-            };
-            // Ends when the sender is dropped (Disconnected) or sends.
-            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RENEW_EVERY) {
-                if let Err(e) = store.renew_lease(&token, LEASE_TTL) {
-                    eprintln!("cutover: cannot renew the lease: {e}");
-                    return;
-                }
-            }
-        })
-        .ok()
-        .map(|_| tx)
 }
 
 /// Asks on a terminal; without one, `--yes` is required.

@@ -2,14 +2,14 @@
 //! when it failed, the step that failed and why; `--operation N`: one operation's journal.
 
 use anyhow::anyhow;
-use cutover_store::{Operation, Release, StepRecord, StepStatus, Store};
+use cutover_store::{Release, StepRecord, StepStatus, Store};
 use serde_json::{Value, json};
 
 use crate::cli::{Cli, OutputFormat};
-use crate::commands::{self, when};
+use crate::commands::{self, shapes, when};
 use crate::exit::{self, with_code};
 use crate::output;
-use crate::runner::ReleaseImages;
+use cutover_ops::record::ReleaseImages;
 
 /// How many operations are looked through for the releases shown.
 const OPERATIONS_SCANNED: usize = 10_000;
@@ -34,20 +34,10 @@ pub fn run(cli: &Cli, limit: usize, operation: Option<u64>) -> anyhow::Result<u8
         let mut items = Vec::new();
         for r in &releases {
             let op = match op_of(r) {
-                Some(o) => operation_json(o, failed_step(&store.journal(o.id)?).as_ref()),
+                Some(o) => shapes::operation(o, failed_step(&store.journal(o.id)?).as_ref(), None),
                 None => Value::Null,
             };
-            items.push(json!({
-                "revision": r.revision,
-                "status": r.status,
-                "created_at": when(r.created_at),
-                "updated_at": when(r.updated_at),
-                "created_by": r.created_by,
-                "host": r.host,
-                "reason": r.reason,
-                "images": serde_json::from_str::<Value>(&r.images_json).unwrap_or_default(),
-                "operation": op,
-            }));
+            items.push(shapes::release(r, Some(op)));
         }
         output::print_json(&json!({ "stack": name, "releases": items }))?;
         return Ok(exit::OK);
@@ -62,14 +52,18 @@ pub fn run(cli: &Cli, limit: usize, operation: Option<u64>) -> anyhow::Result<u8
     );
     let mut failed_ops = Vec::new();
     for r in &releases {
-        let images: Vec<String> = ReleaseImages::from_json(&r.images_json)
-            .0
-            .iter()
-            .map(|(svc, i)| {
-                let id = i.id.strip_prefix("sha256:").unwrap_or(&i.id);
-                format!("{svc}={}@{}", i.reference, &id[..id.len().min(12)])
-            })
-            .collect();
+        // A damaged record is shown as such, never as "no images".
+        let images: Vec<String> = match ReleaseImages::of_release(r.revision, &r.images_json) {
+            Ok(images) => images
+                .0
+                .iter()
+                .map(|(svc, i)| {
+                    let id = i.id.strip_prefix("sha256:").unwrap_or(&i.id);
+                    format!("{svc}={}@{}", i.reference, &id[..id.len().min(12)])
+                })
+                .collect(),
+            Err(_) => vec!["(images record unreadable)".into()],
+        };
         let mut reason = r.reason.clone().unwrap_or_default();
         if let Some(op) = op_of(r)
             && let Some(f) = failed_step(&store.journal(op.id)?)
@@ -118,31 +112,6 @@ fn failed_step(journal: &[StepRecord]) -> Option<StepRecord> {
         .cloned()
 }
 
-fn operation_json(o: &Operation, failed: Option<&StepRecord>) -> Value {
-    json!({
-        "id": o.id,
-        "kind": o.kind,
-        "status": o.status,
-        "started_at": when(o.started_at),
-        "finished_at": o.finished_at.map(when),
-        "started_by": format!("{}@{}", o.holder.user, o.holder.host),
-        "failed_step": failed.map(step_json),
-    })
-}
-
-fn step_json(s: &StepRecord) -> Value {
-    json!({
-        "seq": s.seq,
-        "id": s.step_id,
-        "phase": s.phase,
-        "title": s.title,
-        "status": s.status,
-        "started_at": when(s.started_at),
-        "finished_at": s.finished_at.map(when),
-        "output": s.output_tail,
-    })
-}
-
 /// `history --operation N`: the operation and every step of its journal with its output.
 fn show_operation(cli: &Cli, store: &Store, name: &str, id: u64) -> anyhow::Result<u8> {
     let op = store.operation(id)?.ok_or_else(|| {
@@ -156,8 +125,8 @@ fn show_operation(cli: &Cli, store: &Store, name: &str, id: u64) -> anyhow::Resu
         output::print_json(&json!({
             "stack": name,
             "release": op.release,
-            "operation": operation_json(&op, failed_step(&journal).as_ref()),
-            "steps": journal.iter().map(step_json).collect::<Vec<_>>(),
+            "operation": shapes::operation(&op, failed_step(&journal).as_ref(), journal.last()),
+            "steps": journal.iter().map(shapes::step).collect::<Vec<_>>(),
         }))?;
         return Ok(exit::OK);
     }

@@ -11,6 +11,7 @@ mod plan;
 pub mod restore_points;
 mod resume;
 mod serve;
+pub mod shapes;
 mod status;
 mod unlock;
 mod validate;
@@ -25,7 +26,7 @@ use cutover_store::{Release, Store};
 use indexmap::IndexMap;
 
 use crate::exit::{self, with_code};
-use crate::runner::ReleaseImages;
+use cutover_ops::record::ReleaseImages;
 
 use crate::cli::{Cli, Command};
 
@@ -51,9 +52,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             apply::upgrade_service(cli, service, confirm)
         }
         Command::Down { volumes, confirm } => down::run(cli, *volumes, confirm),
-        Command::Resume => resume::run(cli, false),
+        Command::Resume { yes } => resume::run(cli, false, *yes),
         Command::Approve { operation } => approve::run(cli, *operation),
-        Command::Abort => resume::run(cli, true),
+        Command::Abort { yes } => resume::run(cli, true, *yes),
         Command::Unlock { force } => unlock::run(cli, *force),
         Command::RestorePoints { action } => restore_points::run(cli, action),
         Command::Serve {
@@ -98,6 +99,16 @@ pub fn open_store(cli: &Cli, stack: &str) -> anyhow::Result<Store> {
     Store::open(&dir, stack).with_context(|| format!("cannot open the state in {}", dir.display()))
 }
 
+/// The state when there is some: read-only verbs (`plan`) create nothing, so a dry-run on a
+/// read-only checkout (CI, a GitOps clone) writes nothing.
+pub fn open_store_if_present(cli: &Cli, stack: &str) -> anyhow::Result<Option<Store>> {
+    if state_dir(cli).join("state.db").exists() {
+        open_store(cli, stack).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
 /// The stack name without validating the whole file: read-only verbs (`status`, `history`,
 /// `unlock`) must work even when the file has a mistake in it.
 pub fn stack_name(cli: &Cli) -> anyhow::Result<String> {
@@ -130,7 +141,7 @@ pub fn observed(store: &Store) -> anyhow::Result<Observed> {
 pub fn observed_from(rel: &Release) -> anyhow::Result<Observed> {
     let stack: Stack = serde_json::from_str(&rel.spec_json)
         .with_context(|| format!("release {} has an unreadable spec", rel.revision))?;
-    let images = ReleaseImages::from_json(&rel.images_json);
+    let images = ReleaseImages::of_release(rel.revision, &rel.images_json)?;
     let image_ids = images.ids();
     let started_in = images
         .0

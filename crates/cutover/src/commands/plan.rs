@@ -10,8 +10,11 @@ use crate::output;
 
 pub fn run(cli: &Cli, sets: &[String]) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, sets)?;
-    let store = commands::open_store(cli, &loaded.stack.name)?;
-    let mut observed = commands::observed(&store)?;
+    let store = commands::open_store_if_present(cli, &loaded.stack.name)?;
+    let mut observed = match &store {
+        Some(store) => commands::observed(store)?,
+        None => cutover_core::plan::Observed::default(),
+    };
     // With the engine at hand the plan knows the image IDs and reviews the configuration
     // files; without it, it says what it can from the stack file alone.
     let rt = commands::tokio()?;
@@ -38,7 +41,10 @@ pub fn run(cli: &Cli, sets: &[String]) -> anyhow::Result<u8> {
     // Revisions are never reused: after a reverted or failed release the next one is not
     // the live one plus one. The number shown is the one an apply would make.
     if plan.changes {
-        plan.to_release = commands::next_revision(&store)?;
+        plan.to_release = match &store {
+            Some(store) => commands::next_revision(store)?,
+            None => 1,
+        };
     }
     match cli.output {
         OutputFormat::Json => output::print_json(&plan)?,

@@ -6,7 +6,7 @@ use cutover_data::postgres::Admin;
 use cutover_store::Holder;
 
 use crate::cli::{Cli, OutputFormat, RestorePointsAction};
-use crate::commands::{self, apply::LEASE_TTL};
+use crate::commands::{self, apply};
 use crate::exit::{self, with_code};
 use crate::output;
 use crate::restore::human;
@@ -26,11 +26,17 @@ pub fn run(cli: &Cli, action: &RestorePointsAction) -> anyhow::Result<u8> {
                     anyhow!("not on a terminal: pass --yes to prune restore points"),
                 ));
             }
-            let grant =
-                store.acquire_lease(&Holder::current(), "restore-points prune", LEASE_TTL)?;
+            // Never while an operation is unfinished: its revert may need what would go.
+            let lock = apply::take_lock(
+                cli,
+                &store,
+                &Holder::current(),
+                "restore-points prune",
+                &name,
+            )?;
             let live = store.current_release()?.map(|r| r.revision);
             let result = prune(cli, &rps, *keep, live);
-            store.release_lease(&grant.lease.token)?;
+            lock.release(&store)?;
             result
         }
     }

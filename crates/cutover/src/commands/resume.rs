@@ -2,57 +2,54 @@
 //! itself crashed or was killed), or stop one — continuing from its journal when that is
 //! safe, reverting when it is not.
 //!
-//! The operation's plan and revert target were recorded before its first step; the journal
-//! says which steps finished. A step that started and never finished runs again (steps are
-//! idempotent) unless it is marked unsafe to re-run, in which case the operation reverts.
+//! Which operation, and from where, is the operations layer's decision
+//! (`cutover_ops::resume`): only the newest unfinished one, and never one that later
+//! operations overtook. The operation's plan and revert target were recorded before its
+//! first step; the journal says which steps finished.
 
-use anyhow::{Context as _, anyhow};
-use cutover_core::engine::{self, Failure, Journaled, Resume};
-use cutover_core::spec::Phase;
-use cutover_store::{Holder, OperationStatus, StepStatus, StoreError};
+use anyhow::anyhow;
+use cutover_core::engine::{self, Resume};
+use cutover_ops::conclude::Concluding;
+use cutover_ops::lock::Lock;
+use cutover_ops::record::{OperationContext, ReleaseImages};
+use cutover_ops::resume::Pick;
+use cutover_store::{Holder, Operation, OperationStatus, ReleaseStatus, Store, StoreError};
 
-use crate::cli::{Cli, OutputFormat};
-use crate::commands::apply::{self, Concluding, LEASE_TTL, OperationContext};
+use crate::cli::Cli;
+use crate::commands::apply::{self};
 use crate::commands::{self};
 use crate::exit::{self, with_code};
 use crate::output;
-use crate::runner::{ReleaseImages, Runner, StoreJournal};
+use cutover_ops::journal::StoreJournal;
 
-pub fn run(cli: &Cli, abort: bool) -> anyhow::Result<u8> {
+pub fn run(cli: &Cli, abort: bool, yes: bool) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, &[])?;
     let name = loaded.stack.name.clone();
     let store = commands::open_store(cli, &name)?;
-    // An interrupted operation, or the last one if its revert failed (its cause fixed
-    // since, `resume` finishes the revert).
-    let op = match store.unfinished_operations()?.into_iter().next() {
-        Some(op) => op,
-        None => match store
-            .operations(1)?
-            .into_iter()
-            .next()
-            .filter(|op| op.status == cutover_store::OperationStatus::RevertFailed)
-        {
-            Some(op) => {
-                store.reopen_operation(op.id)?;
-                eprintln!(
-                    "operation {} ({}) ended with a failed revert: running its revert again",
-                    op.id, op.kind
-                );
-                op
-            }
-            None => {
-                output::print(&format!("stack `{name}`: no interrupted operation\n"))?;
-                return Ok(exit::OK);
-            }
-        },
+    let verb = if abort { "abort" } else { "resume" };
+    let op = match cutover_ops::resume::pick(&store)? {
+        Pick::Nothing => {
+            output::print(&format!("stack `{name}`: no interrupted operation\n"))?;
+            return Ok(exit::OK);
+        }
+        Pick::Overtaken { op, by } => return overtaken(cli, &store, &op, &by, abort, yes),
+        Pick::Interrupted(op) => op,
+        Pick::RevertFailed(op) => {
+            ask(
+                yes,
+                &format!("run the revert of operation {} ({}) again", op.id, op.kind),
+            )?;
+            store.reopen_operation(op.id)?;
+            eprintln!(
+                "operation {} ({}) ended with a failed revert: running its revert again",
+                op.id, op.kind
+            );
+            op
+        }
     };
     let holder = Holder::current();
-    let grant = match store.acquire_lease(
-        &holder,
-        if abort { "abort" } else { "resume" },
-        LEASE_TTL,
-    ) {
-        Ok(g) => g,
+    let mut lock = match Lock::take_any(&store, &holder, verb) {
+        Ok(l) => l,
         // Its process is alive: an abort asks it to stop at its next step.
         Err(StoreError::LeaseHeld { .. }) if abort => {
             let who = format!("{}@{}", holder.user, holder.host);
@@ -73,20 +70,103 @@ pub fn run(cli: &Cli, abort: bool) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
-    // Renewed while it runs, released on every way out.
-    let renewer = apply::renew_in_background(cli, &name, grant.lease.token.clone());
-    let result = finish(cli, &store, &loaded.stack, &op, abort);
-    drop(renewer);
-    store.release_lease(&grant.lease.token)?;
+    lock.renew_in_background(&commands::state_dir(cli), &name);
+    let result = finish(cli, &store, &loaded.stack, &op, abort, yes);
+    lock.release(&store)?;
     result
+}
+
+/// Without `--yes`, asks on a terminal; refuses without one.
+fn ask(yes: bool, what: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!("not on a terminal: pass --yes to {what}"),
+        ));
+    }
+    eprint!("{what}? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(with_code(
+            exit::INVALID,
+            anyhow!("cancelled; nothing was changed"),
+        ))
+    }
+}
+
+/// An unfinished operation that later ones overtook: finishing it would overwrite what they
+/// did. `resume` refuses; `abort` closes it without acting.
+fn overtaken(
+    cli: &Cli,
+    store: &Store,
+    op: &Operation,
+    by: &Operation,
+    abort: bool,
+    yes: bool,
+) -> anyhow::Result<u8> {
+    let what = format!(
+        "operation {} ({}{}) was interrupted, and operation {} ({}, {}) ran after it",
+        op.id,
+        op.kind,
+        op.release
+            .map(|r| format!(" of release {r}"))
+            .unwrap_or_default(),
+        by.id,
+        by.kind,
+        by.status.as_str()
+    );
+    if !abort {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!(
+                "{what}: finishing it now would overwrite what ran since; nothing was changed. `cutover abort` closes it without changing the stack"
+            ),
+        ));
+    }
+    ask(yes, &format!("close operation {} without acting", op.id))?;
+    let holder = Holder::current();
+    let lock = Lock::take_any(store, &holder, "abort")?;
+    let closed = (|| -> Result<(), StoreError> {
+        store.finish_operation(
+            op.id,
+            OperationStatus::Aborted,
+            Some(&format!(
+                "overtaken by operation {}; closed without acting",
+                by.id
+            )),
+        )?;
+        if let Some(r) = op.release
+            && store
+                .release(r)?
+                .is_some_and(|rel| rel.status == ReleaseStatus::Pending)
+        {
+            store.set_release_status(r, ReleaseStatus::Failed)?;
+        }
+        Ok(())
+    })();
+    lock.release(store)?;
+    closed?;
+    let _ = cli;
+    output::print(&format!(
+        "{what}: closed it without changing the stack (it runs what operation {} left)\n",
+        by.id
+    ))?;
+    Ok(exit::OK)
 }
 
 fn finish(
     cli: &Cli,
-    store: &cutover_store::Store,
+    store: &Store,
     current: &cutover_core::spec::Stack,
-    op: &cutover_store::Operation,
+    op: &Operation,
     abort: bool,
+    yes: bool,
 ) -> anyhow::Result<u8> {
     let Some(json) = store.operation_context(op.id)? else {
         // Interrupted before its plan was recorded: before its first step, nothing ran.
@@ -96,7 +176,7 @@ fn finish(
             Some("interrupted before its first step"),
         )?;
         if let Some(r) = op.release {
-            let _ = store.set_release_status(r, cutover_store::ReleaseStatus::Failed);
+            let _ = store.set_release_status(r, ReleaseStatus::Failed);
         }
         output::print(&format!(
             "operation {} was interrupted before its first step: nothing had changed; closed\n",
@@ -104,8 +184,7 @@ fn finish(
         ))?;
         return Ok(exit::OK);
     };
-    let mut ctx: OperationContext =
-        serde_json::from_str(&json).context("the operation's recorded context is unreadable")?;
+    let mut ctx = OperationContext::of_operation(op.id, &json)?;
     let missing = ctx.desired.rebind_secrets(current);
     if !missing.is_empty() {
         return Err(with_code(
@@ -120,81 +199,47 @@ fn finish(
     if let Some(prev) = ctx.previous.as_mut() {
         let _ = prev.rebind_secrets(current);
     }
-    let journaled: Vec<Journaled> = store
-        .journal(op.id)?
-        .into_iter()
-        .map(|r| Journaled {
-            finished_ok: match r.status {
-                StepStatus::Succeeded => Some(true),
-                StepStatus::Failed => Some(false),
-                _ => None,
-            },
-            error: (r.status == StepStatus::Failed).then(|| r.output_tail.clone()),
-            step_id: r.step_id,
-        })
-        .collect();
-    let at = if abort {
-        let last = journaled
-            .iter()
-            .rev()
-            .find_map(|j| ctx.plan.steps().find(|s| s.id == j.step_id))
-            .map_or((String::from("abort"), Phase::Preflight), |s| {
-                (s.id.clone(), s.phase)
-            });
-        Resume::Revert(Failure {
-            step: last.0,
-            phase: last.1,
-            error: format!(
-                "aborted by {}@{}",
-                Holder::current().user,
-                Holder::current().host
-            ),
-        })
-    } else {
-        engine::resume_point(&ctx.plan, &journaled)
-    };
+    let journaled = cutover_ops::resume::journaled(store, op.id)?;
+    let by = format!("{}@{}", Holder::current().user, Holder::current().host);
+    let at = cutover_ops::resume::decide(&ctx.plan, &journaled, abort.then_some(by.as_str()));
     let verb = match &at {
-        Resume::Revert(_) => "reverting",
-        _ => "continuing",
+        Resume::Revert(_) => "revert",
+        _ => "continue",
     };
+    let finished = journaled
+        .iter()
+        .filter(|j| j.finished_ok == Some(true))
+        .count();
+    ask(
+        yes,
+        &format!(
+            "{verb} operation {} ({} of release {}), interrupted after {finished} finished step(s)",
+            op.id, ctx.kind, ctx.release
+        ),
+    )?;
     eprintln!(
-        "{verb} operation {} ({} of release {}), interrupted; {} step(s) had finished",
+        "{}ing operation {} ({} of release {}), interrupted; {finished} step(s) had finished",
+        verb.trim_end_matches('e'),
         op.id,
         ctx.kind,
         ctx.release,
-        journaled
-            .iter()
-            .filter(|j| j.finished_ok == Some(true))
-            .count()
     );
 
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
+    let runtime = cutover_docker::Blocking::new(&rt, &docker);
     let traffic = apply::traffic_for(cli, &rt, &ctx.desired, &ctx.plan, ctx.release)?;
-    let images = store
-        .release(ctx.release)?
-        .map(|r| ReleaseImages::from_json(&r.images_json))
-        .unwrap_or_default();
-    let mut runner = Runner {
-        rt: &rt,
-        docker: &docker,
-        store,
-        desired: &ctx.desired,
-        previous: ctx.previous.as_ref(),
-        release: ctx.release,
-        from_release: ctx.from_release,
-        pins: ctx.pins.clone(),
-        images,
-        before: ctx.before.clone(),
-        traffic,
-        operation: op.id,
-        ack_settings: ctx.ack_settings,
-        from_dump: ctx.from_dump,
-        restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
-        space_needed: 0,
-        adopting: ctx.plan.adopting(),
+    let images = match store.release(ctx.release)? {
+        Some(r) => ReleaseImages::of_release(ctx.release, &r.images_json)?,
+        None => ReleaseImages::default(),
     };
-    let mut journal = StoreJournal::new(store, op.id, cli.output == OutputFormat::Json);
+    let mut runner = apply::runner(cli, &rt, &runtime, store, &ctx, op.id, images, traffic);
+    let mut progress = crate::progress::Progress::new(cli.output == crate::cli::OutputFormat::Json);
+    let mut journal = StoreJournal {
+        store,
+        operation: op.id,
+        observer: &mut progress,
+    };
     let redactor = crate::output::redactor();
     let outcome = engine::resume(
         &ctx.plan,
@@ -206,9 +251,9 @@ fn finish(
         &mut journal,
     );
     apply::conclude(
+        cli,
         store,
         &Concluding {
-            json: cli.output == OutputFormat::Json,
             kind: &ctx.kind,
             operation: op.id,
             release: ctx.release,
@@ -216,6 +261,6 @@ fn finish(
             from_release: ctx.from_release,
         },
         &outcome,
-        &runner.images,
+        &runner.containers.images,
     )
 }

@@ -5,10 +5,10 @@ use cutover_docker::ContainerInfo;
 use serde_json::json;
 
 use crate::cli::{Cli, OutputFormat};
-use crate::commands::{self, when};
+use crate::commands::{self, shapes, when};
 use crate::exit;
 use crate::output;
-use crate::runner::ReleaseImages;
+use cutover_ops::record::ReleaseImages;
 
 pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     let name = commands::stack_name(cli)?;
@@ -16,6 +16,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     let current = store.current_release()?;
     let lease = store.current_lease()?;
     let unfinished = store.unfinished_operations()?;
+    let mut unfinished_json = Vec::new();
+    let mut stopped_at = Vec::new();
+    for op in &unfinished {
+        let last = store.journal(op.id)?.pop();
+        unfinished_json.push(shapes::operation(op, None, last.as_ref()));
+        stopped_at.push(last);
+    }
     // The engine is asked, not required: status must work when the daemon is down.
     let rt = commands::tokio()?;
     let containers: Result<Vec<ContainerInfo>, String> = rt
@@ -26,7 +33,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         .map_err(|e| e.to_string());
     let images = current
         .as_ref()
-        .map(|r| ReleaseImages::from_json(&r.images_json))
+        .map(|r| ReleaseImages::of_release(r.revision, &r.images_json))
+        .transpose()?
         .unwrap_or_default();
     let live = current.as_ref().map(commands::observed_from).transpose()?;
     let live_stack = live.as_ref().and_then(|o| o.stack.as_ref());
@@ -66,11 +74,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     if cli.output == OutputFormat::Json {
         output::print_json(&json!({
             "stack": name,
-            "release": current,
+            "release": current.as_ref().map(|r| shapes::release(r, None)),
             "services": services,
             "engine_error": containers.as_ref().err(),
-            "lease": lease,
-            "unfinished_operations": unfinished,
+            "lease": lease.as_ref().map(shapes::lease),
+            "unfinished_operations": unfinished_json,
         }))?;
         return Ok(exit::OK);
     }
@@ -150,14 +158,17 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             when(l.expires_at)
         )),
     }
-    for op in &unfinished {
+    for (op, last) in unfinished.iter().zip(&stopped_at) {
         out.push_str(&format!(
-            "  unfinished operation {} ({}) started {} by {}@{}: run `cutover resume`\n",
+            "  unfinished operation {} ({}) started {} by {}@{}{}: `cutover resume` finishes it, `cutover abort` reverts it\n",
             op.id,
             op.kind,
             when(op.started_at),
             op.holder.user,
-            op.holder.host
+            op.holder.host,
+            last.as_ref()
+                .map(|s| format!(", last step `{}` ({})", s.step_id, s.status.as_str()))
+                .unwrap_or_default()
         ));
     }
     output::print(&out)?;

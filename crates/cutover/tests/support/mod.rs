@@ -51,3 +51,17 @@ pub fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     )
 }
+
+/// The CUTOVER_TEST_* hooks (stop at a step boundary, hold the lease) are compiled only with
+/// `--features cutover/test-hooks`, which `tests/run` passes: a test that drives them says
+/// so rather than waiting for a hook that is not there.
+pub fn require_test_hooks() {
+    let o = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .arg("--version")
+        .output()
+        .expect("cutover --version");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("(test hooks)"),
+        "this test drives the CUTOVER_TEST_* hooks: run it through tests/run, or with `--features cutover/test-hooks`"
+    );
+}

@@ -1,0 +1,236 @@
+//! The journal of one operation, in the store, and whoever watches it.
+//!
+//! Every step is journaled before it runs and after it ends (the engine's invariant); each
+//! of those records is also an [`Event`] handed to an [`Observer`] — the binary's terminal,
+//! plain-text and JSON renderers, and whatever else follows an operation live. What is shown
+//! is what was recorded.
+
+use cutover_core::engine::{Journal, JournalError, StepResult};
+use cutover_core::plan::PlanStep;
+use cutover_store::{StepStatus, Store};
+
+/// A step's start or end, as journaled.
+#[derive(Clone, Copy, Debug)]
+pub enum Event<'a> {
+    Started {
+        operation: u64,
+        step: &'a PlanStep,
+    },
+    Finished {
+        operation: u64,
+        step: &'a PlanStep,
+        status: StepStatus,
+        /// What the step said, or why it failed (redacted by the executor).
+        output: &'a str,
+    },
+}
+
+/// Follows an operation's journal as it is written.
+pub trait Observer {
+    fn event(&mut self, event: &Event<'_>);
+}
+
+/// Watches nothing.
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&mut self, _: &Event<'_>) {}
+}
+
+/// The journal of operation `operation`, in the store, shown to `observer`.
+pub struct StoreJournal<'a> {
+    pub store: &'a Store,
+    pub operation: u64,
+    pub observer: &'a mut dyn Observer,
+}
+
+impl Journal for StoreJournal<'_> {
+    fn abort_requested(&mut self) -> Option<String> {
+        self.store.abort_requested(self.operation).ok().flatten()
+    }
+
+    fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
+        self.observer.event(&Event::Started {
+            operation: self.operation,
+            step,
+        });
+        let seq = self
+            .store
+            .step_started(self.operation, &step.id, step.phase.as_str(), &step.title)
+            .map_err(|e| JournalError(e.to_string()))?;
+        hooks::crash_point(step, "before");
+        Ok(seq)
+    }
+
+    fn finished(
+        &mut self,
+        seq: u64,
+        step: &PlanStep,
+        result: &StepResult,
+    ) -> Result<(), JournalError> {
+        let (status, output) = match result {
+            StepResult::Succeeded { output } => (StepStatus::Succeeded, output.clone()),
+            StepResult::Failed { error } => (
+                StepStatus::Failed,
+                if error.output.is_empty() {
+                    error.message.clone()
+                } else {
+                    format!("{}\n{}", error.message, error.output)
+                },
+            ),
+        };
+        self.observer.event(&Event::Finished {
+            operation: self.operation,
+            step,
+            status,
+            output: &output,
+        });
+        self.store
+            .step_finished(self.operation, seq, status, &output)
+            .map_err(|e| JournalError(e.to_string()))?;
+        hooks::crash_point(step, "after");
+        Ok(())
+    }
+}
+
+/// Test hooks, compiled only with the `test-hooks` feature (the tests and the crash
+/// benchmark enable it; the binary users run has none).
+#[cfg(feature = "test-hooks")]
+mod hooks {
+    use cutover_core::plan::PlanStep;
+
+    /// `CUTOVER_TEST_CRASH_AT=<step id>:<before|after>` makes the process write
+    /// `CUTOVER_TEST_CRASH_MARKER` (a file) and stop at that step boundary, for a test to
+    /// kill it there with SIGKILL. `before`: journaled as started, not run yet; `after`:
+    /// finished.
+    pub fn crash_point(step: &PlanStep, when: &str) {
+        let Ok(at) = std::env::var("CUTOVER_TEST_CRASH_AT") else {
+            return;
+        };
+        if at != format!("{}:{when}", step.id) {
+            return;
+        }
+        if let Ok(marker) = std::env::var("CUTOVER_TEST_CRASH_MARKER") {
+            let _ = std::fs::write(marker, &at);
+        }
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+#[cfg(not(feature = "test-hooks"))]
+mod hooks {
+    use cutover_core::plan::PlanStep;
+
+    pub fn crash_point(_: &PlanStep, _: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{plan_with, step, store};
+    use cutover_core::engine::{self, Executor, Outcome, StepError};
+    use cutover_core::plan::StepKind;
+    use cutover_core::spec::Phase;
+    use cutover_store::Holder;
+
+    #[derive(Default)]
+    struct Seen(Vec<String>);
+
+    impl Observer for Seen {
+        fn event(&mut self, e: &Event<'_>) {
+            self.0.push(match e {
+                Event::Started { step, .. } => format!("start {}", step.id),
+                Event::Finished {
+                    step,
+                    status,
+                    output,
+                    ..
+                } => format!("end {} {} {output}", step.id, status.as_str()),
+            });
+        }
+    }
+
+    struct Steps;
+
+    impl Executor for Steps {
+        fn run(&mut self, step: &PlanStep) -> Result<String, StepError> {
+            match step.id.as_str() {
+                "upgrade.recreate.web" => Err(StepError::new("never healthy")),
+                id => Ok(format!("{id} done")),
+            }
+        }
+    }
+
+    #[test]
+    fn the_observer_sees_what_the_store_records_in_the_order_it_is_recorded() {
+        let (_d, store) = store();
+        let op = store
+            .begin_operation("apply", None, &Holder::current())
+            .expect("op");
+        let mut plan = plan_with(vec![
+            (
+                Phase::Preflight,
+                vec![step(
+                    "preflight.ports",
+                    StepKind::CheckPorts { ports: vec![] },
+                )],
+            ),
+            (
+                Phase::Upgrade,
+                vec![step(
+                    "upgrade.recreate.web",
+                    StepKind::Recreate {
+                        service: "web".into(),
+                    },
+                )],
+            ),
+        ]);
+        let mut revert = step(
+            "revert.start.web",
+            StepKind::StartPrevious {
+                service: "web".into(),
+            },
+        );
+        revert.phase = Phase::Revert;
+        plan.revert = vec![revert];
+        let mut seen = Seen::default();
+        let outcome = engine::execute(
+            &plan,
+            &mut Steps,
+            &mut StoreJournal {
+                store: &store,
+                operation: op.id,
+                observer: &mut seen,
+            },
+        );
+        assert!(matches!(outcome, Outcome::Reverted(_)), "{outcome:?}");
+        assert_eq!(
+            seen.0,
+            [
+                "start preflight.ports",
+                "end preflight.ports succeeded preflight.ports done",
+                "start upgrade.recreate.web",
+                "end upgrade.recreate.web failed never healthy",
+                "start revert.start.web",
+                "end revert.start.web succeeded revert.start.web done",
+            ]
+        );
+        let journal: Vec<(String, StepStatus)> = store
+            .journal(op.id)
+            .expect("journal")
+            .into_iter()
+            .map(|r| (r.step_id, r.status))
+            .collect();
+        assert_eq!(
+            journal,
+            [
+                ("preflight.ports".to_string(), StepStatus::Succeeded),
+                ("upgrade.recreate.web".to_string(), StepStatus::Failed),
+                ("revert.start.web".to_string(), StepStatus::Succeeded),
+            ]
+        );
+    }
+}
