@@ -70,15 +70,22 @@ impl Fake {
         self
     }
 
-    /// A running container of `service` at `release`, as a previous operation left it.
+    /// A running container of `service` at `release` on image `reference` (a tag the fake
+    /// knows, or an ID), as a previous operation left it.
     pub fn running(
         &self,
         stack: &str,
         service: &str,
         release: u64,
         slot: Slot,
-        image_id: &str,
+        reference: &str,
     ) -> ContainerInfo {
+        let image_id = self
+            .state
+            .borrow()
+            .images
+            .get(reference)
+            .map_or_else(|| reference.to_string(), |i| i.id.clone());
         let mut s = self.state.borrow_mut();
         s.next += 1;
         let n = s.next;
@@ -88,8 +95,8 @@ impl Fake {
             service: service.into(),
             release,
             slot,
-            image_id: image_id.into(),
-            image_ref: image_id.into(),
+            image_id,
+            image_ref: reference.into(),
             state: "running".into(),
             health: None,
             published: vec![(8080, SocketAddr::from(([127, 0, 0, 1], 30_000 + n)))],

@@ -51,14 +51,14 @@ impl Journal for StoreJournal<'_> {
     }
 
     fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
-        self.observer.event(&Event::Started {
-            operation: self.operation,
-            step,
-        });
         let seq = self
             .store
             .step_started(self.operation, &step.id, step.phase.as_str(), &step.title)
             .map_err(|e| JournalError(e.to_string()))?;
+        self.observer.event(&Event::Started {
+            operation: self.operation,
+            step,
+        });
         hooks::crash_point(step, "before");
         Ok(seq)
     }
@@ -80,15 +80,15 @@ impl Journal for StoreJournal<'_> {
                 },
             ),
         };
+        self.store
+            .step_finished(self.operation, seq, status, &output)
+            .map_err(|e| JournalError(e.to_string()))?;
         self.observer.event(&Event::Finished {
             operation: self.operation,
             step,
             status,
             output: &output,
         });
-        self.store
-            .step_finished(self.operation, seq, status, &output)
-            .map_err(|e| JournalError(e.to_string()))?;
         hooks::crash_point(step, "after");
         Ok(())
     }
@@ -136,19 +136,38 @@ mod tests {
     use cutover_core::spec::Phase;
     use cutover_store::Holder;
 
-    #[derive(Default)]
-    struct Seen(Vec<String>);
+    /// Notes each event, and what the store held for that step when it came.
+    struct Seen<'s> {
+        store: &'s Store,
+        op: u64,
+        seen: Vec<String>,
+    }
 
-    impl Observer for Seen {
+    impl Observer for Seen<'_> {
         fn event(&mut self, e: &Event<'_>) {
-            self.0.push(match e {
-                Event::Started { step, .. } => format!("start {}", step.id),
+            let recorded = |id: &str| {
+                self.store
+                    .journal(self.op)
+                    .expect("journal")
+                    .into_iter()
+                    .rfind(|r| r.step_id == id)
+                    .map_or("nothing".to_string(), |r| r.status.as_str().to_string())
+            };
+            self.seen.push(match e {
+                Event::Started { step, .. } => {
+                    format!("start {} (recorded {})", step.id, recorded(&step.id))
+                }
                 Event::Finished {
                     step,
                     status,
                     output,
                     ..
-                } => format!("end {} {} {output}", step.id, status.as_str()),
+                } => format!(
+                    "end {} {} {output} (recorded {})",
+                    step.id,
+                    status.as_str(),
+                    recorded(&step.id)
+                ),
             });
         }
     }
@@ -196,7 +215,11 @@ mod tests {
         );
         revert.phase = Phase::Revert;
         plan.revert = vec![revert];
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            store: &store,
+            op: op.id,
+            seen: Vec::new(),
+        };
         let outcome = engine::execute(
             &plan,
             &mut Steps,
@@ -207,15 +230,16 @@ mod tests {
             },
         );
         assert!(matches!(outcome, Outcome::Reverted(_)), "{outcome:?}");
+        // What is shown was recorded first.
         assert_eq!(
-            seen.0,
+            seen.seen,
             [
-                "start preflight.ports",
-                "end preflight.ports succeeded preflight.ports done",
-                "start upgrade.recreate.web",
-                "end upgrade.recreate.web failed never healthy",
-                "start revert.start.web",
-                "end revert.start.web succeeded revert.start.web done",
+                "start preflight.ports (recorded started)",
+                "end preflight.ports succeeded preflight.ports done (recorded succeeded)",
+                "start upgrade.recreate.web (recorded started)",
+                "end upgrade.recreate.web failed never healthy (recorded failed)",
+                "start revert.start.web (recorded started)",
+                "end revert.start.web succeeded revert.start.web done (recorded succeeded)",
             ]
         );
         let journal: Vec<(String, StepStatus)> = store

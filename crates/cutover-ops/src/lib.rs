@@ -15,6 +15,7 @@
 pub mod approval;
 pub mod conclude;
 pub mod containers;
+pub mod data;
 pub mod journal;
 pub mod labels;
 pub mod lock;

@@ -23,6 +23,9 @@ pub struct Unfinished {
     pub operation: Operation,
     /// The last step its journal recorded, if it reached one.
     pub stopped_at: Option<StepRecord>,
+    /// A later operation that ran after it (state from before operations were kept from
+    /// overlapping): finishing it would overwrite that one, so only `abort` closes it.
+    pub overtaken_by: Option<Operation>,
 }
 
 impl Unfinished {
@@ -51,7 +54,7 @@ impl std::fmt::Display for Unfinished {
         let op = &self.operation;
         write!(
             f,
-            "stack `{}` has an unfinished operation: operation {} ({}{}), started {} by {}, whose process is gone; it stopped {}. Nothing was changed. Finish it first: `cutover resume` continues it from there (or reverts it when that step may not run twice), `cutover abort` reverts it",
+            "stack `{}` has an unfinished operation: operation {} ({}{}), started {} by {}, whose process is gone; it stopped {}. Nothing was changed. ",
             op.stack,
             op.id,
             op.kind,
@@ -61,7 +64,18 @@ impl std::fmt::Display for Unfinished {
             rfc3339(op.started_at),
             op.holder,
             self.where_stopped(),
-        )
+        )?;
+        match &self.overtaken_by {
+            None => write!(
+                f,
+                "Finish it first: `cutover resume` continues it from there (or reverts it when that step may not run twice), `cutover abort` reverts it"
+            ),
+            Some(by) => write!(
+                f,
+                "Operation {} ({}) ran after it, so it cannot be finished: `cutover abort` closes it without changing the stack",
+                by.id, by.kind
+            ),
+        }
     }
 }
 
@@ -92,9 +106,15 @@ pub fn unfinished(store: &Store) -> Result<Option<Unfinished>, StoreError> {
         return Ok(None);
     };
     let stopped_at = store.journal(operation.id)?.into_iter().last();
+    let overtaken_by = store
+        .operations(1)?
+        .into_iter()
+        .next()
+        .filter(|newest| newest.id > operation.id);
     Ok(Some(Unfinished {
         operation,
         stopped_at,
+        overtaken_by,
     }))
 }
 
@@ -179,11 +199,17 @@ impl Lock {
                 let Ok(store) = Store::open(&dir, &stack) else {
                     return;
                 };
-                // Ends when the sender is dropped (Disconnected) or sends.
+                // Ends when the sender is dropped (Disconnected) or sends. A renewal that fails
+                // (the database busy, the disk full for a moment) is tried again at the next
+                // tick, well before the lease runs out; a lease taken over is lost for good.
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(RENEW_EVERY) {
-                    if let Err(e) = store.renew_lease(&token, LEASE_TTL) {
-                        eprintln!("cutover: cannot renew the lease: {e}");
-                        return;
+                    match store.renew_lease(&token, LEASE_TTL) {
+                        Ok(_) => {}
+                        Err(e @ StoreError::LeaseLost { .. }) => {
+                            eprintln!("cutover: the lease was lost: {e}");
+                            return;
+                        }
+                        Err(e) => eprintln!("cutover: cannot renew the lease (trying again): {e}"),
                     }
                 }
             });
@@ -294,6 +320,29 @@ mod tests {
             .expect("finish");
         let lock = Lock::take(&store, &Holder::current(), "apply").expect("free");
         lock.release(&store).expect("release");
+    }
+
+    #[test]
+    fn an_unfinished_operation_that_a_later_one_overtook_points_at_abort_only() {
+        let (_d, store) = store();
+        let old = store.begin_operation("apply", None, &dead()).expect("op");
+        let later = store
+            .begin_operation("rollback", None, &Holder::current())
+            .expect("later");
+        store
+            .finish_operation(later.id, OperationStatus::Succeeded, None)
+            .expect("finish");
+        let u = unfinished(&store).expect("read").expect("unfinished");
+        assert_eq!(u.operation.id, old.id);
+        let msg = u.to_string();
+        assert!(
+            msg.contains(&format!("Operation {} (rollback) ran after it", later.id)),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("`cutover abort` closes it") && !msg.contains("`cutover resume`"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -19,33 +19,19 @@ pub enum Pick {
     Interrupted(Operation),
     /// The newest operation ended with a failed revert: `resume` runs the revert again.
     RevertFailed(Operation),
-    /// The newest unfinished operation, with an operation that ran after it.
+    /// The newest unfinished operation, and the newest operation, which ran after it.
     Overtaken { op: Operation, by: Operation },
 }
 
-/// How many recent operations are read to find one that ran after an unfinished one.
-const LOOK_BACK: usize = 1000;
-
+/// What `resume` or `abort` acts on. Call it while holding the stack's lease.
 pub fn pick(store: &Store) -> Result<Pick, StoreError> {
-    let recent = store.operations(LOOK_BACK)?;
-    let unfinished = recent
-        .iter()
-        .find(|o| o.status == OperationStatus::Running)
-        .cloned();
-    match unfinished {
-        Some(op) => {
-            // Newest first: the oldest finished one with a higher id ran right after it.
-            let later = recent
-                .iter()
-                .rev()
-                .find(|o| o.id > op.id && o.status != OperationStatus::Running)
-                .cloned();
-            Ok(match later {
-                Some(by) => Pick::Overtaken { op, by },
-                None => Pick::Interrupted(op),
-            })
-        }
-        None => Ok(match recent.into_iter().next() {
+    let newest = store.operations(1)?.into_iter().next();
+    match store.unfinished_operations()?.into_iter().next() {
+        Some(op) => Ok(match newest {
+            Some(by) if by.id > op.id => Pick::Overtaken { op, by },
+            _ => Pick::Interrupted(op),
+        }),
+        None => Ok(match newest {
             Some(op) if op.status == OperationStatus::RevertFailed => Pick::RevertFailed(op),
             _ => Pick::Nothing,
         }),
@@ -126,6 +112,14 @@ mod tests {
                 assert_eq!(op.id, old.id);
                 assert_eq!(by.id, later.id);
             }
+            other => panic!("{other:?}"),
+        }
+        // Several unfinished (older state): the newest is the one acted on.
+        let newer = store
+            .begin_operation("apply", None, &Holder::current())
+            .expect("op");
+        match pick(&store).expect("pick") {
+            Pick::Interrupted(op) => assert_eq!(op.id, newer.id),
             other => panic!("{other:?}"),
         }
     }

@@ -6,7 +6,7 @@
 //! | 1 | the operation failed and was reverted: the stack runs what it ran before |
 //! | 2 | invalid input or usage, or a problem found before anything was changed |
 //! | 3 | the operation failed and the revert failed too: an operator must look |
-//! | 4 | another operation holds the stack's lease |
+//! | 4 | another operation holds the stack's lease, or one is unfinished (`resume`/`abort` it) |
 
 use std::process::ExitCode;
 
@@ -29,7 +29,8 @@ EXIT STATUS:
   1  the operation failed and was reverted: the stack runs what it ran before
   2  invalid input or usage, or a problem found before anything was changed
   3  the operation failed and its revert failed too: an operator must look
-  4  another operation holds the stack's lease";
+  4  another operation holds the stack's lease, or one is unfinished: its process
+     died (cutover resume finishes it, cutover abort reverts it)";
 
 /// An error that carries its exit code. Anything else is classified by [`code_of`].
 #[derive(Debug)]

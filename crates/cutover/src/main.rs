@@ -3,12 +3,12 @@
 //! This file only parses the command line, sets up output, dispatches to one module per verb
 //! and turns the outcome into an exit code (see [`exit`]).
 
+mod backends;
 mod cli;
 mod commands;
 mod exit;
 mod output;
 mod progress;
-mod restore;
 mod runner;
 mod settings;
 mod steps;

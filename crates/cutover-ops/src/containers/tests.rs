@@ -19,6 +19,11 @@ fn stack(yaml: &str) -> Stack {
 }
 
 fn shop(web: &str, api: &str) -> Stack {
+    shop_restarting(web, api, "unless-stopped")
+}
+
+/// `web`'s restart policy is `restart`.
+fn shop_restarting(web: &str, api: &str, restart: &str) -> Stack {
     stack(&format!(
         "name: shop
 services:
@@ -26,6 +31,7 @@ services:
     image: {web}
     port: 8080
     strategy: recreate
+    restart: {restart}
     stop_grace: 7s
     env: {{ MODE: fast }}
     migrate: {{ command: [migrate], timeout: 1m }}
@@ -74,8 +80,8 @@ impl World {
             .image("api:v1", "sha256:b1")
             .image("api:v2", "sha256:b2");
         let before = vec![
-            fake.running("shop", "web", 1, Slot::Single, "sha256:a1"),
-            fake.running("shop", "api", 1, Slot::Blue, "sha256:b1"),
+            fake.running("shop", "web", 1, Slot::Single, "app:v1"),
+            fake.running("shop", "api", 1, Slot::Blue, "api:v1"),
         ];
         World {
             fake,
@@ -172,7 +178,7 @@ fn recreate_stops_the_old_container_before_it_starts_the_new_one_on_the_ensured_
 #[test]
 fn recreate_run_again_after_a_crash_finds_its_container_and_changes_nothing() {
     let w = World::shop();
-    w.fake.running("shop", "web", 2, Slot::Single, "sha256:a2");
+    w.fake.running("shop", "web", 2, Slot::Single, "app:v2");
     let mut c = w.family();
     w.fake.clear_log();
     let out = run(
@@ -271,7 +277,11 @@ fn blue_green_whose_new_container_never_turns_healthy_removes_it_and_leaves_the_
 
 #[test]
 fn the_revert_removes_only_the_new_release_and_starts_what_ran_before() {
-    let w = World::shop();
+    // Release 1 ran `web` with restart: always; release 2 asks unless-stopped.
+    let w = World::new(
+        shop_restarting("app:v2", "api:v2", "unless-stopped"),
+        shop_restarting("app:v1", "api:v1", "always"),
+    );
     let mut c = w.family();
     run(
         &mut c,
@@ -295,7 +305,8 @@ fn the_revert_removes_only_the_new_release_and_starts_what_ran_before() {
         [
             "remove shop-web-r2",
             "start shop-web-r1",
-            "restart shop-web-r1 UnlessStopped"
+            // The old container gets back the policy its own release gave it.
+            "restart shop-web-r1 Always"
         ]
     );
     assert!(out.starts_with("shop-web-r1 runs a1 again"), "{out}");
@@ -572,6 +583,7 @@ fn release_records_every_image_and_removes_only_what_no_rollback_needs() {
     // `api` was never ensured: the image it runs is recorded, under its reference.
     assert_eq!(c.images.0["web"].id, "sha256:a2");
     assert_eq!(c.images.0["api"].id, "sha256:b1");
+    assert_eq!(c.images.0["api"].reference, "api:v1");
     let removed = c.remove_superseded().expect("cleanup");
     assert_eq!(removed, ["shop-web-r0"]);
     assert!(
@@ -612,6 +624,107 @@ fn a_compose_projects_containers_are_stopped_given_back_and_removed_by_name() {
     assert_eq!(
         w.fake.log(),
         ["stop foreign legacy-web-1 (7s)", "start legacy-web-1"]
+    );
+    // After the release: removed; what cannot be removed is said, and fails nothing.
+    w.fake.clear_log();
+    let out = run(
+        &mut c,
+        Phase::Release,
+        StepKind::RemoveAdopted { containers: names },
+    )
+    .expect("never fails");
+    assert_eq!(
+        out,
+        "removed legacy-web-1; not removed: legacy-gone-1 (no such container: legacy-gone-1; `docker rm -f legacy-gone-1` removes it)"
+    );
+    assert_eq!(w.fake.log(), ["remove legacy-web-1"]);
+}
+
+#[test]
+fn quiesce_stops_with_the_grace_and_start_brings_back_the_same_containers_with_the_new_policy() {
+    let w = World::new(
+        shop_restarting("app:v1", "api:v1", "on-failure"),
+        shop_restarting("app:v1", "api:v1", "always"),
+    );
+    let mut c = w.family();
+    let out = run(
+        &mut c,
+        Phase::Quiesce,
+        StepKind::Stop {
+            service: svc("web"),
+        },
+    )
+    .expect("stop");
+    assert_eq!(out, "stopped shop-web-r1");
+    let out = run(
+        &mut c,
+        Phase::Upgrade,
+        StepKind::Start {
+            service: svc("web"),
+        },
+    )
+    .expect("start");
+    assert_eq!(out, "shop-web-r1 healthy");
+    assert_eq!(
+        w.fake.log(),
+        [
+            "stop shop-web-r1 (7s)",
+            "start shop-web-r1",
+            "restart shop-web-r1 OnFailure"
+        ]
+    );
+}
+
+#[test]
+fn a_new_service_gets_its_first_container_once_and_a_revert_takes_only_it_away() {
+    let w = World::shop();
+    let mut c = w.family();
+    let out = run(
+        &mut c,
+        Phase::Upgrade,
+        StepKind::Create {
+            service: svc("api"),
+        },
+    )
+    .expect("create");
+    assert!(
+        out.starts_with("started shop-api-r2-blue on b2; shop-api-r2-blue healthy; "),
+        "{out}"
+    );
+    assert_eq!(w.traffic.log().len(), 1, "routed: switched to it");
+    let again = run(
+        &mut c,
+        Phase::Upgrade,
+        StepKind::Create {
+            service: svc("api"),
+        },
+    )
+    .expect("again");
+    assert_eq!(again, "shop-api-r2-blue already runs");
+    // Revert: Stop and Remove take away only release 2's containers.
+    w.fake.clear_log();
+    let out = run(
+        &mut c,
+        Phase::Revert,
+        StepKind::Stop {
+            service: svc("api"),
+        },
+    )
+    .expect("revert");
+    assert_eq!(out, "removed shop-api-r2-blue");
+    let out = run(
+        &mut c,
+        Phase::Revert,
+        StepKind::Remove {
+            service: svc("api"),
+        },
+    )
+    .expect("again");
+    assert_eq!(out, "nothing of release 2 runs for `api`");
+    assert_eq!(w.fake.log(), ["remove shop-api-r2-blue"]);
+    assert_eq!(
+        w.fake.container("shop-api-r1-blue").map(|c| c.state),
+        Some("running".into())
     );
 }
 

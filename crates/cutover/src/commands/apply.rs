@@ -12,6 +12,7 @@ use cutover_core::traffic::NoProxy;
 use cutover_docker::Runtime;
 use cutover_ops::conclude::{Concluding, Ending};
 use cutover_ops::containers::Containers;
+use cutover_ops::data::Data;
 use cutover_ops::lock::{Lock, LockError};
 use cutover_ops::record::{OperationContext, ReleaseImages};
 use cutover_ops::rollback::TargetError;
@@ -22,7 +23,6 @@ use crate::cli::{Cli, ConfirmArgs, DataChoice, OutputFormat};
 use crate::commands;
 use crate::exit::{self, with_code};
 use crate::output;
-use crate::restore::DataSteps;
 use crate::runner::Runner;
 use crate::steps::CheckSteps;
 use crate::traffic;
@@ -37,7 +37,7 @@ pub fn run(
     let loaded = commands::load(cli, sets)?;
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
-    refuse_if_unfinished(&store)?;
+    let seen = refuse_if_unfinished(&store)?;
     let mut observed = commands::observed(&store)?;
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
@@ -66,6 +66,7 @@ pub fn run(
             record_release: true,
             ack_settings,
             from_dump: false,
+            seen,
         },
     )
 }
@@ -86,7 +87,7 @@ pub fn rollback(
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let name = loaded.stack.name.clone();
     let store = commands::open_store(cli, &name)?;
-    refuse_if_unfinished(&store)?;
+    let seen = refuse_if_unfinished(&store)?;
     let observed = commands::observed(&store)?;
     let rel =
         cutover_ops::rollback::target(&store, observed.release, revision).map_err(|e| match e {
@@ -202,6 +203,7 @@ pub fn rollback(
             // The release ran with these settings on these images before.
             ack_settings: true,
             from_dump,
+            seen,
         },
     )
 }
@@ -213,7 +215,7 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
     let loaded = commands::load(cli, &[])?;
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
-    refuse_if_unfinished(&store)?;
+    let seen = refuse_if_unfinished(&store)?;
     let observed = commands::observed(&store)?;
     let (Some(current), Some(live)) = (observed.release, observed.stack.as_ref()) else {
         return Err(with_code(
@@ -348,6 +350,7 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
             record_release: false,
             ack_settings: false,
             from_dump: false,
+            seen,
         },
     )
 }
@@ -419,6 +422,8 @@ struct Op<'a> {
     ack_settings: bool,
     /// PostgreSQL data comes back from dumps (`rollback --from-dump`).
     from_dump: bool,
+    /// The newest operation when the plan was made: another one since makes it stale.
+    seen: Option<u64>,
 }
 
 fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
@@ -469,6 +474,24 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
 
     let holder = Holder::current();
     let lock = take_lock(cli, op.store, &holder, op.kind, &op.plan.stack)?;
+    // Another operation ran between the plan and the lock: what was reviewed is not what
+    // would run.
+    let newest = op.store.operations(1).map(|o| o.first().cloned());
+    if let Ok(Some(newest)) = &newest
+        && Some(newest.id) != op.seen
+    {
+        let _ = lock.release(op.store);
+        return Err(with_code(
+            exit::LOCKED,
+            anyhow!(
+                "stack `{}` changed while this plan was made: operation {} ({}, {}) ran meanwhile; nothing was changed; plan again",
+                op.plan.stack,
+                newest.id,
+                newest.kind,
+                newest.status.as_str()
+            ),
+        ));
+    }
     // Test hook (the `test-hooks` feature only): hold the lease for a while, so a test can
     // race a second apply against it.
     #[cfg(feature = "test-hooks")]
@@ -490,9 +513,11 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
 }
 
 /// Exit 4 before any planning while an operation is unfinished (its process died): only
-/// `resume` or `abort` may act on the stack then.
-pub fn refuse_if_unfinished(store: &Store) -> anyhow::Result<()> {
-    cutover_ops::lock::refuse_if_unfinished(store).map_err(lock_error)
+/// `resume` or `abort` may act on the stack then. Returns the newest operation the plan is
+/// made after, for [`take_lock`] to check that none ran since.
+pub fn refuse_if_unfinished(store: &Store) -> anyhow::Result<Option<u64>> {
+    cutover_ops::lock::refuse_if_unfinished(store).map_err(lock_error)?;
+    Ok(store.operations(1)?.first().map(|o| o.id))
 }
 
 fn lock_error(e: LockError) -> anyhow::Error {
@@ -540,8 +565,9 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
     } else {
         op.plan.to_release
     };
-    let operation = op.store.begin_operation(op.kind, Some(release), holder)?;
-    // The revert target: what runs now. Stopped containers of older releases are not.
+    // The revert target: what runs now. Stopped containers of older releases are not. Read
+    // before the operation begins, so nothing that can fail lies between its start and the
+    // record of its context.
     let before: Vec<_> = op
         .rt
         .block_on(op.docker.containers(&op.desired.name))?
@@ -561,13 +587,33 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         from_dump: op.from_dump,
         before,
     };
-    op.store
-        .set_operation_context(operation.id, &serde_json::to_string(&context)?)?;
+    let context_json = serde_json::to_string(&context)?;
+    let operation = op.store.begin_operation(op.kind, Some(release), holder)?;
+    if let Err(e) = op.store.set_operation_context(operation.id, &context_json) {
+        // Nothing ran: close the operation rather than leave it unfinished.
+        let _ = op.store.finish_operation(
+            operation.id,
+            cutover_store::OperationStatus::Aborted,
+            Some("its context could not be recorded; nothing ran"),
+        );
+        if op.record_release {
+            let _ = op.store.set_release_status(release, ReleaseStatus::Failed);
+        }
+        return Err(
+            anyhow::Error::from(e).context("cannot record the operation; nothing was changed")
+        );
+    }
     let runtime = cutover_docker::Blocking::new(op.rt, op.docker);
+    let backends = crate::backends::Local {
+        rt: op.rt,
+        runtime: &runtime,
+        stack: &context.desired,
+    };
     let mut runner = runner(
         cli,
         op.rt,
         &runtime,
+        &backends,
         op.store,
         &context,
         operation.id,
@@ -647,6 +693,7 @@ pub fn runner<'a>(
     cli: &Cli,
     rt: &'a tokio::runtime::Runtime,
     runtime: &'a dyn cutover_core::runtime::ContainerRuntime,
+    backends: &'a dyn cutover_ops::data::Backends,
     store: &'a Store,
     ctx: &'a OperationContext,
     operation: u64,
@@ -667,9 +714,8 @@ pub fn runner<'a>(
             ack_settings: ctx.ack_settings,
             adopting: ctx.plan.adopting(),
         },
-        data: DataSteps {
-            rt,
-            runtime,
+        data: Data {
+            backends,
             desired: &ctx.desired,
             previous: ctx.previous.as_ref(),
             release: ctx.release,
@@ -677,6 +723,8 @@ pub fn runner<'a>(
             restore_points: cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli)),
             from_dump: ctx.from_dump,
             space_needed: 0,
+            // Said before a restore changes anything.
+            notice: Box::new(|s: &str| eprintln!("  {}", crate::output::redact(s))),
         },
         checks: CheckSteps {
             rt,

@@ -77,7 +77,9 @@ pub fn run(cli: &Cli, volumes: bool, confirm: &ConfirmArgs) -> anyhow::Result<u8
         (_, Err(e)) => Err(e.into()),
         _ => Ok(()),
     };
-    lock.release(&store)?;
+    if let Err(e) = lock.release(&store) {
+        eprintln!("cutover: could not release the lease ({e}); it expires by itself");
+    }
     let removed = result?;
     recorded?;
     let mut out = String::new();

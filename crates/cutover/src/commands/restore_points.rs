@@ -9,7 +9,7 @@ use crate::cli::{Cli, OutputFormat, RestorePointsAction};
 use crate::commands::{self, apply};
 use crate::exit::{self, with_code};
 use crate::output;
-use crate::restore::human;
+use cutover_ops::data::human;
 
 pub fn run(cli: &Cli, action: &RestorePointsAction) -> anyhow::Result<u8> {
     let name = commands::stack_name(cli)?;
@@ -36,7 +36,9 @@ pub fn run(cli: &Cli, action: &RestorePointsAction) -> anyhow::Result<u8> {
             )?;
             let live = store.current_release()?.map(|r| r.revision);
             let result = prune(cli, &rps, *keep, live);
-            lock.release(&store)?;
+            if let Err(e) = lock.release(&store) {
+                eprintln!("cutover: could not release the lease ({e}); it expires by itself");
+            }
             result
         }
     }
@@ -312,7 +314,7 @@ fn dump(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<
             )
         })?;
         let dir = rps.dir(m.release, &m.data);
-        let target = dir.join(crate::restore::DUMP_DIR);
+        let target = dir.join(crate::backends::DUMP_DIR);
         if target.exists() {
             out.push_str(&format!(
                 "exists   r{} {}: {}\n",
@@ -322,7 +324,7 @@ fn dump(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<
             ));
             continue;
         }
-        let partial = dir.join(format!("{}.partial", crate::restore::DUMP_DIR));
+        let partial = dir.join(format!("{}.partial", crate::backends::DUMP_DIR));
         let _ = std::fs::remove_dir_all(&partial);
         let started = std::time::Instant::now();
         // The copy takes no connections (nothing may write to it): open it for the dump only.
@@ -330,7 +332,7 @@ fn dump(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<
         let admin = rt.block_on(Admin::connect(&url, &pg.database))?;
         rt.block_on(admin.open_copy(&pg, true))?;
         let dumped =
-            cutover_data::pg_dump::dump(&url, &pg.copy, &partial, crate::restore::DUMP_JOBS);
+            cutover_data::pg_dump::dump(&url, &pg.copy, &partial, crate::backends::DUMP_JOBS);
         rt.block_on(admin.open_copy(&pg, false))?;
         dumped?;
         std::fs::rename(&partial, &target)?;

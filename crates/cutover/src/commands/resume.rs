@@ -26,54 +26,66 @@ pub fn run(cli: &Cli, abort: bool, yes: bool) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, &[])?;
     let name = loaded.stack.name.clone();
     let store = commands::open_store(cli, &name)?;
-    let verb = if abort { "abort" } else { "resume" };
-    let op = match cutover_ops::resume::pick(&store)? {
-        Pick::Nothing => {
-            output::print(&format!("stack `{name}`: no interrupted operation\n"))?;
-            return Ok(exit::OK);
-        }
-        Pick::Overtaken { op, by } => return overtaken(cli, &store, &op, &by, abort, yes),
-        Pick::Interrupted(op) => op,
-        Pick::RevertFailed(op) => {
-            ask(
-                yes,
-                &format!("run the revert of operation {} ({}) again", op.id, op.kind),
-            )?;
-            store.reopen_operation(op.id)?;
-            eprintln!(
-                "operation {} ({}) ended with a failed revert: running its revert again",
-                op.id, op.kind
-            );
-            op
-        }
-    };
     let holder = Holder::current();
-    let mut lock = match Lock::take_any(&store, &holder, verb) {
+    // The lease first: what to act on is decided by its holder only.
+    let mut lock = match Lock::take_any(&store, &holder, if abort { "abort" } else { "resume" }) {
         Ok(l) => l,
-        // Its process is alive: an abort asks it to stop at its next step.
-        Err(StoreError::LeaseHeld { .. }) if abort => {
-            let who = format!("{}@{}", holder.user, holder.host);
-            if store.request_abort(op.id, &who)? {
-                output::print(&format!(
-                    "asked operation {} ({}) to stop at its next step and revert; `cutover status` follows it\n",
-                    op.id, op.kind
-                ))?;
-                return Ok(exit::OK);
-            }
-            return Err(with_code(
-                exit::INVALID,
-                anyhow!(
-                    "operation {} cannot be asked to stop: it recorded no plan",
-                    op.id
-                ),
-            ));
+        Err(StoreError::LeaseHeld { lease }) if abort => {
+            return ask_to_stop(&store, &holder, &lease);
         }
         Err(e) => return Err(e.into()),
     };
     lock.renew_in_background(&commands::state_dir(cli), &name);
-    let result = finish(cli, &store, &loaded.stack, &op, abort, yes);
-    lock.release(&store)?;
+    let result: anyhow::Result<u8> = match cutover_ops::resume::pick(&store) {
+        Err(e) => Err(e.into()),
+        Ok(Pick::Nothing) => output::print(&format!("stack `{name}`: no interrupted operation\n"))
+            .map(|()| exit::OK)
+            .map_err(anyhow::Error::from),
+        Ok(Pick::Overtaken { op, by }) => overtaken(&store, &op, &by, abort, yes),
+        Ok(Pick::Interrupted(op)) => finish(cli, &store, &loaded.stack, &op, abort, yes, false),
+        Ok(Pick::RevertFailed(op)) => finish(cli, &store, &loaded.stack, &op, abort, yes, true),
+    };
+    // The outcome matters more than the lease: a lease that cannot be released expires.
+    if let Err(e) = lock.release(&store) {
+        eprintln!("cutover: could not release the lease ({e}); it expires by itself");
+    }
     result
+}
+
+/// `abort` while a live process holds the lease: asks its running operation to stop at its
+/// next step boundary and revert.
+fn ask_to_stop(store: &Store, holder: &Holder, lease: &cutover_store::Lease) -> anyhow::Result<u8> {
+    let running = store
+        .unfinished_operations()?
+        .into_iter()
+        .next()
+        .filter(|op| op.holder.pid == lease.holder.pid && op.holder.host == lease.holder.host);
+    let Some(op) = running else {
+        return Err(with_code(
+            exit::LOCKED,
+            anyhow!(
+                "stack `{}` is locked by {} running `{}`, which is no operation that can be aborted; try again when it is done",
+                store.stack(),
+                lease.holder,
+                lease.operation
+            ),
+        ));
+    };
+    let who = format!("{}@{}", holder.user, holder.host);
+    if store.request_abort(op.id, &who)? {
+        output::print(&format!(
+            "asked operation {} ({}) to stop at its next step and revert; `cutover status` follows it\n",
+            op.id, op.kind
+        ))?;
+        return Ok(exit::OK);
+    }
+    Err(with_code(
+        exit::INVALID,
+        anyhow!(
+            "operation {} cannot be asked to stop: it recorded no plan",
+            op.id
+        ),
+    ))
 }
 
 /// Without `--yes`, asks on a terminal; refuses without one.
@@ -103,7 +115,6 @@ fn ask(yes: bool, what: &str) -> anyhow::Result<()> {
 /// An unfinished operation that later ones overtook: finishing it would overwrite what they
 /// did. `resume` refuses; `abort` closes it without acting.
 fn overtaken(
-    cli: &Cli,
     store: &Store,
     op: &Operation,
     by: &Operation,
@@ -130,9 +141,7 @@ fn overtaken(
         ));
     }
     ask(yes, &format!("close operation {} without acting", op.id))?;
-    let holder = Holder::current();
-    let lock = Lock::take_any(store, &holder, "abort")?;
-    let closed = (|| -> Result<(), StoreError> {
+    (|| -> Result<(), StoreError> {
         store.finish_operation(
             op.id,
             OperationStatus::Aborted,
@@ -149,10 +158,7 @@ fn overtaken(
             store.set_release_status(r, ReleaseStatus::Failed)?;
         }
         Ok(())
-    })();
-    lock.release(store)?;
-    closed?;
-    let _ = cli;
+    })()?;
     output::print(&format!(
         "{what}: closed it without changing the stack (it runs what operation {} left)\n",
         by.id
@@ -160,6 +166,7 @@ fn overtaken(
     Ok(exit::OK)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     cli: &Cli,
     store: &Store,
@@ -167,6 +174,7 @@ fn finish(
     op: &Operation,
     abort: bool,
     yes: bool,
+    reopen: bool,
 ) -> anyhow::Result<u8> {
     let Some(json) = store.operation_context(op.id)? else {
         // Interrupted before its plan was recorded: before its first step, nothing ran.
@@ -175,7 +183,13 @@ fn finish(
             OperationStatus::Aborted,
             Some("interrupted before its first step"),
         )?;
-        if let Some(r) = op.release {
+        // Only a release that operation was making: `upgrade-service` works within the
+        // live one, which stays deployed.
+        if let Some(r) = op.release
+            && store
+                .release(r)?
+                .is_some_and(|rel| rel.status == ReleaseStatus::Pending)
+        {
             let _ = store.set_release_status(r, ReleaseStatus::Failed);
         }
         output::print(&format!(
@@ -213,12 +227,19 @@ fn finish(
     ask(
         yes,
         &format!(
-            "{verb} operation {} ({} of release {}), interrupted after {finished} finished step(s)",
-            op.id, ctx.kind, ctx.release
+            "{verb} operation {} ({} of release {}){}",
+            op.id,
+            ctx.kind,
+            ctx.release,
+            if reopen {
+                " again: its revert failed".to_string()
+            } else {
+                format!(", interrupted after {finished} finished step(s)")
+            }
         ),
     )?;
     eprintln!(
-        "{}ing operation {} ({} of release {}), interrupted; {finished} step(s) had finished",
+        "{}ing operation {} ({} of release {}); {finished} step(s) had finished",
         verb.trim_end_matches('e'),
         op.id,
         ctx.kind,
@@ -233,7 +254,18 @@ fn finish(
         Some(r) => ReleaseImages::of_release(ctx.release, &r.images_json)?,
         None => ReleaseImages::default(),
     };
-    let mut runner = apply::runner(cli, &rt, &runtime, store, &ctx, op.id, images, traffic);
+    let backends = crate::backends::Local {
+        rt: &rt,
+        runtime: &runtime,
+        stack: &ctx.desired,
+    };
+    if reopen {
+        // Everything is in place: only now is the operation running again.
+        store.reopen_operation(op.id)?;
+    }
+    let mut runner = apply::runner(
+        cli, &rt, &runtime, &backends, store, &ctx, op.id, images, traffic,
+    );
     let mut progress = crate::progress::Progress::new(cli.output == crate::cli::OutputFormat::Json);
     let mut journal = StoreJournal {
         store,

@@ -34,7 +34,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     let images = current
         .as_ref()
         .map(|r| ReleaseImages::of_release(r.revision, &r.images_json))
-        .transpose()?
+        .transpose()
+        // Said, and the rest of the status still shown (`-o json` carries it as
+        // `images_error` on the release).
+        .unwrap_or_else(|e| {
+            eprintln!("cutover: {e}");
+            None
+        })
         .unwrap_or_default();
     let live = current.as_ref().map(commands::observed_from).transpose()?;
     let live_stack = live.as_ref().and_then(|o| o.stack.as_ref());
