@@ -214,6 +214,7 @@ fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
                 "{step}:{when}: the killed operation shows as unfinished"
             );
             let o = s.run(&["resume", "--yes"]);
+            let resumed = code(&o);
             assert!(
                 code(&o) == 0 || code(&o) == 1,
                 "{step}:{when}: resume ends the operation (0: finished, 1: reverted)\n{}",
@@ -287,11 +288,7 @@ fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
             );
             let line = format!(
                 "{step}:{when} → v{ended_on} (release {live}, {})",
-                if code(&o) == 0 {
-                    "finished"
-                } else {
-                    "reverted"
-                }
+                if resumed == 0 { "finished" } else { "reverted" }
             );
             // Reported as it is verified, for bench/crash_matrix.
             eprintln!("  {line}");
