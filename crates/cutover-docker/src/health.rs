@@ -12,10 +12,6 @@ use std::time::{Duration, Instant};
 
 use cutover_core::spec::{Health, Probe};
 use futures_util::TryStreamExt;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 use crate::{Runtime, RuntimeError};
 
@@ -105,7 +101,7 @@ impl Runtime {
                 (started.elapsed() >= deadline).then(|| {
                     format!(
                         "still not healthy after the deadline of {}",
-                        humanize(deadline)
+                        cutover_http::seconds(deadline)
                     )
                 })
             });
@@ -212,7 +208,7 @@ impl Runtime {
             return Ok(if started.elapsed() >= SETTLE {
                 Verdict::Healthy(format!(
                     "no health check configured: running for {}",
-                    humanize(SETTLE)
+                    cutover_http::seconds(SETTLE)
                 ))
             } else {
                 Verdict::NotYet("running; no health check configured".into())
@@ -301,7 +297,7 @@ impl Runtime {
                     Ok(Ok((0, out))) => Ok(format!("`{cmd}` exited 0: {}", out.trim())),
                     Ok(Ok((code, out))) => Err(format!("`{cmd}` exited {code}: {}", out.trim())),
                     Ok(Err(e)) => Err(format!("`{cmd}`: {e}")),
-                    Err(_) => Err(format!("`{cmd}` timed out after {}", humanize(timeout))),
+                    Err(_) => Err(format!("`{cmd}` timed out after {}", cutover_http::seconds(timeout))),
                 }
             }
         })
@@ -361,7 +357,7 @@ async fn http_probe(
     timeout: Duration,
 ) -> Result<String, String> {
     let url = format!("http://{addr}{path}");
-    let (status, body) = http_get(&url, timeout).await?;
+    let (status, body) = cutover_http::get(&url, timeout).await?;
     let snippet: String = body.chars().take(200).collect();
     let snippet = snippet.trim();
     if status != expect_status {
@@ -379,34 +375,3 @@ async fn http_probe(
     Ok(format!("GET {url} → {status}: {snippet}"))
 }
 
-/// `GET url` (plain HTTP) with an overall `timeout`: the status and the body. Errors are
-/// one line naming the URL.
-pub async fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("GET {url}: {e}"))?;
-    let fetch = async {
-        let resp = client
-            .get(uri)
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(timeout, fetch)
-        .await
-        .map_err(|_| format!("GET {url}: no answer within {}", humanize(timeout)))?
-}
-
-fn humanize(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}

@@ -25,7 +25,7 @@ use bollard::Docker;
 
 pub use blocking::Blocking;
 pub use containers::{ContainerInfo, ContainerSpec, PortHolder, Slot};
-pub use health::{HealthFailure, http_get};
+pub use health::HealthFailure;
 pub use images::ImageInfo;
 
 /// Label keys on every container and network cutover creates.

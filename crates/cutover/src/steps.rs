@@ -240,7 +240,7 @@ impl CheckSteps<'_> {
                     }
                     (None, None) => return Err("an http check needs a url or a service".into()),
                 };
-                let (got, body) = self.rt.block_on(cutover_docker::http_get(&url, timeout))?;
+                let (got, body) = self.rt.block_on(cutover_http::get(&url, timeout))?;
                 let snippet: String = body.trim().chars().take(200).collect();
                 if got != *status {
                     return Err(format!("GET {url} → {got} (want {status}): {snippet}"));
