@@ -297,7 +297,10 @@ impl Runtime {
                     Ok(Ok((0, out))) => Ok(format!("`{cmd}` exited 0: {}", out.trim())),
                     Ok(Ok((code, out))) => Err(format!("`{cmd}` exited {code}: {}", out.trim())),
                     Ok(Err(e)) => Err(format!("`{cmd}`: {e}")),
-                    Err(_) => Err(format!("`{cmd}` timed out after {}", cutover_http::seconds(timeout))),
+                    Err(_) => Err(format!(
+                        "`{cmd}` timed out after {}",
+                        cutover_http::seconds(timeout)
+                    )),
                 }
             }
         })
@@ -374,4 +377,3 @@ async fn http_probe(
     }
     Ok(format!("GET {url} → {status}: {snippet}"))
 }
-

@@ -48,7 +48,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_get_returns_status_and_body_and_a_silent_server_times_out_naming_the_url() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
             // First connection answers; the second is accepted and never answered.
