@@ -19,6 +19,7 @@ pub mod data;
 pub mod journal;
 pub mod labels;
 pub mod lock;
+pub mod operation;
 pub mod record;
 pub mod resume;
 pub mod rollback;

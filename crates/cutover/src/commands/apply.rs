@@ -16,7 +16,7 @@ use cutover_ops::data::Data;
 use cutover_ops::lock::{Lock, LockError};
 use cutover_ops::record::{OperationContext, ReleaseImages};
 use cutover_ops::rollback::TargetError;
-use cutover_store::{Holder, NewRelease, ReleaseStatus, Store};
+use cutover_store::{Holder, Store};
 use indexmap::IndexMap;
 
 use crate::cli::{Cli, ConfirmArgs, DataChoice, OutputFormat};
@@ -130,63 +130,17 @@ pub fn rollback(
     let resolved = resolve(&rt, &docker, &desired, &observed, &pins, false)?;
     let mut plan = plan::plan(&desired, &observed, &resolved);
     plan.drop_migrations();
-    if data == DataChoice::Restore {
-        let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        for (name, ds) in &desired.data {
-            match rps.of_release(name, target)? {
-                Some(_) => found.push((name.clone(), ds.kind.describe())),
-                None => missing.push(name.clone()),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(with_code(
-                exit::INVALID,
-                anyhow!(
-                    "no restore point holds release {target}'s data of {}: restore points are taken when an upgrade moves on from a release, and are used up by a revert or removed by a prune (`cutover restore-points list`); roll back with `--data keep`, or not at all; nothing was changed",
-                    missing
-                        .iter()
-                        .map(|m| format!("`{m}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-        }
-        if !plan
-            .data
-            .iter()
-            .any(|d| found.iter().any(|(n, _)| n == &d.name))
-            && !found.is_empty()
-        {
-            return Err(with_code(
-                exit::INVALID,
-                anyhow!(
-                    "release {target}'s data can only be put back while its writers are stopped, and this rollback changes none of them; nothing was changed"
-                ),
-            ));
-        }
-        plan.restore_data_of(target, &found);
-    } else {
-        // Keeping the data: the schema it has must be one the target's images can read.
-        let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
-        let recorded = rps.list()?;
-        let mut versions = Vec::new();
-        for (name, ds) in &desired.data {
-            if ds.schema_version.is_none() {
-                continue;
-            }
-            if let Some(v) = recorded
-                .iter()
-                .filter(|m| m.data == *name && m.taken_from == Some(target))
-                .max_by_key(|m| m.release)
-                .and_then(|m| m.schema_version.clone())
-            {
-                versions.push((name.clone(), v));
-            }
-        }
-        plan.require_schema_of(target, &versions);
-    }
+    let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
+    let choice = match data {
+        DataChoice::Restore => cutover_ops::rollback::DataChoice::Restore,
+        DataChoice::Keep => cutover_ops::rollback::DataChoice::Keep,
+    };
+    cutover_ops::rollback::plan_data(&mut plan, &desired, &rps, target, choice).map_err(
+        |e| match e {
+            cutover_ops::rollback::DataError::RestorePoints(e) => anyhow::Error::from(e),
+            other => with_code(exit::INVALID, anyhow!(other)),
+        },
+    )?;
     operate(
         cli,
         Op {
@@ -550,59 +504,32 @@ pub fn take_lock(
 fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
     // Before anything is recorded: a maintenance page that cannot be read is bad input.
     let traffic = traffic_for(cli, op.rt, op.desired, &op.plan, op.plan.to_release)?;
-    let release = if op.record_release {
-        let spec_json = serde_json::to_string(op.desired)?;
-        let images = ReleaseImages::default().to_json();
-        let rel = op.store.insert_release(&NewRelease {
-            spec_json: &spec_json,
-            images_json: &images,
-            created_by: &holder.user,
-            host: &holder.host,
-            reason: op.confirm.reason.as_deref(),
-            status: ReleaseStatus::Pending,
-        })?;
-        rel.revision
-    } else {
-        op.plan.to_release
-    };
-    // The revert target: what runs now. Stopped containers of older releases are not. Read
-    // before the operation begins, so nothing that can fail lies between its start and the
-    // record of its context.
+    // The revert target: what runs now. Stopped containers of older releases are not.
     let before: Vec<_> = op
         .rt
         .block_on(op.docker.containers(&op.desired.name))?
         .into_iter()
         .filter(|c| c.running())
         .collect();
-    let context = OperationContext {
-        kind: op.kind.to_string(),
-        plan: op.plan.clone(),
-        desired: op.desired.clone(),
-        previous: op.observed.stack.clone(),
-        from_release: op.observed.release,
-        release,
-        record_release: op.record_release,
-        pins: op.pins.clone(),
-        ack_settings: op.ack_settings,
-        from_dump: op.from_dump,
-        before,
-    };
-    let context_json = serde_json::to_string(&context)?;
-    let operation = op.store.begin_operation(op.kind, Some(release), holder)?;
-    if let Err(e) = op.store.set_operation_context(operation.id, &context_json) {
-        // Nothing ran: close the operation rather than leave it unfinished.
-        let _ = op.store.finish_operation(
-            operation.id,
-            cutover_store::OperationStatus::Aborted,
-            Some("its context could not be recorded; nothing ran"),
-        );
-        if op.record_release {
-            let _ = op.store.set_release_status(release, ReleaseStatus::Failed);
-        }
-        return Err(
-            anyhow::Error::from(e).context("cannot record the operation; nothing was changed")
-        );
-    }
+    let begun = cutover_ops::operation::begin(
+        op.store,
+        holder,
+        cutover_ops::operation::Begin {
+            kind: op.kind,
+            plan: &op.plan,
+            desired: op.desired,
+            previous: op.observed.stack.as_ref(),
+            from_release: op.observed.release,
+            record_release: op.record_release,
+            reason: op.confirm.reason.as_deref(),
+            pins: &op.pins,
+            ack_settings: op.ack_settings,
+            from_dump: op.from_dump,
+            before,
+        },
+    )
+    .context("cannot record the operation; nothing was changed")?;
+    let (operation, release, context) = (begun.operation, begun.release, begun.context);
     let runtime = cutover_docker::Blocking::new(op.rt, op.docker);
     let backends = crate::backends::Local {
         rt: op.rt,
@@ -616,14 +543,14 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         &backends,
         op.store,
         &context,
-        operation.id,
+        operation,
         ReleaseImages::default(),
         traffic,
     );
     let mut progress = crate::progress::Progress::new(cli.output == OutputFormat::Json);
     let mut journal = StoreJournal {
         store: op.store,
-        operation: operation.id,
+        operation,
         observer: &mut progress,
     };
     eprintln!(
@@ -635,7 +562,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
             format!("within release {release}")
         },
         op.desired.name,
-        operation.id
+        operation
     );
     let redactor = crate::output::redactor();
     let outcome = engine::execute(
@@ -651,7 +578,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         op.store,
         &Concluding {
             kind: op.kind,
-            operation: operation.id,
+            operation,
             release,
             record_release: op.record_release,
             from_release: op.observed.release,
