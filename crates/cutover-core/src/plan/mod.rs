@@ -1029,6 +1029,74 @@ fn needs_maintenance(desired: &Stack, services: &[ServiceChange]) -> bool {
     })
 }
 
+/// The plan of `upgrade-service SERVICE`: the pending part of live release `current` for
+/// one `strategy: manual` service — its recorded image present, the service recreated on
+/// it; reverted by taking the new container away and starting the one that ran.
+pub fn upgrade_service(live: &Stack, current: u64, service: &str, image: &str) -> Plan {
+    let step = |phase: Phase, id: &str, title: String, action: StepKind| PlanStep {
+        id: format!("{}.{id}", phase.as_str()),
+        phase,
+        title,
+        action,
+        rerun_safe: true,
+    };
+    let s = service.to_string();
+    Plan {
+        schema: PLAN_SCHEMA.into(),
+        stack: live.name.clone(),
+        environment: live.environment.clone(),
+        from_release: Some(current),
+        to_release: current,
+        changes: true,
+        services: Vec::new(),
+        data: Vec::new(),
+        procedure: vec![
+            PlanPhase {
+                phase: Phase::Preflight,
+                steps: vec![step(
+                    Phase::Preflight,
+                    &format!("image.{s}"),
+                    format!("image {image} of `{s}` is present"),
+                    StepKind::EnsureImage {
+                        service: s.clone(),
+                        image: image.to_string(),
+                    },
+                )],
+            },
+            PlanPhase {
+                phase: Phase::Upgrade,
+                steps: vec![step(
+                    Phase::Upgrade,
+                    &format!("recreate.{s}"),
+                    format!("recreate `{s}` on {image}, wait until healthy"),
+                    StepKind::Recreate { service: s.clone() },
+                )],
+            },
+        ],
+        revert: vec![
+            step(
+                Phase::Revert,
+                &format!("stop.{s}"),
+                format!("stop the new `{s}`"),
+                StepKind::Stop { service: s.clone() },
+            ),
+            step(
+                Phase::Revert,
+                &format!("start.{s}"),
+                format!("start `{s}` on its previous image again"),
+                StepKind::StartPrevious { service: s.clone() },
+            ),
+            step(
+                Phase::Revert,
+                "compare",
+                "compare images with the state before".into(),
+                StepKind::CompareWithBefore,
+            ),
+        ],
+        settings: Vec::new(),
+    }
+}
+
 /// A routed service recreated within `max_hold`: its requests wait instead.
 pub fn holds_requests(desired: &Stack, c: &ServiceChange) -> bool {
     desired.traffic.is_some()

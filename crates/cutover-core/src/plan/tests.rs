@@ -537,3 +537,26 @@ data:
         "the restore runs on a running server: {revert:?}"
     );
 }
+
+#[test]
+fn upgrade_service_recreates_one_manual_service_within_the_live_release() {
+    let live = stack(
+        "name: s\nservices:\n  db: { image: pg:15, strategy: manual }\n  app: { image: app:2 }\n",
+        &[],
+    );
+    let plan = upgrade_service(&live, 4, "db", "pg:15");
+    assert_eq!((plan.from_release, plan.to_release), (Some(4), 4));
+    let ids: Vec<&str> = plan.steps().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["preflight.image.db", "upgrade.recreate.db"]);
+    let revert: Vec<&str> = plan.revert.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        revert,
+        ["revert.stop.db", "revert.start.db", "revert.compare"]
+    );
+    // Nothing else of the stack is touched.
+    assert!(
+        plan.steps()
+            .chain(&plan.revert)
+            .all(|s| !format!("{:?}", s.action).contains("app"))
+    );
+}

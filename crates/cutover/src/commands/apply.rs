@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use cutover_core::engine::{self, Outcome};
-use cutover_core::plan::{self, Observed, Plan, PlanPhase, PlanStep, Resolved, StepKind, render};
-use cutover_core::spec::{Phase, Stack, Strategy};
+use cutover_core::plan::{self, Observed, Plan, Resolved, render};
+use cutover_core::spec::{Stack, Strategy};
 use cutover_core::traffic::NoProxy;
 use cutover_docker::Runtime;
 use cutover_ops::conclude::{Concluding, Ending};
@@ -226,69 +226,8 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
             ),
         ));
     }
-    let step = |phase: Phase, id: &str, title: String, action: StepKind| PlanStep {
-        id: format!("{}.{id}", phase.as_str()),
-        phase,
-        title,
-        action,
-        rerun_safe: true,
-    };
-    let s = service.to_string();
-    let plan = Plan {
-        schema: plan::PLAN_SCHEMA.into(),
-        stack: desired.name.clone(),
-        environment: desired.environment.clone(),
-        from_release: Some(current),
-        to_release: current,
-        changes: true,
-        services: Vec::new(),
-        data: Vec::new(),
-        procedure: vec![
-            PlanPhase {
-                phase: Phase::Preflight,
-                steps: vec![step(
-                    Phase::Preflight,
-                    &format!("image.{s}"),
-                    format!("image {} of `{s}` is present", want.reference),
-                    StepKind::EnsureImage {
-                        service: s.clone(),
-                        image: want.reference.clone(),
-                    },
-                )],
-            },
-            PlanPhase {
-                phase: Phase::Upgrade,
-                steps: vec![step(
-                    Phase::Upgrade,
-                    &format!("recreate.{s}"),
-                    format!("recreate `{s}` on {}, wait until healthy", want.reference),
-                    StepKind::Recreate { service: s.clone() },
-                )],
-            },
-        ],
-        revert: vec![
-            step(
-                Phase::Revert,
-                &format!("stop.{s}"),
-                format!("stop the new `{s}`"),
-                StepKind::Stop { service: s.clone() },
-            ),
-            step(
-                Phase::Revert,
-                &format!("start.{s}"),
-                format!("start `{s}` on its previous image again"),
-                StepKind::StartPrevious { service: s.clone() },
-            ),
-            step(
-                Phase::Revert,
-                "compare",
-                "compare images with the state before".into(),
-                StepKind::CompareWithBefore,
-            ),
-        ],
-        settings: Vec::new(),
-    };
-    let pins = IndexMap::from([(s.clone(), want.id.clone())]);
+    let plan = plan::upgrade_service(&desired, current, service, &want.reference);
+    let pins = IndexMap::from([(service.to_string(), want.id.clone())]);
     operate(
         cli,
         Op {
