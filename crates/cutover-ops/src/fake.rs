@@ -27,6 +27,12 @@ pub struct State {
     pub port_holders: Vec<PortHolder>,
     /// What a `migrate` job exits with.
     pub job_exit: i64,
+    /// What an exec answers: exit code and output.
+    pub exec: (i64, String),
+    /// What a container's log holds.
+    pub logs: String,
+    /// Addresses on the stack network, by container name.
+    pub addresses: BTreeMap<String, IpAddr>,
     pub network: bool,
     /// Every change, in order: "run shop-web-r2", "stop shop-web-r1", …
     pub log: Vec<String>,
@@ -309,19 +315,16 @@ impl ContainerRuntime for Fake {
         _timeout: Option<Duration>,
     ) -> Result<(i64, String), RuntimeFailure> {
         self.note(format!("exec {} {}", self.name_of(id)?, argv.join(" ")));
-        Ok((0, String::new()))
+        Ok(self.state.borrow().exec.clone())
     }
 
     fn logs_tail(&self, _id: &str, _lines: usize) -> Result<String, RuntimeFailure> {
-        Ok(String::new())
+        Ok(self.state.borrow().logs.clone())
     }
 
-    fn address_on_network(
-        &self,
-        _id: &str,
-        _stack: &str,
-    ) -> Result<Option<IpAddr>, RuntimeFailure> {
-        Ok(None)
+    fn address_on_network(&self, id: &str, _stack: &str) -> Result<Option<IpAddr>, RuntimeFailure> {
+        let name = self.name_of(id)?;
+        Ok(self.state.borrow().addresses.get(&name).copied())
     }
 
     fn volume_path(&self, _name: &str) -> Result<Option<PathBuf>, RuntimeFailure> {

@@ -13,6 +13,7 @@
 //! [`Observer`](journal::Observer) ([`journal`]); rendering is the binary's.
 
 pub mod approval;
+pub mod checks;
 pub mod conclude;
 pub mod containers;
 pub mod data;

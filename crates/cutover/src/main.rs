@@ -7,11 +7,11 @@ mod backends;
 mod cli;
 mod commands;
 mod exit;
+mod host;
 mod output;
 mod progress;
 mod runner;
 mod settings;
-mod steps;
 mod traffic;
 
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! The executor behind `apply`, `rollback`, `upgrade-service` and `resume`: each plan step
 //! handed to its family — containers (`cutover_ops::containers`, on the runtime seam), data
 //! (`cutover_ops::data`, on this host's backends in `backends.rs`), the stack file's own steps
-//! and checks (`steps.rs`). The journal is
+//! and checks (`cutover_ops::checks`, on this host's probes and terminal in `host.rs`). The journal is
 //! `cutover_ops::journal`; progress (`progress.rs`) observes it.
 //!
 //! The engine (cutover-core) decides the order and the revert; a family only knows how to do
@@ -9,17 +9,16 @@
 
 use cutover_core::engine::{Executor, StepError};
 use cutover_core::plan::{PlanStep, StepKind};
+use cutover_ops::checks::Checks;
 use cutover_ops::containers::Containers;
 use cutover_ops::data::Data;
 use cutover_store::{ReleaseStatus, Store};
-
-use crate::steps::CheckSteps;
 
 /// Does plan steps for one operation of one stack.
 pub struct Runner<'a> {
     pub containers: Containers<'a>,
     pub data: Data<'a>,
-    pub checks: CheckSteps<'a>,
+    pub checks: Checks<'a>,
     pub store: &'a Store,
 }
 

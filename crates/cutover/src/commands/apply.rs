@@ -24,7 +24,6 @@ use crate::commands;
 use crate::exit::{self, with_code};
 use crate::output;
 use crate::runner::Runner;
-use crate::steps::CheckSteps;
 use crate::traffic;
 use cutover_ops::journal::StoreJournal;
 
@@ -470,6 +469,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
     .context("cannot record the operation; nothing was changed")?;
     let (operation, release, context) = (begun.operation, begun.release, begun.context);
     let runtime = cutover_docker::Blocking::new(op.rt, op.docker);
+    let host = crate::host::Host { rt: op.rt };
     let backends = crate::backends::Local {
         rt: op.rt,
         runtime: &runtime,
@@ -477,9 +477,9 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
     };
     let mut runner = runner(
         cli,
-        op.rt,
         &runtime,
         &backends,
+        &host,
         op.store,
         &context,
         operation,
@@ -557,9 +557,9 @@ fn retain_restore_points(cli: &Cli, stack: &Stack, live: u64) {
 #[allow(clippy::too_many_arguments)]
 pub fn runner<'a>(
     cli: &Cli,
-    rt: &'a tokio::runtime::Runtime,
     runtime: &'a dyn cutover_core::runtime::ContainerRuntime,
     backends: &'a dyn cutover_ops::data::Backends,
+    host: &'a crate::host::Host<'a>,
     store: &'a Store,
     ctx: &'a OperationContext,
     operation: u64,
@@ -592,9 +592,10 @@ pub fn runner<'a>(
             // Said before a restore changes anything.
             notice: Box::new(|s: &str| eprintln!("  {}", crate::output::redact(s))),
         },
-        checks: CheckSteps {
-            rt,
+        checks: cutover_ops::checks::Checks {
             runtime,
+            probes: host,
+            operator: host,
             store,
             desired: &ctx.desired,
             operation,

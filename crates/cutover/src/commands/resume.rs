@@ -254,6 +254,7 @@ fn finish(
         Some(r) => ReleaseImages::of_release(ctx.release, &r.images_json)?,
         None => ReleaseImages::default(),
     };
+    let host = crate::host::Host { rt: &rt };
     let backends = crate::backends::Local {
         rt: &rt,
         runtime: &runtime,
@@ -264,7 +265,7 @@ fn finish(
         store.reopen_operation(op.id)?;
     }
     let mut runner = apply::runner(
-        cli, &rt, &runtime, &backends, store, &ctx, op.id, images, traffic,
+        cli, &runtime, &backends, &host, store, &ctx, op.id, images, traffic,
     );
     let mut progress = crate::progress::Progress::new(cli.output == crate::cli::OutputFormat::Json);
     let mut journal = StoreJournal {

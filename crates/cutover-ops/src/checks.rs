@@ -6,26 +6,50 @@
 //! step's timeout (default: the check's timeout × its retries, at least 10 minutes for a
 //! wait) runs out — "daemons turn green, it may take a while".
 
-use std::io::{BufRead, IsTerminal, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use cutover_core::engine::StepError;
-use cutover_core::spec::{Check, CheckKind, Command, CustomStep, DataKind, StepAction};
-use cutover_data::postgres::Admin;
-
 use cutover_core::runtime::{ContainerInfo, ContainerRuntime};
-use cutover_core::spec::Stack;
+use cutover_core::spec::{Check, CheckKind, Command, CustomStep, DataKind, Stack, StepAction};
 use cutover_store::Store;
 
+/// What the checks reach beyond the container runtime: HTTP, TCP and PostgreSQL, each
+/// bounded. The binary's implementation drives the real ones; unit tests script them.
+pub trait Probes {
+    /// `GET url`: the status and the body.
+    fn http_get(&self, url: &str, timeout: Duration) -> Result<(u16, String), String>;
+    /// A TCP connection to `addr` is accepted.
+    fn tcp_connect(&self, addr: SocketAddr, timeout: Duration) -> Result<(), String>;
+    /// The first column of the first row of `query` (text), on PostgreSQL.
+    fn postgres_value(
+        &self,
+        url: &str,
+        database: &str,
+        query: &str,
+    ) -> Result<Option<String>, String>;
+    /// Runs `query` (statements) on PostgreSQL.
+    fn postgres_execute(&self, url: &str, database: &str, query: &str) -> Result<(), String>;
+}
+
+/// The person running the operation, for the steps that need one.
+pub trait Operator {
+    /// Says something they should know now (an approval is awaited, and how to give it).
+    fn say(&self, text: &str);
+    /// A manual step: who confirmed it is done, or why it is not.
+    fn confirm(&self, text: &str) -> Result<String, String>;
+}
+
 /// What the stack file's own steps and checks need: the stack, the runtime to find and
-/// exec into its containers, the store (approvals), and the operation they belong to.
-pub struct CheckSteps<'a> {
-    /// For the PostgreSQL driver and HTTP checks, which are async.
-    pub rt: &'a tokio::runtime::Runtime,
+/// exec into its containers, the probes, the operator, the store (approvals), and the
+/// operation they belong to.
+pub struct Checks<'a> {
     pub runtime: &'a dyn ContainerRuntime,
+    pub probes: &'a dyn Probes,
+    pub operator: &'a dyn Operator,
     pub store: &'a Store,
     pub desired: &'a Stack,
     /// The operation these steps belong to (approvals and aborts are keyed on it).
@@ -51,9 +75,9 @@ fn tail(s: &str) -> String {
     format!("…{}", &s[start..])
 }
 
-impl CheckSteps<'_> {
+impl Checks<'_> {
     /// Runs one custom step.
-    pub(crate) fn custom_step(&mut self, id: &str, step: &CustomStep) -> Result<String, StepError> {
+    pub fn custom_step(&self, id: &str, step: &CustomStep) -> Result<String, StepError> {
         let timeout = step.timeout;
         match &step.action {
             StepAction::Manual { text } => self.manual(text),
@@ -105,10 +129,10 @@ impl CheckSteps<'_> {
         self.store
             .request_approval(self.operation, id, text)
             .map_err(fail)?;
-        eprintln!(
-            "  waiting for approval: {text}\n  another person approves with `cutover approve {}`",
+        self.operator.say(&format!(
+            "waiting for approval: {text}\n  another person approves with `cutover approve {}`",
             self.operation
-        );
+        ));
         let started = Instant::now();
         loop {
             if let Some(by) = self.store.approved_by(self.operation, id).map_err(fail)? {
@@ -136,32 +160,13 @@ impl CheckSteps<'_> {
             .ok_or_else(|| StepError::new(format!("check `{name}` is not in the stack")))
     }
 
-    /// A human confirms, in the terminal; who confirmed goes to the journal.
+    /// A human confirms; who confirmed goes to the journal.
     fn manual(&self, text: &str) -> Result<String, StepError> {
-        if !std::io::stdin().is_terminal() {
-            return Err(StepError::new(format!(
-                "manual step `{text}` needs someone at a terminal to confirm it"
-            )));
-        }
-        eprintln!("\n  MANUAL STEP: {text}");
-        eprint!("  done? type `yes` to go on, anything else stops (and reverts): ");
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| StepError::new(format!("cannot read the answer: {e}")))?;
-        if answer.trim() == "yes" {
-            let who = cutover_store::Holder::current();
-            Ok(format!("confirmed by {}@{}", who.user, who.host))
-        } else {
-            Err(StepError::new(format!(
-                "manual step `{text}` was not confirmed"
-            )))
-        }
+        self.operator.confirm(text).map_err(StepError::new)
     }
 
     /// Tries `check` up to its retries; the last failure is the error.
-    pub(crate) fn check(&self, check: &Check) -> Result<String, String> {
+    pub fn check(&self, check: &Check) -> Result<String, String> {
         let tries = check.retries.max(1);
         let mut last = String::new();
         for attempt in 1..=tries {
@@ -240,7 +245,7 @@ impl CheckSteps<'_> {
                     }
                     (None, None) => return Err("an http check needs a url or a service".into()),
                 };
-                let (got, body) = self.rt.block_on(cutover_http::get(&url, timeout))?;
+                let (got, body) = self.probes.http_get(&url, timeout)?;
                 let snippet: String = body.trim().chars().take(200).collect();
                 if got != *status {
                     return Err(format!("GET {url} → {got} (want {status}): {snippet}"));
@@ -262,14 +267,10 @@ impl CheckSteps<'_> {
             }
             CheckKind::Tcp { target } => {
                 let addr = self.resolve_target(target)?;
-                self.rt.block_on(async {
-                    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await
-                    {
-                        Ok(Ok(_)) => Ok(format!("TCP {target} ({addr}): connected")),
-                        Ok(Err(e)) => Err(format!("TCP {target} ({addr}): {e}")),
-                        Err(_) => Err(format!("TCP {target} ({addr}): timed out")),
-                    }
-                })
+                self.probes
+                    .tcp_connect(addr, timeout)
+                    .map(|()| format!("TCP {target} ({addr}): connected"))
+                    .map_err(|e| format!("TCP {target} ({addr}): {e}"))
             }
             CheckKind::Sql {
                 data,
@@ -403,9 +404,7 @@ impl CheckSteps<'_> {
         match &ds.kind {
             DataKind::Postgres { url, database, .. } => {
                 let url = url.expose().ok_or("the admin URL is not available here")?;
-                self.rt
-                    .block_on(Admin::schema_version(url, database, query))
-                    .map_err(|e| e.to_string())
+                self.probes.postgres_value(url, database, query)
             }
             DataKind::Sqlite { path } => {
                 cutover_data::sqlite::schema_version(std::path::Path::new(path), query)
@@ -426,9 +425,9 @@ impl CheckSteps<'_> {
                 let url = url
                     .expose()
                     .ok_or_else(|| StepError::new("the admin URL is not available here"))?;
-                self.rt
-                    .block_on(cutover_data::postgres::execute(url, database, query))
-                    .map_err(|e| StepError::new(e.to_string()))?;
+                self.probes
+                    .postgres_execute(url, database, query)
+                    .map_err(StepError::new)?;
             }
             DataKind::Sqlite { path } => {
                 cutover_data::sqlite::execute(std::path::Path::new(path), query)
@@ -443,7 +442,7 @@ impl CheckSteps<'_> {
 /// Runs a host command (argv; a string through `/bin/sh -c`), bounded by `timeout`.
 /// Runs `command` on this host in `dir` (the stack file's directory; the current one when
 /// empty, for a stack read back from a release).
-fn run_host(command: &Command, dir: &Path, timeout: Duration) -> Result<String, StepError> {
+pub fn run_host(command: &Command, dir: &Path, timeout: Duration) -> Result<String, StepError> {
     let argv = command.argv();
     let Some((program, args)) = argv.split_first() else {
         return Err(StepError::new("an empty command"));
@@ -506,3 +505,6 @@ fn run_host(command: &Command, dir: &Path, timeout: Duration) -> Result<String, 
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
