@@ -1,9 +1,7 @@
 //! PostgreSQL restore points on a real throwaway cluster.
 
-mod common;
-
-use common::Cluster;
 use cutover_data::postgres::Admin;
+use cutover_testkit::pg::Cluster;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

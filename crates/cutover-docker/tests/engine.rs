@@ -1,11 +1,11 @@
 //! The adapter against the real Docker Engine, with the demo images
 //! (`examples/demo/build-images`; the CLI tests build them when missing, CI before the tests).
 
-use std::process::Command;
 use std::time::Duration;
 
 use cutover_core::spec::{Health, Probe, RestartPolicy, Service, Strategy};
 use cutover_docker::{ContainerSpec, Runtime, RuntimeError, Slot, label};
+use cutover_testkit::cmd::{docker, docker_output};
 use indexmap::IndexMap;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -15,19 +15,8 @@ fn rt() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn image_here(reference: &str) {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", reference])
-        .output()
-        .expect("docker CLI")
+    let ok = docker_output(&["image", "inspect", reference])
         .status
         .success();
     assert!(

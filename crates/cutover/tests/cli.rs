@@ -1,10 +1,12 @@
 //! The `cutover` binary, run as a user runs it: real processes, real files, real exit codes.
 
-mod support;
-
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use cutover_testkit::cmd::{code, require_test_hooks, stderr, stdout};
+use cutover_testkit::net::{Answer, free_port, request};
 
 const STACK: &str = "\
 name: shop
@@ -47,18 +49,6 @@ impl Dir {
     fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("cutover runs")
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited, not killed")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 #[test]
@@ -170,7 +160,7 @@ fn wait_for(path: &Path, pred: impl Fn(&str) -> bool) {
 /// Starts `apply --yes` that holds the lease for `hold_ms` (a test hook), and returns once its
 /// plan is printed (the lease is taken right after).
 fn spawn_holding_apply(d: &Dir, hold_ms: u64, stderr: Stdio) -> std::process::Child {
-    support::require_test_hooks();
+    require_test_hooks(Path::new(env!("CARGO_BIN_EXE_cutover")));
     let out = d.path.join("first.out");
     let child = d
         .cmd(&["apply", "--yes"])
@@ -319,33 +309,9 @@ fn a_closed_pipe_is_not_an_error() {
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
 
-/// A free loopback port (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// One HTTP/1.1 request on a new connection; the status code and the whole answer.
-fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: app\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).expect("read");
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, answer)
+/// One request with no body on a new connection; reads wait up to 10 s.
+fn http(addr: SocketAddr, method: &str, path: &str) -> Answer {
+    request(addr, method, path, "", Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `cutover serve --metrics-listen` for a routed stack with no upstream yet; killed on drop.
@@ -353,8 +319,8 @@ struct MetricsServe {
     _dir: Dir,
     child: std::process::Child,
     log: PathBuf,
-    proxy: String,
-    metrics: String,
+    proxy: SocketAddr,
+    metrics: SocketAddr,
 }
 
 impl MetricsServe {
@@ -365,8 +331,8 @@ impl MetricsServe {
              traffic:\n  listen: 127.0.0.1:{proxy_port}\n  routes: [{{ service: web }}]\n"
         ));
         let (proxy, metrics) = (
-            format!("127.0.0.1:{proxy_port}"),
-            format!("127.0.0.1:{metrics_port}"),
+            SocketAddr::from(([127, 0, 0, 1], proxy_port)),
+            SocketAddr::from(([127, 0, 0, 1], metrics_port)),
         );
         let log = dir.path.join("serve.log");
         let child = dir
@@ -375,7 +341,7 @@ impl MetricsServe {
                 "state",
                 "serve",
                 "--metrics-listen",
-                &metrics,
+                &metrics.to_string(),
             ])
             .stderr(std::fs::File::create(&log).expect("log"))
             .stdout(Stdio::null())
@@ -389,8 +355,8 @@ impl MetricsServe {
             metrics,
         };
         let start = Instant::now();
-        while std::net::TcpStream::connect(&served.metrics).is_err()
-            || std::net::TcpStream::connect(&served.proxy).is_err()
+        while std::net::TcpStream::connect(served.metrics).is_err()
+            || std::net::TcpStream::connect(served.proxy).is_err()
         {
             assert!(
                 start.elapsed() < Duration::from_secs(15)
@@ -419,17 +385,21 @@ impl Drop for MetricsServe {
 fn serve_exposes_the_metrics_alone_on_a_tcp_address() {
     let s = MetricsServe::start();
     // No upstream yet: the proxy answers 503, and the metrics count it.
-    assert_eq!(http(&s.proxy, "GET", "/").0, 503);
-    let (status, body) = http(&s.metrics, "GET", "/metrics");
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(http(s.proxy, "GET", "/").status, 503);
+    let answer = http(s.metrics, "GET", "/metrics");
+    assert_eq!(answer.status, 200, "{answer}");
     assert!(
-        body.to_ascii_lowercase()
+        answer
+            .head
+            .to_ascii_lowercase()
             .contains("content-type: text/plain; version=0.0.4"),
-        "{body}"
+        "{answer}"
     );
     assert!(
-        body.contains("cutover_proxy_errors_total{service=\"web\",kind=\"no_upstream\"} 1"),
-        "{body}"
+        answer
+            .body
+            .contains("cutover_proxy_errors_total{service=\"web\",kind=\"no_upstream\"} 1"),
+        "{answer}"
     );
     let served = s.log();
     assert!(
@@ -442,9 +412,9 @@ fn serve_exposes_the_metrics_alone_on_a_tcp_address() {
 fn the_metrics_address_offers_no_control_verb() {
     let s = MetricsServe::start();
     let answers = [
-        http(&s.metrics, "GET", "/state").0,
-        http(&s.metrics, "POST", "/services/web/hold").0,
-        http(&s.metrics, "PUT", "/maintenance").0,
+        http(s.metrics, "GET", "/state").status,
+        http(s.metrics, "POST", "/services/web/hold").status,
+        http(s.metrics, "PUT", "/maintenance").status,
     ];
     assert_eq!(answers, [404, 404, 404]);
 }

@@ -4,42 +4,14 @@
 //! entirely on the old release or entirely on the new one — image, volume and database
 //! agreeing — with the lease free and no operation left unfinished.
 
-#[path = "../../cutover-data/tests/common/mod.rs"]
-mod pg;
-mod support;
-
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{code, docker, free_port, require_test_hooks, text};
-
-fn get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let (head, body) = out.split_once("\r\n\r\n").ok_or("no answer")?;
-    if !head.contains(" 200 ") {
-        return Err(head.to_string());
-    }
-    Ok(body.trim().to_string())
-}
-
-fn get_now(addr: SocketAddr, path: &str) -> String {
-    let start = Instant::now();
-    loop {
-        match get(addr, path) {
-            Ok(v) => return v,
-            Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("GET {path}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
+use cutover_testkit::cmd::{code, demo_images, docker, require_test_hooks, text};
+use cutover_testkit::net::{free_port, get_now};
+use cutover_testkit::pg;
 
 struct Stack {
     name: String,
@@ -96,17 +68,8 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn killed_at_any_step_boundary_resume_ends_on_one_release_entirely() {
-    require_test_hooks();
-    let ok = Command::new("docker")
-        .args(["image", "inspect", "cutover-demo:v1", "cutover-demo:v2"])
-        .output()
-        .expect("docker")
-        .status
-        .success();
-    assert!(
-        ok,
-        "the cutover-demo images are missing: run examples/demo/build-images"
-    );
+    require_test_hooks(Path::new(env!("CARGO_BIN_EXE_cutover")));
+    demo_images();
     let cluster = pg::Cluster::start();
     cluster.psql("postgres", "CREATE DATABASE app");
     cluster.psql(

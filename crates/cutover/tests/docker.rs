@@ -5,75 +5,26 @@
 //! a guard removes the stack's containers, network and volume when the test ends, passed or
 //! not. Without a reachable Docker Engine these tests fail: they never skip silently.
 
-mod support;
-
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cutover_testkit::cmd::{
+    build_demo_images, code, docker, docker_output, require_test_hooks, stderr, stdout, text,
+};
+use cutover_testkit::net::{free_port, http_get, post_ok, request};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
 // The engine and the demo images.
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Checks the engine answers and builds the demo images when one is missing; once per run.
-fn demo_images() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        match Command::new("docker")
-            .args(["info", "--format", "{{.ServerVersion}}"])
-            .stdin(Stdio::null())
-            .output()
-        {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => panic!(
-                "Docker Engine not reachable: these tests need it (CI starts it in .ci/run)\n`docker info` said: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            Err(e) => panic!(
-                "Docker Engine not reachable: these tests need it (CI starts it in .ci/run)\ncannot run `docker info`: {e}"
-            ),
-        }
-        let root = repo_root();
-        let script = root.join("examples/demo/build-images");
-        // Its own target dir: the nested cargo must not wait for the lock this build holds.
-        let out = Command::new(&script)
-            .arg("--if-missing")
-            .env("CARGO_TARGET_DIR", root.join("target/demo-images"))
-            .current_dir(&root)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} --if-missing failed ({}); the Docker tests need the cutover-demo images:\n{}\n{}",
-            script.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    });
-}
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the docker CLI runs")
-}
-
 /// Runs `docker ARGS`, which must succeed; its standard output, trimmed.
 fn docker_ok(args: &[&str]) -> String {
-    let o = docker(args);
+    let o = docker_output(args);
     assert!(
         o.status.success(),
         "docker {} failed: {}",
@@ -122,42 +73,8 @@ fn published_8080(container: &str) -> SocketAddr {
     }
 }
 
-/// A host port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("its address")
-        .port()
-}
-
 // ---------------------------------------------------------------------------------------
 // HTTP, the way a client of the app sees it.
-
-/// `GET path` over HTTP/1.0: the status and the body.
-fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
-        .map_err(|e| format!("send to {addr}: {e}"))?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .map_err(|e| format!("read from {addr}: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("GET {addr}{path}: no complete answer: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("GET {addr}{path}: bad status line in {head:?}"))?;
-    Ok((status, body.to_string()))
-}
 
 /// What `GET /version` answers (`v1`, `v2`, ...), or why it did not.
 fn version(addr: SocketAddr) -> Result<String, String> {
@@ -202,7 +119,7 @@ impl Stack {
     }
 
     fn named(name: String) -> Stack {
-        demo_images();
+        build_demo_images();
         let stack = Stack {
             name,
             dir: tempfile::tempdir().expect("temp dir"),
@@ -383,8 +300,7 @@ impl Stack {
 
     fn cleanup(&self) {
         let label = self.label();
-        let o = docker(&["ps", "-aq", "--no-trunc", "--filter", &label]);
-        let mut ids = lines(&String::from_utf8_lossy(&o.stdout));
+        let mut ids = lines(&docker(&["ps", "-aq", "--no-trunc", "--filter", &label]));
         ids.extend(self.foreign.iter().cloned());
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f"];
@@ -432,26 +348,8 @@ impl Drop for Stack {
     }
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exited, not killed")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 fn expect_code(o: &Output, want: i32, what: &str) {
-    assert_eq!(
-        code(o),
-        want,
-        "{what}: exit code\n--- stdout\n{}\n--- stderr\n{}",
-        stdout(o),
-        stderr(o)
-    );
+    assert_eq!(code(o), want, "{what}: exit code\n{}", text(o));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -670,7 +568,7 @@ fn blue_green_keeps_the_old_container_serving_until_the_new_one_is_healthy() {
             let mut addr = None;
             while !stop.load(Ordering::Relaxed) {
                 if addr.is_none() {
-                    let o = docker(&[
+                    let ids = docker(&[
                         "ps",
                         "-q",
                         "--no-trunc",
@@ -679,9 +577,8 @@ fn blue_green_keeps_the_old_container_serving_until_the_new_one_is_healthy() {
                         "--filter",
                         "label=io.cutover.release=2",
                     ]);
-                    if let Some(id) = lines(&String::from_utf8_lossy(&o.stdout)).first() {
-                        let p = docker(&["port", id, "8080"]);
-                        addr = lines(&String::from_utf8_lossy(&p.stdout))
+                    if let Some(id) = lines(&ids).first() {
+                        addr = lines(&docker(&["port", id, "8080"]))
                             .first()
                             .and_then(|a| a.parse::<SocketAddr>().ok());
                     }
@@ -964,7 +861,7 @@ fn down_removes_containers_and_network_but_keeps_volume_unless_asked() {
     expect_code(&o, 0, "down");
     assert!(s.containers(true, &[]).is_empty(), "no container is left");
     assert!(
-        !docker(&["network", "inspect", &s.network()])
+        !docker_output(&["network", "inspect", &s.network()])
             .status
             .success(),
         "the network is gone"
@@ -977,13 +874,15 @@ fn down_removes_containers_and_network_but_keeps_volume_unless_asked() {
     expect_code(&o, 0, "down --volumes");
     assert!(s.containers(true, &[]).is_empty(), "no container is left");
     assert!(
-        !docker(&["network", "inspect", &s.network()])
+        !docker_output(&["network", "inspect", &s.network()])
             .status
             .success(),
         "the network is gone"
     );
     assert!(
-        !docker(&["volume", "inspect", &s.volume()]).status.success(),
+        !docker_output(&["volume", "inspect", &s.volume()])
+            .status
+            .success(),
         "the volume is gone"
     );
 }
@@ -996,20 +895,6 @@ fn app_state(addr: SocketAddr) -> (String, String) {
     let (_, schema) = http_get(addr, "/schema").expect("GET /schema");
     let (_, items) = http_get(addr, "/items").expect("GET /items");
     (schema.trim().to_string(), items)
-}
-
-fn post_item(addr: SocketAddr, name: &str) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "POST /items HTTP/1.0\r\nContent-Length: {}\r\n\r\n{name}",
-        name.len()
-    )
-    .expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let status = out.split_whitespace().nth(1).unwrap_or("");
-    assert!(status.starts_with('2'), "POST /items: {out}");
 }
 
 #[test]
@@ -1027,9 +912,9 @@ fn a_reverted_upgrade_puts_the_volume_back() {
     std::fs::write(&stack_file, yaml).expect("write");
 
     s.apply_ok(&[]);
-    post_item(addr, "first");
+    post_ok(addr, "/items", "first");
     s.apply_ok(&["app.image=cutover-demo:v2"]);
-    post_item(addr, "second");
+    post_ok(addr, "/items", "second");
     let before = app_state(addr);
     assert_eq!(before.0, "2");
 
@@ -1100,7 +985,7 @@ fn a_sqlite_database_is_restored_and_its_schema_version_checked() {
     .expect("stack file");
 
     s.apply_ok(&[]);
-    post_item(addr, "one");
+    post_ok(addr, "/items", "one");
     let o = s.apply(&["app.image=cutover-demo:v2", "vars.schema=2"]);
     expect_code(&o, 0, "apply v2");
     assert!(
@@ -1129,25 +1014,11 @@ fn a_sqlite_database_is_restored_and_its_schema_version_checked() {
 // ---------------------------------------------------------------------------------------
 // Traffic: the proxy `cutover serve` runs, under steady load.
 
-/// `GET path`: status, head (lowercase) and body.
+/// `GET path`, reads waiting up to 15 s (a request the proxy holds): status, head
+/// (lowercase) and body.
 fn http_get_head(addr: SocketAddr, path: &str) -> Result<(u16, String, String), String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: app.test\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no complete answer: {text:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line: {head:?}"))?;
-    Ok((status, head.to_lowercase(), body.to_string()))
+    request(addr, "GET", path, "", Duration::from_secs(15))
+        .map(|a| (a.status, a.head.to_lowercase(), a.body))
 }
 
 #[derive(Debug, Clone)]
@@ -1528,10 +1399,10 @@ fn rollback_with_data_restore_puts_back_the_old_release_and_its_data() {
     std::fs::write(&stack_file, yaml).expect("write");
 
     s.apply_ok(&[]);
-    post_item(addr, "in v1");
+    post_ok(addr, "/items", "in v1");
     let v1_state = app_state(addr);
     s.apply_ok(&["app.image=cutover-demo:v2"]);
-    post_item(addr, "in v2");
+    post_ok(addr, "/items", "in v2");
     assert_eq!(app_state(addr).0, "2");
 
     let o = s.run(&["rollback", "1", "--data", "restore", "--yes"]);
@@ -1909,7 +1780,7 @@ fn a_secret_an_app_logs_is_redacted_from_output_journal_and_store() {
     expect_code(&o, 0, "apply v1");
     outputs.push(o);
     let container = s.the_running();
-    let logs = docker(&["logs", &container]);
+    let logs = docker_output(&["logs", &container]);
     assert!(
         String::from_utf8_lossy(&logs.stderr).contains(password)
             || String::from_utf8_lossy(&logs.stdout).contains(password),
@@ -2111,7 +1982,7 @@ fn a_migration_job_runs_on_the_new_image_before_it_starts_and_a_failed_one_rever
         ),
     );
     s.apply_ok(&[]);
-    post_item(addr, "one");
+    post_ok(addr, "/items", "one");
     let o = s.apply(&["app.image=cutover-demo:v2"]);
     expect_code(&o, 0, "apply v2 with its migration");
     let err = stderr(&o);
@@ -2337,7 +2208,7 @@ fn a_running_compose_project_is_taken_over_with_its_data_ports_and_environment()
         String::from_utf8_lossy(&up.stderr)
     );
     let _ = version_now(addr);
-    post_item(addr, "written-under-compose");
+    post_ok(addr, "/items", "written-under-compose");
     let before = app_state(addr);
     let compose_ids = || {
         lines(&docker_ok(&[
@@ -2378,14 +2249,16 @@ fn a_running_compose_project_is_taken_over_with_its_data_ports_and_environment()
             .contains(&format!("{name}_appdata")),
         "ours runs on compose's volume, not a new one"
     );
-    let logs = docker(&["logs", &ours]);
+    let logs = docker_output(&["logs", &ours]);
     assert!(
         String::from_utf8_lossy(&logs.stdout).contains("hello from the host")
             || String::from_utf8_lossy(&logs.stderr).contains("hello from the host"),
         "the pass-through variable arrived"
     );
     assert!(
-        !docker(&["volume", "inspect", "appdata"]).status.success(),
+        !docker_output(&["volume", "inspect", "appdata"])
+            .status
+            .success(),
         "no second, empty volume"
     );
 }
@@ -2419,7 +2292,7 @@ fn a_host_port_held_by_another_container_refuses_the_apply_in_preflight() {
     );
     assert!(s.containers(true, &[]).is_empty(), "nothing was started");
     assert!(
-        !docker(&["network", "inspect", &s.network()])
+        !docker_output(&["network", "inspect", &s.network()])
             .status
             .success(),
         "no network was left behind"
@@ -2432,7 +2305,7 @@ fn a_host_port_held_by_another_container_refuses_the_apply_in_preflight() {
     expect_code(&o, 1, "a broken first deploy, reverted");
     assert!(s.containers(true, &[]).is_empty());
     assert!(
-        !docker(&["network", "inspect", &s.network()])
+        !docker_output(&["network", "inspect", &s.network()])
             .status
             .success(),
         "the network the failed first deploy created is gone: {}",
@@ -2502,7 +2375,7 @@ fn a_container_started_by_hand_is_taken_over_and_given_back_when_the_first_apply
         "cutover-demo:v1",
     ]);
     let _ = version_now(addr);
-    post_item(addr, "written-by-hand");
+    post_ok(addr, "/items", "written-by-hand");
     let before = app_state(addr);
     let stack = |image: &str| {
         format!(
@@ -2535,7 +2408,7 @@ fn a_container_started_by_hand_is_taken_over_and_given_back_when_the_first_apply
         stderr(&o)
     );
     assert!(
-        !docker(&["inspect", &by_hand]).status.success(),
+        !docker_output(&["inspect", &by_hand]).status.success(),
         "the container started by hand is gone"
     );
     assert_eq!(version_now(addr), "v2");
@@ -2577,12 +2450,16 @@ fn down_volumes_leaves_a_compose_external_volume_alone() {
     let o = s.run(&["down", "--yes", "--volumes"]);
     expect_code(&o, 0, "down --volumes");
     assert!(
-        docker(&["volume", "inspect", &external]).status.success(),
+        docker_output(&["volume", "inspect", &external])
+            .status
+            .success(),
         "the external volume is not the stack's to remove: {}",
         stdout(&o)
     );
     assert!(
-        !docker(&["volume", "inspect", &s.volume()]).status.success(),
+        !docker_output(&["volume", "inspect", &s.volume()])
+            .status
+            .success(),
         "its own volume is removed"
     );
 }
@@ -2618,7 +2495,7 @@ fn a_failed_first_apply_that_took_a_compose_project_over_puts_its_data_back() {
         String::from_utf8_lossy(&up.stderr)
     );
     let _ = version_now(addr);
-    post_item(addr, "written-under-compose");
+    post_ok(addr, "/items", "written-under-compose");
     let before = app_state(addr);
     assert_eq!(before.0, "1");
     write_yaml(
@@ -2664,7 +2541,7 @@ fn a_failed_first_apply_that_took_a_compose_project_over_puts_its_data_back() {
 /// Runs `apply` to `image` and kills it with SIGKILL once it finished `step` (a test hook
 /// stops it there): an operation left unfinished, as a crash or a `kill -9` leaves it.
 fn kill_apply_after(s: &Stack, image: &str, step: &str) {
-    support::require_test_hooks();
+    require_test_hooks(Path::new(env!("CARGO_BIN_EXE_cutover")));
     let marker = s.dir.path().join("crashed");
     let mut child = s
         .cmd(&["apply", "--yes", "--set", &format!("app.image={image}")])
@@ -2793,10 +2670,10 @@ fn abort_reverts_an_interrupted_upgrade_and_says_what_the_restore_keeps_aside() 
     )
     .expect("stack file");
     s.apply_ok(&[]);
-    post_item(addr, "before");
+    post_ok(addr, "/items", "before");
     kill_apply_after(&s, "cutover-demo:v2", "upgrade.recreate.app");
     // The new version kept serving, and took a write, while the operation was unfinished.
-    post_item(addr, "written-since");
+    post_ok(addr, "/items", "written-since");
 
     let o = s.run(&["abort", "--yes"]);
     expect_code(&o, 1, "abort reverts");

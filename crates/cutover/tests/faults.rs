@@ -9,73 +9,21 @@
 //! cutover-demo images (examples/demo/build-images), PostgreSQL's server binaries, `socat`,
 //! and root (tmpfs mounts, reading volume mountpoints).
 
-#[path = "../../cutover-data/tests/common/mod.rs"]
-mod pg;
-mod support;
-
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use cutover_testkit::cmd::{code, demo_images, docker, is_root, text};
+use cutover_testkit::net::{free_port, get_now, post_ok};
+use cutover_testkit::pg;
 use serde_json::Value;
-use support::{code, demo_images, docker, free_port, text};
 
 // ---------------------------------------------------------------------------------------
-// Small helpers (as in crash.rs and docker.rs).
-
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<String, String> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let (head, body) = out.split_once("\r\n\r\n").ok_or("no answer")?;
-    let status = head.split_whitespace().nth(1).unwrap_or("");
-    if !status.starts_with('2') {
-        return Err(head.to_string());
-    }
-    Ok(body.trim().to_string())
-}
-
-/// `GET path`, retried for a few seconds (a container that just started).
-fn get_now(addr: SocketAddr, path: &str) -> String {
-    let start = Instant::now();
-    loop {
-        match request(addr, "GET", path, "") {
-            Ok(v) => return v,
-            Err(e) if start.elapsed() > Duration::from_secs(10) => panic!("GET {path}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
-fn post_item(addr: SocketAddr, name: &str) {
-    if let Err(e) = request(addr, "POST", "/items", name) {
-        panic!("POST /items: {e}");
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+// Small helpers.
 
 /// `n` bytes nobody can compress.
 fn random_bytes(n: usize) -> Vec<u8> {
@@ -379,7 +327,7 @@ fn docker_api_cut_mid_upgrade() {
     let o = s.run(&["apply", "--yes"]);
     assert_eq!(code(&o), 0, "deploy v1\n{}", text(&o));
     assert_eq!(get_now(addr, "/version"), "v1");
-    post_item(addr, "written-by-v1");
+    post_ok(addr, "/items", "written-by-v1");
     let v1 = s.running();
     assert_eq!(v1.len(), 1, "one container runs v1");
 
@@ -467,47 +415,6 @@ fn docker_api_cut_mid_upgrade() {
 // ---------------------------------------------------------------------------------------
 // 2. The PostgreSQL server stops during verify.
 
-fn pg_ctl(cluster: &pg::Cluster, args: &[&str]) -> Output {
-    let bin = ["/usr/lib/postgresql/15/bin", "/usr/local/bin", "/usr/bin"]
-        .iter()
-        .map(|d| Path::new(d).join("pg_ctl"))
-        .find(|p| p.exists())
-        .expect("PostgreSQL's pg_ctl is installed");
-    let mut c = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    };
-    c.arg("-D")
-        .arg(cluster.dir.join("data"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("pg_ctl")
-}
-
-fn pg_stop(cluster: &pg::Cluster) {
-    let o = pg_ctl(cluster, &["-m", "fast", "-w", "stop"]);
-    assert!(o.status.success(), "pg_ctl stop: {}", text(&o));
-}
-
-/// Starts the cluster again with the options `pg::Cluster::start` used.
-fn pg_start(cluster: &pg::Cluster) {
-    let log = cluster.dir.join("log");
-    let opts = format!(
-        "-p {} -k {} -c listen_addresses='' -c fsync=off",
-        cluster.port,
-        cluster.dir.display()
-    );
-    let o = pg_ctl(
-        cluster,
-        &["-w", "-l", &log.display().to_string(), "-o", &opts, "start"],
-    );
-    assert!(o.status.success(), "pg_ctl start: {}", text(&o));
-}
-
 /// A checksum of every row of `items`.
 fn items_checksum(cluster: &pg::Cluster) -> String {
     cluster.psql(
@@ -550,7 +457,7 @@ fn postgres_stopped_mid_verify() {
     let ran = s.run_with_fault(
         &["apply", "--yes", "-o", "json", "--set", "vars.v=2"],
         "verify.custom.1",
-        |_| pg_stop(&cluster),
+        |_| cluster.stop(),
     );
     assert_eq!(
         ran.code,
@@ -601,7 +508,7 @@ fn postgres_stopped_mid_verify() {
 
     // The server is back. The database still holds what v2's migration wrote: the revert
     // could not put the restore point back, and said so. The restore point is intact.
-    pg_start(&cluster);
+    cluster.start_again();
     assert_ne!(items_checksum(&cluster), before);
     let rps = s.restore_points();
     let rp = rps
@@ -733,7 +640,7 @@ fn disk_full_during_the_restore_point() {
     let o = s.run(&["apply", "--yes"]);
     assert_eq!(code(&o), 0, "deploy v1\n{}", text(&o));
     assert_eq!(get_now(addr, "/version"), "v1");
-    post_item(addr, "written-by-v1");
+    post_ok(addr, "/items", "written-by-v1");
     let v1 = s.running();
     assert_eq!(v1.len(), 1);
 
@@ -817,7 +724,7 @@ fn disk_full_from_the_manifest_of_many_small_files() {
     let (s, addr, mp) = disk_stack("manyfiles", &state);
     let o = s.run(&["apply", "--yes"]);
     assert_eq!(code(&o), 0, "deploy v1\n{}", text(&o));
-    post_item(addr, "written-by-v1");
+    post_ok(addr, "/items", "written-by-v1");
     let v1 = s.running();
     assert_eq!(v1.len(), 1);
 

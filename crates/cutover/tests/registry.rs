@@ -2,30 +2,15 @@
 //! (Debian's `docker-registry`, the CNCF distribution server) on loopback with htpasswd
 //! auth, the real Docker Engine, the real `cutover` binary. CI installs the registry.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cutover_testkit::cmd::{docker, ok};
+use cutover_testkit::net::free_port;
+
 fn sh(cmd: &mut Command) -> Output {
     cmd.output().expect("command runs")
-}
-
-fn ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 struct Registry {
@@ -38,17 +23,17 @@ impl Drop for Registry {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let ids = sh(Command::new("docker").args([
+        let ids = docker(&[
             "ps",
             "-aq",
             "--filter",
             &format!("label=io.cutover.stack={}", self.stack),
-        ]));
-        for id in String::from_utf8_lossy(&ids.stdout).lines() {
-            sh(Command::new("docker").args(["rm", "-f", id]));
+        ]);
+        for id in ids.lines() {
+            docker(&["rm", "-f", id]);
         }
-        sh(Command::new("docker").args(["network", "rm", &format!("cutover-{}", self.stack)]));
-        sh(Command::new("docker").args(["rmi", &self.image]));
+        docker(&["network", "rm", &format!("cutover-{}", self.stack)]);
+        docker(&["rmi", &self.image]);
     }
 }
 

@@ -1,11 +1,11 @@
 //! A throwaway PostgreSQL cluster for tests: `initdb` + `pg_ctl` in a temp dir, a free port,
 //! the unix socket in the temp dir. Stopped (immediate) and removed on drop.
 
-#![allow(dead_code)]
-
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+
+use crate::cmd::{is_root, ok};
+use crate::net::free_port;
 
 pub struct Cluster {
     _tmp: tempfile::TempDir,
@@ -25,15 +25,7 @@ fn bin(name: &str) -> PathBuf {
 
 /// Runs a server binary as `postgres` when we are root (initdb refuses to run as root).
 fn as_pg_user(program: &Path) -> Command {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.to_string())
-        })
-        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"));
-    if root {
+    if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
         c
@@ -42,12 +34,38 @@ fn as_pg_user(program: &Path) -> Command {
     }
 }
 
-fn ok(o: Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+/// `pg_ctl -D DIR/data ARGS`, as the server's user.
+fn pg_ctl(dir: &Path, args: &[&str]) -> Output {
+    as_pg_user(&bin("pg_ctl"))
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("pg_ctl")
+}
+
+/// Starts the server of `DIR/data` on `port`, its socket in DIR and no TCP, logging to
+/// DIR/log; waits until it accepts connections.
+fn pg_start(dir: &Path, port: u16) {
+    let log = dir.join("log");
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses='' -c fsync=off",
+        dir.display()
+    );
+    ok(
+        &pg_ctl(
+            dir,
+            &[
+                "-w",
+                "-l",
+                &log.display().to_string(),
+                "-o",
+                &options,
+                "start",
+            ],
+        ),
+        "pg_ctl start",
     );
 }
 
@@ -63,13 +81,9 @@ impl Cluster {
             .args(["postgres:postgres"])
             .arg(&dir)
             .output();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let port = free_port();
         ok(
-            as_pg_user(&bin("initdb"))
+            &as_pg_user(&bin("initdb"))
                 .args(["-D"])
                 .arg(dir.join("data"))
                 .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
@@ -77,27 +91,25 @@ impl Cluster {
                 .expect("initdb"),
             "initdb",
         );
-        ok(
-            as_pg_user(&bin("pg_ctl"))
-                .args(["-D"])
-                .arg(dir.join("data"))
-                .args(["-w", "-l"])
-                .arg(dir.join("log"))
-                .arg("-o")
-                .arg(format!(
-                    "-p {port} -k {} -c listen_addresses='' -c fsync=off",
-                    dir.display()
-                ))
-                .arg("start")
-                .output()
-                .expect("pg_ctl"),
-            "pg_ctl start",
-        );
+        pg_start(&dir, port);
         Cluster {
             _tmp: tmp,
             dir,
             port,
         }
+    }
+
+    /// Stops the server (fast shutdown) and waits for it, as an outage would.
+    pub fn stop(&self) {
+        ok(
+            &pg_ctl(&self.dir, &["-m", "fast", "-w", "stop"]),
+            "pg_ctl stop",
+        );
+    }
+
+    /// Starts a stopped server again, as `start` did: same port, same socket.
+    pub fn start_again(&self) {
+        pg_start(&self.dir, self.port);
     }
 
     /// The admin URL (superuser over the unix socket).
@@ -138,10 +150,23 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = as_pg_user(&bin("pg_ctl"))
-            .args(["-D"])
-            .arg(self.dir.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
+        let _ = pg_ctl(&self.dir, &["-m", "immediate", "stop"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_cluster_starts_again_where_it_was() {
+        let c = Cluster::start();
+        c.psql(
+            "postgres",
+            "CREATE TABLE t (v int); INSERT INTO t VALUES (7)",
+        );
+        c.stop();
+        c.start_again();
+        assert_eq!(c.psql("postgres", "SELECT v FROM t"), "7");
     }
 }
