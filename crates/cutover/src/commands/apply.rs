@@ -13,7 +13,6 @@ use cutover_docker::Runtime;
 use cutover_ops::conclude::{Concluding, Ending};
 use cutover_ops::containers::Containers;
 use cutover_ops::data::Data;
-use cutover_ops::lock::{Lock, LockError};
 use cutover_ops::record::{OperationContext, ReleaseImages};
 use cutover_ops::rollback::TargetError;
 use cutover_store::{Holder, Store};
@@ -21,6 +20,7 @@ use indexmap::IndexMap;
 
 use crate::cli::{Cli, ConfirmArgs, DataChoice, OutputFormat};
 use crate::commands;
+use crate::commands::lock::{refuse_if_unfinished, take_lock};
 use crate::exit::{self, with_code};
 use crate::output;
 use crate::runner::Runner;
@@ -402,41 +402,6 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
         );
     }
     result
-}
-
-/// Exit 4 before any planning while an operation is unfinished (its process died): only
-/// `resume` or `abort` may act on the stack then. Returns the newest operation the plan is
-/// made after, for [`take_lock`] to check that none ran since.
-pub fn refuse_if_unfinished(store: &Store) -> anyhow::Result<Option<u64>> {
-    cutover_ops::lock::refuse_if_unfinished(store).map_err(lock_error)?;
-    Ok(store.operations(1)?.first().map(|o| o.id))
-}
-
-fn lock_error(e: LockError) -> anyhow::Error {
-    match e {
-        LockError::Store(e) => anyhow::Error::from(e),
-        LockError::Unfinished(u) => with_code(exit::LOCKED, anyhow!("{u}")),
-    }
-}
-
-/// Takes the stack's lease for a new operation (`kind`), renewed in the background: exit 4
-/// while another process holds it, or while an operation is unfinished.
-pub fn take_lock(
-    cli: &Cli,
-    store: &Store,
-    holder: &Holder,
-    kind: &str,
-    stack: &str,
-) -> anyhow::Result<Lock> {
-    let mut lock = Lock::take(store, holder, kind).map_err(lock_error)?;
-    if let Some(old) = lock.took_over() {
-        eprintln!(
-            "cutover: took over a stale lease of {}@{} (pid {}), recorded in the lease log",
-            old.holder.user, old.holder.host, old.holder.pid
-        );
-    }
-    lock.renew_in_background(&commands::state_dir(cli), stack);
-    Ok(lock)
 }
 
 fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {

@@ -5,14 +5,14 @@ use anyhow::anyhow;
 use cutover_store::Holder;
 
 use crate::cli::{Cli, ConfirmArgs};
-use crate::commands::{self, apply};
+use crate::commands::{self, lock};
 use crate::exit::{self, with_code};
 use crate::output;
 
 pub fn run(cli: &Cli, volumes: bool, confirm: &ConfirmArgs) -> anyhow::Result<u8> {
     let name = commands::stack_name(cli)?;
     let store = commands::open_store(cli, &name)?;
-    apply::refuse_if_unfinished(&store)?;
+    lock::refuse_if_unfinished(&store)?;
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
     let containers = rt.block_on(docker.containers(&name))?;
@@ -38,7 +38,7 @@ pub fn run(cli: &Cli, volumes: bool, confirm: &ConfirmArgs) -> anyhow::Result<u8
         }
     }
     let holder = Holder::current();
-    let lock = apply::take_lock(cli, &store, &holder, "down", &name)?;
+    let lock = lock::take_lock(cli, &store, &holder, "down", &name)?;
     // The stack file's named volumes, when it loads: they may outlive every container.
     // Its start order, so dependents stop before what they depend on.
     let loaded = commands::load(cli, &[]).ok();

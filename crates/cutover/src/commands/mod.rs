@@ -6,6 +6,7 @@ mod approve;
 mod docs;
 mod down;
 mod history;
+mod lock;
 mod maintenance;
 mod plan;
 pub mod restore_points;

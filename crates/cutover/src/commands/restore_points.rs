@@ -6,7 +6,7 @@ use cutover_data::postgres::Admin;
 use cutover_store::Holder;
 
 use crate::cli::{Cli, OutputFormat, RestorePointsAction};
-use crate::commands::{self, apply};
+use crate::commands::{self, lock};
 use crate::exit::{self, with_code};
 use crate::output;
 use cutover_ops::data::human;
@@ -27,7 +27,7 @@ pub fn run(cli: &Cli, action: &RestorePointsAction) -> anyhow::Result<u8> {
                 ));
             }
             // Never while an operation is unfinished: its revert may need what would go.
-            let lock = apply::take_lock(
+            let lock = lock::take_lock(
                 cli,
                 &store,
                 &Holder::current(),
