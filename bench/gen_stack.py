@@ -295,6 +295,15 @@ def main(argv=None):
     os.makedirs(parent, exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(text)
+    # The host scripts its custom steps run: `validate` checks that a `./script` a step names
+    # exists beside the stack file and may be run.
+    scripts = os.path.join(parent, "scripts")
+    os.makedirs(scripts, exist_ok=True)
+    for name in ("backup-config.sh", "notify.sh"):
+        path = os.path.join(scripts, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("#!/bin/sh\necho \"$0 $*\"\n")
+        os.chmod(path, 0o755)
     return 0
 
 
