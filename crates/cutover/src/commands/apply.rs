@@ -268,6 +268,9 @@ fn refuse_missing_secrets(missing: &[(String, String)]) -> anyhow::Result<()> {
 /// (the plan shows them; `EnsureImage` pulls the rest in preflight).
 /// What the engine knows of the desired images: their IDs, and the settings review of the
 /// operators' configuration files against the defaults the old and new images ship.
+/// How many image inspections `resolve` has in flight at once.
+const INSPECT_AT_ONCE: usize = 16;
+
 pub fn resolve(
     rt: &tokio::runtime::Runtime,
     docker: &Runtime,
@@ -276,21 +279,30 @@ pub fn resolve(
     pins: &IndexMap<String, String>,
     pull_for_review: bool,
 ) -> anyhow::Result<Resolved> {
-    let mut image_ids = IndexMap::new();
-    for (name, svc) in &stack.services {
-        let reference = pins.get(name).unwrap_or(&svc.image);
-        let info = match rt.block_on(docker.inspect_image(reference))? {
-            // The settings review reads the new image: one not here yet is pulled now, as
-            // preflight would, rather than reviewed never.
-            None if pull_for_review && !svc.config_files.is_empty() => {
-                Some(rt.block_on(docker.ensure_image(reference))?)
-            }
-            other => other,
-        };
-        if let Some(info) = info {
-            image_ids.insert(name.clone(), info.id);
-        }
-    }
+    // Every service's image, asked of the engine a few at a time: one inspection each, in
+    // sequence, was most of a large stack's plan time (200 services: ~50 of ~75 ms).
+    use futures_util::{StreamExt, TryStreamExt};
+    let found: Vec<(String, Option<String>)> = rt.block_on(
+        futures_util::stream::iter(&stack.services)
+            .map(|(name, svc)| async move {
+                let reference = pins.get(name).unwrap_or(&svc.image);
+                let info = match docker.inspect_image(reference).await? {
+                    // The settings review reads the new image: one not here yet is pulled
+                    // now, as preflight would, rather than reviewed never.
+                    None if pull_for_review && !svc.config_files.is_empty() => {
+                        Some(docker.ensure_image(reference).await?)
+                    }
+                    other => other,
+                };
+                Ok::<_, cutover_docker::RuntimeError>((name.clone(), info.map(|i| i.id)))
+            })
+            .buffered(INSPECT_AT_ONCE)
+            .try_collect(),
+    )?;
+    let image_ids: IndexMap<String, String> = found
+        .into_iter()
+        .filter_map(|(name, id)| id.map(|id| (name, id)))
+        .collect();
     let settings = crate::settings::review_files(rt, docker, stack, observed, &image_ids)?;
     Ok(Resolved {
         image_ids,
