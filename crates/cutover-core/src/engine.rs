@@ -50,6 +50,14 @@ pub trait Journal {
         None
     }
 
+    /// Why this process may no longer act for the operation (another took its lease over),
+    /// checked before every step, of the procedure and of the revert: the engine then stops
+    /// at once, neither running nor reverting anything more, and leaves the operation
+    /// unfinished to whoever holds the lease now.
+    fn lost(&mut self) -> Option<String> {
+        None
+    }
+
     fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError>;
     fn finished(
         &mut self,
@@ -118,6 +126,9 @@ pub enum Outcome {
         failure: Failure,
         revert_failures: Vec<Failure>,
     },
+    /// This process lost the right to act ([`Journal::lost`]) before `step`: nothing more
+    /// ran, the operation is left unfinished for the lease's new holder.
+    Lost { step: String, why: String },
 }
 
 fn touches_nothing(phase: Phase) -> bool {
@@ -219,6 +230,12 @@ pub fn resume(
             };
             let mut failure = None;
             for step in plan.steps().filter(|s| !done.contains(&s.id)) {
+                if let Some(why) = journal.lost() {
+                    return Outcome::Lost {
+                        step: step.id.clone(),
+                        why,
+                    };
+                }
                 if let Some(who) = journal.abort_requested() {
                     failure = Some(Failure {
                         step: step.id.clone(),
@@ -247,6 +264,12 @@ pub fn resume(
     }
     let mut revert_failures = Vec::new();
     for step in &plan.revert {
+        if let Some(why) = journal.lost() {
+            return Outcome::Lost {
+                step: step.id.clone(),
+                why,
+            };
+        }
         if let Err(error) = run_revert_step(step, exec, journal) {
             revert_failures.push(Failure {
                 step: step.id.clone(),
@@ -602,5 +625,62 @@ data:
             other => panic!("expected a revert, got {other:?}"),
         }
         assert_eq!(exec.ran.len(), first_change + 1 + p.revert.len());
+    }
+
+    /// Loses the lease after `after` journal lines.
+    struct Losing(Memory, usize);
+    impl Journal for Losing {
+        fn lost(&mut self) -> Option<String> {
+            (self.0.lines.len() >= self.1).then(|| "taken over by ops@other".to_string())
+        }
+        fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
+            self.0.started(step)
+        }
+        fn finished(
+            &mut self,
+            seq: u64,
+            step: &PlanStep,
+            r: &StepResult,
+        ) -> Result<(), JournalError> {
+            self.0.finished(seq, step, r)
+        }
+    }
+
+    #[test]
+    fn a_lost_lease_stops_at_once_without_running_or_reverting_anything_more() {
+        let p = upgrade_plan();
+        let steps: Vec<&PlanStep> = p.steps().collect();
+        let mut exec = Fake::default();
+        // Two steps ran (start and end journaled each), then the lease is gone.
+        let mut journal = Losing(Memory::default(), 4);
+        match resume(&p, Resume::Start, &mut exec, &mut journal) {
+            Outcome::Lost { step, why } => {
+                assert_eq!(step, steps[2].id);
+                assert_eq!(why, "taken over by ops@other");
+            }
+            other => panic!("expected to stop, got {other:?}"),
+        }
+        assert_eq!(exec.ran, [steps[0].id.clone(), steps[1].id.clone()]);
+    }
+
+    #[test]
+    fn a_lease_lost_during_a_revert_stops_the_revert_too() {
+        let p = upgrade_plan();
+        let upgrade = p
+            .steps()
+            .find(|s| s.phase == crate::spec::Phase::Upgrade)
+            .expect("an upgrade step");
+        let mut exec = Fake {
+            fail: vec![Box::leak(upgrade.id.clone().into_boxed_str())],
+            ..Fake::default()
+        };
+        let procedure = p.steps().position(|s| s.id == upgrade.id).expect("index") + 1;
+        // The procedure up to the failure, then one revert step, then the lease is gone.
+        let mut journal = Losing(Memory::default(), 2 * (procedure + 1));
+        match resume(&p, Resume::Start, &mut exec, &mut journal) {
+            Outcome::Lost { step, .. } => assert_eq!(step, p.revert[1].id),
+            other => panic!("expected to stop, got {other:?}"),
+        }
+        assert_eq!(exec.ran.len(), procedure + 1, "{:?}", exec.ran);
     }
 }

@@ -27,6 +27,8 @@ pub enum Ending {
     Reverted,
     /// The revert failed too: an operator must look.
     RevertFailed,
+    /// Another process took the lease over: this one stopped, and records nothing.
+    Lost,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +98,17 @@ pub fn conclude(
                 c.operation
             ),
         ),
+        Outcome::Lost { step, why } => {
+            // The operation belongs to the lease's new holder now: nothing is recorded here.
+            return Concluded {
+                ending: Ending::Lost,
+                status: OperationStatus::Running,
+                summary: format!(
+                    "{kind} stopped before {step}: {why}; this process changed nothing more, and operation {} is left to the lease's holder (`cutover status` shows it)",
+                    c.operation
+                ),
+            };
+        }
     };
     let mut unrecorded = Vec::new();
     if c.record_release
@@ -219,6 +232,26 @@ mod tests {
                 ReleaseStatus::Pending,
                 OperationStatus::Succeeded
             )
+        );
+    }
+
+    #[test]
+    fn a_lost_lease_records_nothing_and_leaves_the_operation_to_its_new_holder() {
+        let (c, rel, op) = run(&Outcome::Lost {
+            step: "upgrade.recreate.web".into(),
+            why: "the stack's lease was taken over by ops@box (pid 7)".into(),
+        });
+        assert_eq!(c.ending, Ending::Lost);
+        assert_eq!(
+            (rel, op),
+            (ReleaseStatus::Pending, OperationStatus::Running)
+        );
+        assert!(
+            c.summary.starts_with(
+                "apply stopped before upgrade.recreate.web: the stack's lease was taken over"
+            ),
+            "{}",
+            c.summary
         );
     }
 

@@ -43,11 +43,28 @@ pub struct StoreJournal<'a> {
     pub store: &'a Store,
     pub operation: u64,
     pub observer: &'a mut dyn Observer,
+    /// The token of the lease this process holds for the operation: once it is not the
+    /// stack's lease any more, the engine stops (`Journal::lost`).
+    pub lease: Option<String>,
 }
 
 impl Journal for StoreJournal<'_> {
     fn abort_requested(&mut self) -> Option<String> {
         self.store.abort_requested(self.operation).ok().flatten()
+    }
+
+    fn lost(&mut self) -> Option<String> {
+        let token = self.lease.as_deref()?;
+        match self.store.current_lease() {
+            Ok(Some(l)) if l.token == token => None,
+            Ok(Some(l)) => Some(format!(
+                "the stack's lease was taken over by {} running `{}`",
+                l.holder, l.operation
+            )),
+            Ok(None) => Some("the stack's lease was removed (`cutover unlock --force`)".into()),
+            // Unreadable: the journal's own writes fail and say so.
+            Err(_) => None,
+        }
     }
 
     fn started(&mut self, step: &PlanStep) -> Result<u64, JournalError> {
@@ -227,6 +244,7 @@ mod tests {
                 store: &store,
                 operation: op.id,
                 observer: &mut seen,
+                lease: None,
             },
         );
         assert!(matches!(outcome, Outcome::Reverted(_)), "{outcome:?}");
@@ -255,6 +273,47 @@ mod tests {
                 ("upgrade.recreate.web".to_string(), StepStatus::Failed),
                 ("revert.start.web".to_string(), StepStatus::Succeeded),
             ]
+        );
+    }
+
+    #[test]
+    fn a_lease_taken_over_is_lost_and_says_by_whom() {
+        let (_d, store) = store();
+        let op = store
+            .begin_operation("apply", None, &Holder::current())
+            .expect("op");
+        let mine = store
+            .acquire_lease(
+                &Holder::current(),
+                "apply",
+                std::time::Duration::from_secs(60),
+            )
+            .expect("lease");
+        let mut quiet = Quiet;
+        let mut j = StoreJournal {
+            store: &store,
+            operation: op.id,
+            observer: &mut quiet,
+            lease: Some(mine.lease.token.clone()),
+        };
+        assert_eq!(j.lost(), None);
+        store.release_lease(&mine.lease.token).expect("release");
+        assert_eq!(
+            j.lost().as_deref(),
+            Some("the stack's lease was removed (`cutover unlock --force`)")
+        );
+        let other = Holder {
+            pid: 4242,
+            ..Holder::current()
+        };
+        store
+            .acquire_lease(&other, "resume", std::time::Duration::from_secs(60))
+            .expect("taken");
+        let why = j.lost().expect("lost");
+        assert!(
+            why.starts_with("the stack's lease was taken over by ")
+                && why.ends_with("running `resume`"),
+            "{why}"
         );
     }
 }

@@ -405,7 +405,7 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
     {
         std::thread::sleep(Duration::from_millis(ms));
     }
-    let result = run_locked(cli, &op, &holder);
+    let result = run_locked(cli, &op, &holder, lock.token());
     // The outcome matters more than the lease: a lease that cannot be released expires.
     if let Err(e) = lock.release(op.store) {
         eprintln!(
@@ -416,7 +416,7 @@ fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
     result
 }
 
-fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
+fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder, lease: &str) -> anyhow::Result<u8> {
     // Before anything is recorded: a maintenance page that cannot be read is bad input.
     let traffic = traffic_for(cli, op.rt, op.desired, &op.plan, op.plan.to_release)?;
     // The revert target: what runs now. Stopped containers of older releases are not.
@@ -468,6 +468,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder) -> anyhow::Result<u8> {
         store: op.store,
         operation,
         observer: &mut progress,
+        lease: Some(lease.to_string()),
     };
     eprintln!(
         "{} {} of stack `{}` (operation {}):",
@@ -595,6 +596,8 @@ pub fn conclude(
         Ending::Refused => exit::INVALID,
         Ending::Reverted => exit::REVERTED,
         Ending::RevertFailed => exit::REVERT_FAILED,
+        // Another process holds the stack now.
+        Ending::Lost => exit::LOCKED,
     };
     let json = cli.output == OutputFormat::Json;
     if json {

@@ -42,8 +42,22 @@ pub fn run(cli: &Cli, abort: bool, yes: bool) -> anyhow::Result<u8> {
             .map(|()| exit::OK)
             .map_err(anyhow::Error::from),
         Ok(Pick::Overtaken { op, by }) => overtaken(&store, &op, &by, abort, yes),
-        Ok(Pick::Interrupted(op)) => finish(cli, &store, &loaded.stack, &op, abort, yes, false),
-        Ok(Pick::RevertFailed(op)) => finish(cli, &store, &loaded.stack, &op, abort, yes, true),
+        Ok(Pick::Interrupted(op)) => finish(
+            cli,
+            &store,
+            &loaded.stack,
+            &op,
+            (abort, yes, false),
+            lock.token(),
+        ),
+        Ok(Pick::RevertFailed(op)) => finish(
+            cli,
+            &store,
+            &loaded.stack,
+            &op,
+            (abort, yes, true),
+            lock.token(),
+        ),
     };
     // The outcome matters more than the lease: a lease that cannot be released expires.
     if let Err(e) = lock.release(&store) {
@@ -166,15 +180,15 @@ fn overtaken(
     Ok(exit::OK)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finish(
     cli: &Cli,
     store: &Store,
     current: &cutover_core::spec::Stack,
     op: &Operation,
-    abort: bool,
-    yes: bool,
-    reopen: bool,
+    // Abort rather than resume; asked with --yes; a failed revert to run again.
+    (abort, yes, reopen): (bool, bool, bool),
+    // The lease this process holds: once it is not the stack's any more, the engine stops.
+    lease: &str,
 ) -> anyhow::Result<u8> {
     let Some(json) = store.operation_context(op.id)? else {
         // Interrupted before its plan was recorded: before its first step, nothing ran.
@@ -272,6 +286,7 @@ fn finish(
         store,
         operation: op.id,
         observer: &mut progress,
+        lease: Some(lease.to_string()),
     };
     let redactor = crate::output::redactor();
     let outcome = engine::resume(
