@@ -2579,9 +2579,18 @@ fn after_a_killed_apply_nothing_but_resume_or_abort_acts_on_the_stack() {
     kill_apply_after(&s, "cutover-demo:v2", "upgrade.recreate.app");
     let running = s.the_running();
     assert_eq!(image_of(&running), image_id("cutover-demo:v2"));
-    let op = s.status_json()["unfinished_operations"][0]["id"]
+    let st = s.status_json();
+    let op = st["unfinished_operations"][0]["id"]
         .as_u64()
         .expect("an unfinished operation");
+    assert_eq!(
+        st["unfinished_operations"][0]["in_progress"], false,
+        "its process is gone: {st:#}"
+    );
+    assert_eq!(
+        st["unfinished_operations"][0]["last_step"]["id"], "upgrade.recreate.app",
+        "{st:#}"
+    );
 
     // Every verb that would change the stack refuses with exit 4, naming the operation,
     // where it stopped and the two ways out; none records anything.

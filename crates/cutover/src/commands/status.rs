@@ -15,12 +15,20 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     let store = commands::open_store(cli, &name)?;
     let current = store.current_release()?;
     let lease = store.current_lease()?;
+    let live = store.live_lease()?;
     let unfinished = store.unfinished_operations()?;
     let mut unfinished_json = Vec::new();
     let mut stopped_at = Vec::new();
     for op in &unfinished {
         let last = store.journal(op.id)?.pop();
-        unfinished_json.push(shapes::operation(op, None, last.as_ref()));
+        // Running in the store: in progress (its holder holds the lease) or unfinished (its
+        // process is gone, and only `resume` or `abort` may act).
+        let mut v = shapes::operation(op, None, last.as_ref());
+        v["in_progress"] = serde_json::Value::Bool(
+            live.as_ref()
+                .is_some_and(|l| l.holder.pid == op.holder.pid && l.holder.host == op.holder.host),
+        );
+        unfinished_json.push(v);
         stopped_at.push(last);
     }
     // The engine is asked, not required: status must work when the daemon is down.
