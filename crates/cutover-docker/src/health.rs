@@ -24,12 +24,6 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// The overall limit when the stack file sets none.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
-/// How often a starting container is asked whether it is ready.
-const READY_POLL: Duration = Duration::from_millis(100);
-
-/// How long one run of an image's HEALTHCHECK command by cutover may take.
-const HEALTHCHECK_RUN_LIMIT: Duration = Duration::from_secs(2);
-
 /// Why a container did not become healthy.
 #[derive(Debug, Clone)]
 pub struct HealthFailure {
@@ -81,10 +75,9 @@ impl Runtime {
         health: Option<&Health>,
     ) -> Result<String, RuntimeError> {
         let deadline = health.map_or(DEFAULT_DEADLINE, |h| h.deadline);
-        // Readiness is asked for every READY_POLL from the start, whatever the probe's own
-        // interval: the window a recreate holds the service down ends when the app is ready,
-        // not at the next tick of a slower clock.
-        let interval = READY_POLL;
+        let interval = health.map_or(Duration::from_millis(500), |h| {
+            h.interval.max(Duration::from_millis(100))
+        });
         let started = Instant::now();
         let mut last = String::new();
         let mut restarts = None;
@@ -205,34 +198,9 @@ impl Runtime {
                     .with_last(last));
                 }
                 _ => {
-                    // Docker runs the check every `interval` (seconds, often): its status lags
-                    // the app by up to that much. While it says `starting`, the same command
-                    // is run here, at this loop's pace, and its success is the app's.
-                    let test = inspect
-                        .config
-                        .as_ref()
-                        .and_then(|c| c.healthcheck.as_ref())
-                        .and_then(|h| h.test.clone())
-                        .unwrap_or_default();
-                    match self.run_healthcheck(id, &test).await {
-                        Some(Ok(out)) if health.is_none() => {
-                            return Ok(Verdict::Healthy(format!(
-                                "HEALTHCHECK command passed, run by cutover before Docker's next check ({out})"
-                            )));
-                        }
-                        // The stack's own probe, when it has one, must pass too.
-                        Some(Ok(_)) => {}
-                        Some(Err(out)) => {
-                            return Ok(Verdict::NotYet(format!(
-                                "Docker HEALTHCHECK: starting; run by cutover: {out}"
-                            )));
-                        }
-                        None => {
-                            return Ok(Verdict::NotYet(format!(
-                                "Docker HEALTHCHECK: starting ({last})"
-                            )));
-                        }
-                    }
+                    return Ok(Verdict::NotYet(format!(
+                        "Docker HEALTHCHECK: starting ({last})"
+                    )));
                 }
             }
         }
@@ -255,30 +223,6 @@ impl Runtime {
             Err(out) if in_start_period => Verdict::NotYet(format!("{out} (in start period)")),
             Err(out) => Verdict::NotYet(out),
         })
-    }
-
-    /// Runs an image's HEALTHCHECK `test` (`["CMD", argv…]` or `["CMD-SHELL", "…"]`) in
-    /// container `id`, bounded by a short limit: its output on exit 0, else why not; `None`
-    /// when there is no command to run.
-    async fn run_healthcheck(&self, id: &str, test: &[String]) -> Option<Result<String, String>> {
-        let argv: Vec<String> = match test.split_first() {
-            Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => rest.to_vec(),
-            Some((kind, rest)) if kind == "CMD-SHELL" && rest.len() == 1 => {
-                vec!["/bin/sh".into(), "-c".into(), rest[0].clone()]
-            }
-            _ => return None,
-        };
-        Some(
-            match tokio::time::timeout(HEALTHCHECK_RUN_LIMIT, self.exec(id, &argv)).await {
-                Ok(Ok((0, out))) => Ok(format!("exit 0: {}", out.trim())),
-                Ok(Ok((code, out))) => Err(format!("exit {code}: {}", out.trim())),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!(
-                    "no answer within {}",
-                    cutover_http::seconds(HEALTHCHECK_RUN_LIMIT)
-                )),
-            },
-        )
     }
 
     /// The exit codes of container `id` since `since`, oldest first, from the engine's `die`
