@@ -109,6 +109,12 @@ impl ContainerInfo {
     }
 }
 
+/// An image or container ID as people read it: 12 hex digits, without `sha256:`.
+pub fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
 /// An image as a release records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInfo {

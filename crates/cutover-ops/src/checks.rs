@@ -442,7 +442,11 @@ impl Checks<'_> {
 /// Runs a host command (argv; a string through `/bin/sh -c`), bounded by `timeout`.
 /// Runs `command` on this host in `dir` (the stack file's directory; the current one when
 /// empty, for a stack read back from a release).
-pub fn run_host(command: &Command, dir: &Path, timeout: Duration) -> Result<String, StepError> {
+pub(crate) fn run_host(
+    command: &Command,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<String, StepError> {
     let argv = command.argv();
     let Some((program, args)) = argv.split_first() else {
         return Err(StepError::new("an empty command"));

@@ -14,6 +14,7 @@ use cutover_core::engine::StepError;
 use cutover_core::plan::{PlanStep, StepKind};
 use cutover_core::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ImageInfo, PortHolder, RuntimeFailure, Slot,
+    short_id as short,
 };
 use cutover_core::spec::{Phase, RestartPolicy, Service, Stack, Strategy};
 use cutover_core::traffic::TrafficSwitch;
@@ -47,12 +48,6 @@ pub struct Containers<'a> {
 
 fn fail(e: RuntimeFailure) -> StepError {
     StepError::new(e.0)
-}
-
-/// The first 12 characters of an ID, without its `sha256:`.
-pub fn short(id: &str) -> &str {
-    let id = id.strip_prefix("sha256:").unwrap_or(id);
-    &id[..id.len().min(12)]
 }
 
 fn names_or_nothing(names: &[String]) -> String {

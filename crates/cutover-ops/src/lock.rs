@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cutover_store::{Holder, Lease, Operation, StepRecord, StepStatus, Store, StoreError};
 
@@ -61,7 +61,7 @@ impl std::fmt::Display for Unfinished {
             op.release
                 .map(|r| format!(" of release {r}"))
                 .unwrap_or_default(),
-            rfc3339(op.started_at),
+            cutover_store::format_millis(op.started_at),
             op.holder,
             self.where_stopped(),
         )?;
@@ -76,26 +76,6 @@ impl std::fmt::Display for Unfinished {
                 by.id, by.kind
             ),
         }
-    }
-}
-
-/// The time of a store record, as RFC 3339 (UTC, seconds).
-pub fn rfc3339(ms: cutover_store::Millis) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(at).to_string()
-}
-
-/// How long ago a store time was, roughly: "12 min ago".
-pub fn ago(ms: cutover_store::Millis) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    let secs = SystemTime::now()
-        .duration_since(at)
-        .map_or(0, |d| d.as_secs());
-    match secs {
-        0..=119 => format!("{secs} s ago"),
-        120..=7199 => format!("{} min ago", secs / 60),
-        7200..=172_799 => format!("{} h ago", secs / 3600),
-        _ => format!("{} days ago", secs / 86_400),
     }
 }
 

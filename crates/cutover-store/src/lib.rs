@@ -23,6 +23,8 @@ mod releases;
 mod schema;
 mod time;
 
+pub use time::format_millis;
+
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,6 +120,11 @@ impl Store {
             #[cfg(test)]
             now_override: std::cell::Cell::new(None),
         })
+    }
+
+    /// Whether `state_dir` holds a state database (read-only verbs create none).
+    pub fn exists(state_dir: &Path) -> bool {
+        state_dir.join(DB_FILE).exists()
     }
 
     /// The stack this handle reads and writes.

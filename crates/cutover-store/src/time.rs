@@ -18,7 +18,7 @@ pub(crate) fn duration_millis(d: Duration) -> i64 {
 }
 
 /// RFC 3339 UTC with second precision, e.g. `2023-11-14T22:13:20Z`.
-pub(crate) fn format_millis(ms: Millis) -> String {
+pub fn format_millis(ms: Millis) -> String {
     // Seconds are floored, also before 1970; out of jiff's range (±9999 years) is clamped.
     let secs = ms.div_euclid(1000).clamp(
         jiff::Timestamp::MIN.as_second(),

@@ -102,6 +102,27 @@ impl Local<'_> {
         })
     }
 
+    /// Where a PostgreSQL copy takes its room: beside the database, on the server's disk —
+    /// checkable when the server runs here (as a process, or as a service of this stack whose
+    /// data directory is a volume).
+    fn room_on_server(&self, url: &str, data_dir: Option<String>) -> Room {
+        match self.server_data_dir(url, data_dir) {
+            Some(dir) => Room::At(dir),
+            None => Room::Unknown,
+        }
+    }
+
+    fn schema_version(
+        &self,
+        url: &str,
+        database: &str,
+        query: &str,
+    ) -> Result<Option<String>, StepError> {
+        self.rt
+            .block_on(Admin::schema_version(url, database, query))
+            .map_err(fail)
+    }
+
     /// Where a PostgreSQL server's data directory is on this host: the path itself when the
     /// server runs here, or, when it is a service of this stack (the URL reaches it), the
     /// host side of the container mount that holds it.
@@ -206,21 +227,14 @@ impl Backend for PgDatabase<'_> {
                 admin.data_directory().await,
             ))
         })?;
-        // The copy lives beside the database, on the server's disk: checked when the server
-        // runs here (as a process, or as a service of this stack whose data directory is a
-        // volume).
-        let room = match self.local.server_data_dir(&self.url, data_dir) {
-            Some(dir) => Room::At(dir),
-            None => Room::Unknown,
-        };
-        Ok((size.max(0) as u64, room))
+        Ok((
+            size.max(0) as u64,
+            self.local.room_on_server(&self.url, data_dir),
+        ))
     }
 
     fn schema_version(&self, query: &str) -> Result<Option<String>, StepError> {
-        self.local
-            .rt
-            .block_on(Admin::schema_version(&self.url, &self.database, query))
-            .map_err(fail)
+        self.local.schema_version(&self.url, &self.database, query)
     }
 
     fn take(&self, m: &mut Manifest, _dir: &Path) -> Result<String, StepError> {
@@ -332,18 +346,14 @@ impl Backend for PgTables<'_> {
                 Ok::<_, cutover_data::postgres::PgError>((size, admin.data_directory().await))
             })
             .map_err(fail)?;
-        let room = match self.local.server_data_dir(&self.url, data_dir) {
-            Some(dir) => Room::At(dir),
-            None => Room::Unknown,
-        };
-        Ok((size.max(0) as u64, room))
+        Ok((
+            size.max(0) as u64,
+            self.local.room_on_server(&self.url, data_dir),
+        ))
     }
 
     fn schema_version(&self, query: &str) -> Result<Option<String>, StepError> {
-        self.local
-            .rt
-            .block_on(Admin::schema_version(&self.url, &self.database, query))
-            .map_err(fail)
+        self.local.schema_version(&self.url, &self.database, query)
     }
 
     fn take(&self, m: &mut Manifest, _dir: &Path) -> Result<String, StepError> {

@@ -33,7 +33,7 @@ fn action_word(a: Action) -> &'static str {
 
 fn image_change(c: &ServiceChange) -> String {
     let show = |r: &super::ImageRef| match &r.id {
-        Some(id) => format!("{} ({})", r.reference, short_id(id)),
+        Some(id) => format!("{} ({})", r.reference, crate::runtime::short_id(id)),
         None => r.reference.clone(),
     };
     match (&c.image_from, &c.image_to) {
@@ -43,11 +43,6 @@ fn image_change(c: &ServiceChange) -> String {
         (Some(f), None) => show(f),
         (None, None) => String::new(),
     }
-}
-
-fn short_id(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    &hex[..hex.len().min(12)]
 }
 
 fn downtime_text(c: &ServiceChange) -> String {

@@ -58,8 +58,11 @@ pub fn run(cli: &Cli, limit: usize, operation: Option<u64>) -> anyhow::Result<u8
                 .0
                 .iter()
                 .map(|(svc, i)| {
-                    let id = i.id.strip_prefix("sha256:").unwrap_or(&i.id);
-                    format!("{svc}={}@{}", i.reference, &id[..id.len().min(12)])
+                    format!(
+                        "{svc}={}@{}",
+                        i.reference,
+                        cutover_core::runtime::short_id(&i.id)
+                    )
                 })
                 .collect(),
             Err(_) => vec!["(images record unreadable)".into()],

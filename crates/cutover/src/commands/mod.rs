@@ -103,7 +103,7 @@ pub fn open_store(cli: &Cli, stack: &str) -> anyhow::Result<Store> {
 /// The state when there is some: read-only verbs (`plan`) create nothing, so a dry-run on a
 /// read-only checkout (CI, a GitOps clone) writes nothing.
 pub fn open_store_if_present(cli: &Cli, stack: &str) -> anyhow::Result<Option<Store>> {
-    if state_dir(cli).join("state.db").exists() {
+    if Store::exists(&state_dir(cli)) {
         open_store(cli, stack).map(Some)
     } else {
         Ok(None)
@@ -215,8 +215,7 @@ pub fn connect(rt: &tokio::runtime::Runtime) -> anyhow::Result<Runtime> {
         .map_err(|e| with_code(exit::INVALID, anyhow::anyhow!("{e}; nothing was changed")))
 }
 
-/// Formats a timestamp (unix millis) as RFC 3339, to the second.
+/// Formats a timestamp (unix millis) as RFC 3339, to the second: the store's format.
 pub fn when(millis: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
+    cutover_store::format_millis(millis)
 }

@@ -73,7 +73,7 @@ fn ask_to_stop(store: &Store, holder: &Holder, lease: &cutover_store::Lease) -> 
         .unfinished_operations()?
         .into_iter()
         .next()
-        .filter(|op| op.holder.pid == lease.holder.pid && op.holder.host == lease.holder.host);
+        .filter(|op| op.holder == lease.holder);
     let Some(op) = running else {
         return Err(with_code(
             exit::LOCKED,

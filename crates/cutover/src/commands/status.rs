@@ -24,10 +24,8 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         // Running in the store: in progress (its holder holds the lease) or unfinished (its
         // process is gone, and only `resume` or `abort` may act).
         let mut v = shapes::operation(op, None, last.as_ref());
-        v["in_progress"] = serde_json::Value::Bool(
-            live.as_ref()
-                .is_some_and(|l| l.holder.pid == op.holder.pid && l.holder.host == op.holder.host),
-        );
+        v["in_progress"] =
+            serde_json::Value::Bool(live.as_ref().is_some_and(|l| l.holder == op.holder));
         unfinished_json.push(v);
         stopped_at.push(last);
     }
