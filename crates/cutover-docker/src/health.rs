@@ -1,8 +1,10 @@
 //! Waiting until a new container is healthy.
 //!
-//! The image's Docker HEALTHCHECK is waited for when the image has one, and the service's
-//! `health` probe (HTTP, TCP or a command in the container) is run from here when the stack
-//! file has one: both must pass. Either way
+//! The service's `health` probe (HTTP, TCP or a command in the container), when the stack
+//! file has one, is run from here from the container's start, the pauses growing from 50 ms
+//! to the probe's interval; it must keep passing for 300 ms (no exit, no restart) before the
+//! container counts as healthy. The image's Docker HEALTHCHECK, when it has one, must not say
+//! unhealthy — and decides alone when the stack file has no probe. Either way
 //! the service's `deadline` bounds the wait, a container that exits fails at once, and a
 //! failure names the service, the last probe output and the last 50 log lines.
 
@@ -23,6 +25,16 @@ pub const LOG_LINES: usize = 50;
 const SETTLE: Duration = Duration::from_secs(2);
 /// The overall limit when the stack file sets none.
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+/// The pause before the second check. The pauses double up to the probe's `interval`: an
+/// app ready in milliseconds is seen ready in milliseconds, and one that is not is not
+/// flooded with probes (its log tail is what a failure quotes).
+const FIRST_PAUSE: Duration = Duration::from_millis(50);
+/// The stack's probe must keep passing this long, the container neither exiting nor
+/// restarting, before the container counts as healthy: a version that answers once, then
+/// crashes, is not ready.
+const READY_SETTLE: Duration = Duration::from_millis(300);
+/// The pause between checks while a passing probe settles.
+const SETTLE_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why a container did not become healthy.
 #[derive(Debug, Clone)]
@@ -81,11 +93,22 @@ impl Runtime {
         let started = Instant::now();
         let mut last = String::new();
         let mut restarts = None;
+        let mut pause = FIRST_PAUSE.min(interval);
+        let mut passing_since: Option<Instant> = None;
         loop {
             let verdict = self
                 .check_once(stack, id, health, started, &mut restarts)
                 .await?;
             let reason = match verdict {
+                // The stack's own probe passed: ready once it has kept passing a while.
+                Verdict::Healthy(out) if health.is_some() => {
+                    let since = *passing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= READY_SETTLE {
+                        return Ok(out);
+                    }
+                    last = out;
+                    None
+                }
                 Verdict::Healthy(out) => return Ok(out),
                 Verdict::Failed(why) => {
                     // The reason carries the last check already.
@@ -93,6 +116,7 @@ impl Runtime {
                     Some(why)
                 }
                 Verdict::NotYet(out) => {
+                    passing_since = None;
                     last = out;
                     None
                 }
@@ -115,7 +139,14 @@ impl Runtime {
                     logs,
                 })));
             }
-            tokio::time::sleep(interval.min(deadline.saturating_sub(started.elapsed()))).await;
+            let next = if passing_since.is_some() {
+                SETTLE_PAUSE
+            } else {
+                let p = pause;
+                pause = (pause * 2).min(interval);
+                p
+            };
+            tokio::time::sleep(next.min(deadline.saturating_sub(started.elapsed()))).await;
         }
     }
 
@@ -190,6 +221,9 @@ impl Runtime {
                 }
                 // Healthy for Docker; the stack's own probe, when it has one, must pass too.
                 Some("healthy") => {}
+                // Docker asks at its HEALTHCHECK's interval (30 s by default): the stack's
+                // own probe, asked from the container's start, decides sooner.
+                Some("starting") if health.is_some() => {}
                 Some("unhealthy") => {
                     return Ok(Verdict::Failed(format!(
                         "Docker HEALTHCHECK reports unhealthy after {} failed checks",
