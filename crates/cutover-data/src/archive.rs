@@ -638,7 +638,12 @@ pub fn restore(
 /// Bytes of the regular files under `dir` (symlinks not followed): what an archive of it holds
 /// uncompressed, and what a restore of it writes (files are restored whole, not sparse).
 pub fn estimate_size(dir: &Path) -> Result<u64, ArchiveError> {
-    let mut total = 0;
+    tree_size(dir).map(|(_, bytes)| bytes)
+}
+
+/// Regular files under `dir` (symlinks not followed), and their bytes.
+pub fn tree_size(dir: &Path) -> Result<(u64, u64), ArchiveError> {
+    let (mut files, mut total) = (0, 0);
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {
         for entry in fs::read_dir(&dir).map_err(io_err("list", &dir))? {
@@ -648,11 +653,12 @@ pub fn estimate_size(dir: &Path) -> Result<u64, ArchiveError> {
             if meta.is_dir() {
                 pending.push(path);
             } else if meta.is_file() {
+                files += 1;
                 total += meta.len();
             }
         }
     }
-    Ok(total)
+    Ok((files, total))
 }
 
 /// The manifest, checked and indexed by path.
@@ -1210,7 +1216,7 @@ fn sorted_names(dir: &Path) -> io::Result<Vec<OsString>> {
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`. Filesystems without
 /// `RENAME_NOREPLACE` (NFS, some FUSE) get a check then a plain rename: racy in principle,
 /// but the stack's lease keeps other cutover processes out, and the application is stopped.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub(crate) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     #[cfg(test)]
     if tests::fail_rename(from) {
         return Err(io::Error::other("injected failure"));
@@ -1304,7 +1310,7 @@ fn partial_path(archive_path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn join_rel(parent: &str, name: &str) -> String {
+pub(crate) fn join_rel(parent: &str, name: &str) -> String {
     if parent == ROOT {
         name.to_owned()
     } else {
@@ -1336,7 +1342,7 @@ fn random_suffix() -> String {
 }
 
 /// `20250314T093000Z`: sorts by time, and reads as UTC whatever the host's zone.
-fn utc_stamp(t: SystemTime) -> String {
+pub(crate) fn utc_stamp(t: SystemTime) -> String {
     jiff::Timestamp::try_from(t)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
         .strftime("%Y%m%dT%H%M%SZ")

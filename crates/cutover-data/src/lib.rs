@@ -13,4 +13,5 @@ pub mod manifest;
 pub mod pg_dump;
 pub mod pg_tables;
 pub mod postgres;
+pub mod snapshot;
 pub mod sqlite;

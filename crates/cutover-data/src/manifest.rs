@@ -82,6 +82,9 @@ pub struct Manifest {
     /// The copies of selected PostgreSQL tables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_tables: Option<crate::pg_tables::PgTables>,
+    /// The snapshot of a volume or directory, beside it on its filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<crate::snapshot::Snapshot>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +316,7 @@ mod tests {
             failed_copy: None,
             postgres: None,
             postgres_tables: None,
+            snapshot: None,
         }
     }
 

@@ -758,7 +758,17 @@ impl Runtime {
     ) -> Result<Option<std::path::PathBuf>, RuntimeError> {
         match self.docker.inspect_volume(name).await {
             Ok(v) if v.driver == "local" && !v.mountpoint.is_empty() => {
-                Ok(Some(std::path::PathBuf::from(v.mountpoint)))
+                match local_volume_dir(&v.options) {
+                    Ok(Some(device)) => Ok(Some(device)),
+                    Ok(None) => Ok(Some(std::path::PathBuf::from(v.mountpoint))),
+                    Err(why) => Err(RuntimeError::Docker {
+                        what: format!("volume `{name}` {why}"),
+                        source: bollard::errors::Error::DockerResponseServerError {
+                            status_code: 400,
+                            message: "unsupported volume options".into(),
+                        },
+                    }),
+                }
             }
             Ok(v) => Err(RuntimeError::Docker {
                 what: format!(
@@ -974,5 +984,65 @@ fn restart_policy(policy: Restart) -> RestartPolicy {
             Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
         }),
         maximum_retry_count: None,
+    }
+}
+
+/// Where the data of a `local` volume is. A volume made with options is mounted at its
+/// mountpoint only while a container uses it: a bind volume (`type: none, o: bind,
+/// device: DIR`, compose's `driver_opts`) keeps its data in `DIR`, which is what a restore
+/// point copies. `Ok(None)`: a plain volume, its data at its mountpoint. Other mounts (nfs,
+/// tmpfs, a block device) are not a directory of this host: refused, never copied empty.
+pub fn local_volume_dir(
+    options: &std::collections::HashMap<String, String>,
+) -> Result<Option<std::path::PathBuf>, String> {
+    if options.is_empty() {
+        return Ok(None);
+    }
+    let is_bind = options
+        .get("o")
+        .is_some_and(|o| o.split(',').any(|o| o == "bind" || o == "rbind"));
+    match (
+        options.get("type").map(String::as_str),
+        options.get("device"),
+    ) {
+        (Some("none") | None, Some(device)) if is_bind => {
+            Ok(Some(std::path::PathBuf::from(device)))
+        }
+        (kind, _) => Err(format!(
+            "is a `{}` mount made by the local driver's options; cutover copies only plain volumes and bind volumes (`type: none, o: bind, device: DIR`)",
+            kind.unwrap_or("?")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod volume_tests {
+    use super::local_volume_dir;
+
+    fn opts(kv: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_bind_volume_is_copied_from_its_device_and_other_mounts_are_refused() {
+        assert_eq!(local_volume_dir(&opts(&[])), Ok(None));
+        assert_eq!(
+            local_volume_dir(&opts(&[
+                ("type", "none"),
+                ("o", "bind"),
+                ("device", "/srv/x")
+            ])),
+            Ok(Some("/srv/x".into()))
+        );
+        let nfs = local_volume_dir(&opts(&[
+            ("type", "nfs"),
+            ("o", "addr=10.0.0.1,rw"),
+            ("device", ":/export"),
+        ]))
+        .expect_err("refused");
+        assert!(nfs.contains("`nfs` mount"), "{nfs}");
+        assert!(local_volume_dir(&opts(&[("type", "tmpfs"), ("device", "tmpfs")])).is_err());
     }
 }

@@ -35,8 +35,13 @@ pub trait Backend {
     fn describe(&self) -> String;
     /// The kind recorded in the manifest, and what is copied (a database, a path).
     fn source(&self) -> (Kind, String);
-    /// The data's size in bytes (what a copy of it needs), and where that room is taken.
+    /// The data's size in bytes, and where a copy of it takes its room.
     fn size(&self) -> Result<(u64, Room), StepError>;
+    /// The room a copy of `bytes` of this data needs: all of it, unless the copy shares
+    /// the data's extents (a reflink clone needs none until either side is written).
+    fn needs(&self, bytes: u64) -> u64 {
+        bytes
+    }
     /// The application's schema version, by `query`.
     fn schema_version(&self, query: &str) -> Result<Option<String>, StepError>;
     /// Copies the data into `dir` (its writers are stopped), recording in `m` what a restore
@@ -112,18 +117,7 @@ pub fn fail(e: impl std::error::Error) -> StepError {
 
 /// Bytes as `1.5 GiB`.
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    cutover_core::plan::human_bytes(bytes)
 }
 
 /// How long ago a Unix time was, roughly.
@@ -182,17 +176,18 @@ impl<'a> Data<'a> {
 
     /// Preflight: the data is there, and its restore point will fit.
     pub fn check_data(&mut self, name: &str) -> Result<String, StepError> {
-        let (size, room, what) = {
+        let (size, needs, room, what) = {
             let b = self.backend(name)?;
             let (size, room) = b.size()?;
-            (size, room, b.describe())
+            (size, b.needs(size), room, b.describe())
         };
         let room = match room {
             Room::StateDir => {
                 let state = self.restore_points.root().to_path_buf();
-                self.check_room(size, &state)?
+                self.check_room(needs, &state)?
             }
-            Room::At(dir) => self.check_room(size, &dir)?,
+            Room::At(_) if needs == 0 => "a clone takes no room until it is written".to_string(),
+            Room::At(dir) => self.check_room(needs, &dir)?,
             Room::Unknown => "the server's free space cannot be checked from here".to_string(),
         };
         Ok(format!("{what} ({}); {room}", human(size)))
@@ -315,6 +310,7 @@ impl<'a> Data<'a> {
             failed_copy: None,
             postgres: None,
             postgres_tables: None,
+            snapshot: None,
         };
         rps.save(&m).map_err(fail)?;
         let started = std::time::Instant::now();

@@ -114,7 +114,7 @@ impl Journal for StoreJournal<'_> {
 /// Test hooks, compiled only with the `test-hooks` feature (the tests and the crash
 /// benchmark enable it; the binary users run has none).
 #[cfg(feature = "test-hooks")]
-mod hooks {
+pub mod hooks {
     use cutover_core::plan::PlanStep;
 
     /// `CUTOVER_TEST_CRASH_AT=<step id>:<before|after>` makes the process write
@@ -122,10 +122,16 @@ mod hooks {
     /// kill it there with SIGKILL. `before`: journaled as started, not run yet; `after`:
     /// finished.
     pub fn crash_point(step: &PlanStep, when: &str) {
+        crash_at(&format!("{}:{when}", step.id));
+    }
+
+    /// Stops at a named point inside a step (`CUTOVER_TEST_CRASH_AT=<label>`), as
+    /// [`crash_point`] does at a boundary.
+    pub fn crash_at(label: &str) {
         let Ok(at) = std::env::var("CUTOVER_TEST_CRASH_AT") else {
             return;
         };
-        if at != format!("{}:{when}", step.id) {
+        if at != label {
             return;
         }
         if let Ok(marker) = std::env::var("CUTOVER_TEST_CRASH_MARKER") {
@@ -138,10 +144,12 @@ mod hooks {
 }
 
 #[cfg(not(feature = "test-hooks"))]
-mod hooks {
+pub mod hooks {
     use cutover_core::plan::PlanStep;
 
     pub fn crash_point(_: &PlanStep, _: &str) {}
+
+    pub fn crash_at(_: &str) {}
 }
 
 #[cfg(test)]

@@ -243,6 +243,7 @@ data:
                 failed_copy: None,
                 postgres: None,
                 postgres_tables: None,
+                snapshot: None,
             })
             .expect("save");
         }
@@ -272,6 +273,7 @@ data:
                     describe: "SQLite database".into(),
                     writers: vec!["web".into()],
                     method: "online backup".into(),
+                    copy: None,
                     schema_version: None,
                 });
             }

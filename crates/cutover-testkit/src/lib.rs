@@ -2,5 +2,6 @@
 //! own. A dev-dependency only: nothing here is part of cutover.
 
 pub mod cmd;
+pub mod fs;
 pub mod net;
 pub mod pg;

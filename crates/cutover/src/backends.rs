@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use cutover_core::engine::StepError;
 use cutover_core::runtime::ContainerRuntime;
-use cutover_core::spec::{DataKind, DataSet, Stack};
+use cutover_core::spec::{CopyMethod, DataKind, DataSet, Stack};
 use cutover_data::manifest::{self, Artifact, Kind, Manifest, RestorePoints, Status};
 use cutover_data::postgres::Admin;
-use cutover_data::{archive, sqlite};
+use cutover_data::{archive, snapshot, sqlite};
 use cutover_ops::data::{Backend, Backends, Restoring, Room, fail, human, refuse_if_tampered};
 
 /// The directory a PostgreSQL restore point's dump is stored in.
@@ -173,6 +173,7 @@ impl Backends for Local<'_> {
                 name: name.to_string(),
                 path,
                 kind,
+                method: data.method,
             }),
         })
     }
@@ -501,39 +502,143 @@ impl Backend for SqliteFile {
     }
 }
 
-/// A directory or a Docker volume's content: tar+zstd with a blake3 manifest, restored
-/// beside the target and swapped in.
+/// A directory or a Docker volume's content. By default a snapshot on its own filesystem
+/// (a reflink clone where the filesystem shares extents, else a copy), put back by two
+/// renames; the tar+zstd archive with a blake3 manifest is the durable copy, written from the
+/// snapshot after the window (`restore-points dump`, `durable: true`), or the only copy with
+/// `method: archive`. A restore uses the snapshot when it is there and unchanged, else the
+/// archive.
 struct Directory {
     /// The data set's name in the stack file.
     name: String,
     path: PathBuf,
     kind: Kind,
+    method: CopyMethod,
 }
 
-impl Backend for Directory {
-    fn describe(&self) -> String {
-        self.path.display().to_string()
+/// Where the snapshot of `path` taken before release `release`'s upgrade lives: beside it.
+pub fn snapshot_path(path: &Path, release: u64) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".cutover-rp-r{release}"));
+    PathBuf::from(s)
+}
+
+/// What copying each volume or directory data set of `stack` would cost on this host: how
+/// (asked of its filesystem), its size, and the time expected with the writers stopped, at
+/// the rates `bench/volumes` measured here (conservative: the slower filesystem's medians).
+/// A data set that cannot be measured now (a volume not created yet) is left out.
+pub fn copy_estimates(
+    rt: &tokio::runtime::Runtime,
+    runtime: &dyn ContainerRuntime,
+    stack: &Stack,
+) -> indexmap::IndexMap<String, cutover_core::plan::DataCopy> {
+    /// Per file of a clone or copy (create, clone, owner, mode, times), and the flush.
+    const PER_FILE_US: u64 = 60;
+    const FLUSH_MS: u64 = 20;
+    /// Bytes per millisecond of an in-kernel copy, and of tar+zstd (level 3).
+    const COPY_BYTES_PER_MS: u64 = 500_000;
+    const ARCHIVE_BYTES_PER_MS: u64 = 350_000;
+    let local = Local { rt, runtime, stack };
+    let mut out = indexmap::IndexMap::new();
+    for (name, ds) in &stack.data {
+        let Ok(Target::Directory { path, .. }) = local.target(name, ds) else {
+            continue;
+        };
+        let Ok((files, bytes)) = archive::tree_size(&path) else {
+            continue;
+        };
+        let dir = Directory {
+            name: name.clone(),
+            path: path.clone(),
+            kind: Kind::Directory,
+            method: ds.method,
+        };
+        let per_file = files * PER_FILE_US / 1000 + FLUSH_MS;
+        let (how, estimate_ms, room_bytes) = match dir.snapshot_method() {
+            Some(snapshot::Method::Reflink) => (snapshot::Method::Reflink.describe(), per_file, 0),
+            Some(snapshot::Method::Copy) => (
+                snapshot::Method::Copy.describe(),
+                per_file + bytes / COPY_BYTES_PER_MS,
+                bytes,
+            ),
+            None => (
+                "tar+zstd archive",
+                bytes / ARCHIVE_BYTES_PER_MS + FLUSH_MS,
+                bytes,
+            ),
+        };
+        out.insert(
+            name.clone(),
+            cutover_core::plan::DataCopy {
+                how: how.to_string(),
+                files,
+                bytes,
+                estimate_ms,
+                room_bytes,
+            },
+        );
+    }
+    out
+}
+
+/// The durable copy of a snapshot restore point: the tar+zstd archive of the snapshot (which
+/// nothing writes to, so the application may run meanwhile), with the blake3 of every file,
+/// in the restore point's directory. Returns what it did; `None` when there is nothing to do.
+pub fn archive_snapshot(
+    rps: &RestorePoints,
+    m: &mut Manifest,
+) -> Result<Option<String>, StepError> {
+    let Some(snap) = m.snapshot.clone() else {
+        return Ok(None);
+    };
+    if !m.artifacts.is_empty() || m.status != Status::Complete {
+        return Ok(None);
+    }
+    let problems = snapshot::verify(&snap);
+    if !problems.is_empty() {
+        return Err(StepError::new(format!(
+            "the snapshot {} changed since it was taken, it is not archived: {}",
+            snap.path.display(),
+            problems.join("; ")
+        )));
+    }
+    let started = std::time::Instant::now();
+    let dir = rps.dir(m.release, &m.data);
+    let report = archive::create(&snap.path, &dir.join(ARCHIVE)).map_err(fail)?;
+    m.artifacts.push(Artifact {
+        file: ARCHIVE.into(),
+        bytes: report.archive_bytes,
+        blake3: report.archive_blake3.clone(),
+    });
+    m.files = report.manifest;
+    rps.save(m).map_err(fail)?;
+    Ok(Some(format!(
+        "archived r{} {}: {} files, {} → {} in {:.1}s",
+        m.release,
+        m.data,
+        report.files,
+        human(report.bytes),
+        human(report.archive_bytes),
+        started.elapsed().as_secs_f64()
+    )))
+}
+
+impl Directory {
+    /// The filesystem the snapshot is made on: the one holding the data's directory.
+    fn parent(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
     }
 
-    fn source(&self) -> (Kind, String) {
-        (self.kind.clone(), self.path.display().to_string())
+    fn snapshot_method(&self) -> Option<snapshot::Method> {
+        match self.method {
+            CopyMethod::Snapshot => snapshot::probe(&self.parent()).ok(),
+            CopyMethod::Archive => None,
+        }
     }
 
-    fn size(&self) -> Result<(u64, Room), StepError> {
-        Ok((
-            archive::estimate_size(&self.path).map_err(fail)?,
-            Room::StateDir,
-        ))
-    }
-
-    fn schema_version(&self, _query: &str) -> Result<Option<String>, StepError> {
-        Err(StepError::new(format!(
-            "`{}`: a schema version query needs a postgres or sqlite data set",
-            self.name
-        )))
-    }
-
-    fn take(&self, m: &mut Manifest, dir: &Path) -> Result<String, StepError> {
+    fn take_archive(&self, m: &mut Manifest, dir: &Path) -> Result<String, StepError> {
         let report = archive::create(&self.path, &dir.join(ARCHIVE)).map_err(fail)?;
         m.source_bytes = report.bytes;
         m.artifacts.push(Artifact {
@@ -552,15 +657,7 @@ impl Backend for Directory {
         Ok(what)
     }
 
-    fn restore(
-        &self,
-        rps: &RestorePoints,
-        m: &mut Manifest,
-        _r: &Restoring,
-    ) -> Result<String, StepError> {
-        if m.status != Status::Complete {
-            return Ok(format!("{} was restored already", self.path.display()));
-        }
+    fn restore_archive(&self, rps: &RestorePoints, m: &mut Manifest) -> Result<String, StepError> {
         refuse_if_tampered(rps, m)?;
         let a = m
             .artifacts
@@ -571,7 +668,7 @@ impl Backend for Directory {
             archive::restore(&dir.join(&a.file), &a.blake3, &m.files, &self.path).map_err(fail)?;
         m.failed_copy = Some(report.failed_dir.display().to_string());
         Ok(format!(
-            "{} restored: {} files, {}; what was there is kept in {}",
+            "{} restored from its archive: {} files, {}; what was there is kept in {}",
             self.path.display(),
             report.files,
             human(report.bytes),
@@ -579,9 +676,158 @@ impl Backend for Directory {
         ))
     }
 
-    fn discard(&self, _m: &Manifest) {}
+    /// The swap: the failed path is recorded before the first rename, so a run after a
+    /// crash between the two renames finds both halves and finishes.
+    fn restore_snapshot(
+        &self,
+        rps: &RestorePoints,
+        m: &mut Manifest,
+        snap: &snapshot::Snapshot,
+    ) -> Result<String, StepError> {
+        let failed = match &m.failed_copy {
+            Some(f) => PathBuf::from(f),
+            None => {
+                let failed = snapshot::failed_path(&self.path);
+                m.failed_copy = Some(failed.display().to_string());
+                rps.save(m).map_err(fail)?;
+                failed
+            }
+        };
+        let started = std::time::Instant::now();
+        let state = snapshot::swap_state(snap, &failed);
+        if state == snapshot::SwapState::NotStarted {
+            let problems = snapshot::verify(snap);
+            if !problems.is_empty() {
+                return Err(StepError::new(
+                    snapshot::SnapshotError::Tampered {
+                        path: snap.path.clone(),
+                        problems,
+                    }
+                    .to_string(),
+                ));
+            }
+            snapshot::set_aside(&self.path, &failed).map_err(fail)?;
+            cutover_ops::journal::hooks::crash_at("snapshot-swap:between");
+        }
+        snapshot::swap_in(snap, &self.path, &failed).map_err(fail)?;
+        Ok(format!(
+            "{} swapped back to its snapshot in {:.1} ms{}; what was there is kept in {}",
+            self.path.display(),
+            started.elapsed().as_secs_f64() * 1000.0,
+            match state {
+                snapshot::SwapState::NotStarted => "",
+                _ => " (the swap an interrupted run began, finished)",
+            },
+            failed.display()
+        ))
+    }
+}
 
-    fn kept_where(&self, _m: &Manifest, _r: &Restoring) -> String {
-        format!("kept in `{}.cutover-failed-<time>`", self.path.display())
+impl Backend for Directory {
+    fn describe(&self) -> String {
+        match self.snapshot_method() {
+            Some(method) => format!("{}, by {}", self.path.display(), method.describe()),
+            None => format!("{}, by tar+zstd archive", self.path.display()),
+        }
+    }
+
+    fn source(&self) -> (Kind, String) {
+        (self.kind.clone(), self.path.display().to_string())
+    }
+
+    fn size(&self) -> Result<(u64, Room), StepError> {
+        let bytes = archive::estimate_size(&self.path).map_err(fail)?;
+        Ok(match self.method {
+            CopyMethod::Snapshot => (bytes, Room::At(self.parent())),
+            CopyMethod::Archive => (bytes, Room::StateDir),
+        })
+    }
+
+    fn needs(&self, bytes: u64) -> u64 {
+        // A clone shares its extents until either side is written.
+        match self.snapshot_method() {
+            Some(snapshot::Method::Reflink) => 0,
+            _ => bytes,
+        }
+    }
+
+    fn schema_version(&self, _query: &str) -> Result<Option<String>, StepError> {
+        Err(StepError::new(format!(
+            "`{}`: a schema version query needs a postgres or sqlite data set",
+            self.name
+        )))
+    }
+
+    fn take(&self, m: &mut Manifest, dir: &Path) -> Result<String, StepError> {
+        if self.method == CopyMethod::Archive {
+            return self.take_archive(m, dir);
+        }
+        let dest = snapshot_path(&self.path, m.release);
+        // Left by a take whose manifest never said `complete`: not a restore point.
+        snapshot::remove(&dest).map_err(|e| {
+            StepError::new(format!(
+                "cannot remove the unfinished snapshot {}: {e}",
+                dest.display()
+            ))
+        })?;
+        let snap = snapshot::take(&self.path, &dest).map_err(fail)?;
+        m.source_bytes = snap.bytes;
+        let what = format!(
+            "{} → {} by {}: {} files, {}",
+            self.path.display(),
+            dest.display(),
+            snap.method.describe(),
+            snap.files,
+            human(snap.bytes)
+        );
+        m.snapshot = Some(snap);
+        Ok(what)
+    }
+
+    fn restore(
+        &self,
+        rps: &RestorePoints,
+        m: &mut Manifest,
+        _r: &Restoring,
+    ) -> Result<String, StepError> {
+        if m.status != Status::Complete {
+            return Ok(format!("{} was restored already", self.path.display()));
+        }
+        let Some(snap) = m.snapshot.clone() else {
+            return self.restore_archive(rps, m);
+        };
+        let failed = m.failed_copy.as_deref().map(PathBuf::from);
+        let begun = failed
+            .as_deref()
+            .is_some_and(|f| snapshot::swap_state(&snap, f) != snapshot::SwapState::NotStarted);
+        if begun || snap.path.exists() {
+            match self.restore_snapshot(rps, m, &snap) {
+                Ok(what) => return Ok(what),
+                Err(e) if m.artifacts.is_empty() || begun => return Err(e),
+                Err(e) => eprintln!(
+                    "  the snapshot of `{}` cannot be used ({}); restoring its durable archive",
+                    self.name, e.message
+                ),
+            }
+        } else if m.artifacts.is_empty() {
+            return Err(StepError::new(format!(
+                "the snapshot {} of `{}` is gone and no durable archive of it was made (`cutover restore-points dump`): it cannot be restored",
+                snap.path.display(),
+                self.name
+            )));
+        }
+        m.failed_copy = None;
+        self.restore_archive(rps, m)
+    }
+
+    fn discard(&self, m: &Manifest) {
+        let _ = snapshot::remove(&snapshot_path(&self.path, m.release));
+    }
+
+    fn kept_where(&self, m: &Manifest, _r: &Restoring) -> String {
+        match &m.failed_copy {
+            Some(f) => format!("kept in `{f}`"),
+            None => format!("kept in `{}.cutover-failed-<time>`", self.path.display()),
+        }
     }
 }

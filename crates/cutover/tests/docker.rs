@@ -2541,11 +2541,18 @@ fn a_failed_first_apply_that_took_a_compose_project_over_puts_its_data_back() {
 /// Runs `apply` to `image` and kills it with SIGKILL once it finished `step` (a test hook
 /// stops it there): an operation left unfinished, as a crash or a `kill -9` leaves it.
 fn kill_apply_after(s: &Stack, image: &str, step: &str) {
+    kill_apply_at(s, &format!("app.image={image}"), &format!("{step}:after"));
+}
+
+/// Starts `apply --set SET` with the test hook stopping it at `crash_at` (a step boundary
+/// `<step>:<before|after>`, or a named point inside a step), waits until it is there, then
+/// kills it with SIGKILL.
+fn kill_apply_at(s: &Stack, set: &str, crash_at: &str) {
     require_test_hooks(Path::new(env!("CARGO_BIN_EXE_cutover")));
     let marker = s.dir.path().join("crashed");
     let mut child = s
-        .cmd(&["apply", "--yes", "--set", &format!("app.image={image}")])
-        .env("CUTOVER_TEST_CRASH_AT", format!("{step}:after"))
+        .cmd(&["apply", "--yes", "--set", set])
+        .env("CUTOVER_TEST_CRASH_AT", crash_at)
         .env("CUTOVER_TEST_CRASH_MARKER", &marker)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -2554,11 +2561,11 @@ fn kill_apply_after(s: &Stack, image: &str, step: &str) {
     let start = Instant::now();
     while !marker.exists() {
         if let Some(status) = child.try_wait().expect("wait") {
-            panic!("apply ended ({status}) before it reached {step}");
+            panic!("apply ended ({status}) before it reached {crash_at}");
         }
         assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "never reached {step}"
+            start.elapsed() < Duration::from_secs(120),
+            "never reached {crash_at}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -2705,4 +2712,255 @@ fn abort_reverts_an_interrupted_upgrade_and_says_what_the_restore_keeps_aside() 
         "{items}"
     );
     assert_eq!(s.status_of(2), "reverted");
+}
+
+// ---------------------------------------------------------------------------------------
+// Restore points made by the filesystem: a bind volume on a real XFS (reflink) loop mount.
+
+/// The demo stack with its volume made as a bind volume of a directory on `xfs`, and the
+/// volume declared as data with a snapshot restore point (the default method).
+fn stack_on_xfs(s: &Stack, xfs: &cutover_testkit::fs::Xfs, port: u16) -> PathBuf {
+    let device = xfs.path().join("appdata");
+    std::fs::create_dir(&device).expect("volume dir");
+    let device_opt = format!("device={}", device.display());
+    docker_ok(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &device_opt,
+        &s.volume(),
+    ]);
+    s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
+    let stack_file = s.dir.path().join("cutover.yaml");
+    let mut yaml = std::fs::read_to_string(&stack_file).expect("read");
+    yaml.push_str(&format!(
+        "data:\n  app_data:\n    volume: {{ name: {} }}\n    writers: [app]\n",
+        s.volume()
+    ));
+    std::fs::write(&stack_file, yaml).expect("write");
+    device
+}
+
+#[test]
+fn on_xfs_the_restore_point_is_a_reflink_clone_and_a_swap_cut_in_half_is_finished_by_resume() {
+    let Some(xfs) = cutover_testkit::fs::Xfs::new(400) else {
+        return;
+    };
+    let s = Stack::new("xfs-swap");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let device = stack_on_xfs(&s, &xfs, port);
+
+    s.apply_ok(&[]);
+    post_ok(addr, "/items", "first");
+    assert!(
+        device.join("demo.sqlite").exists(),
+        "the app writes into the bind volume's directory on XFS"
+    );
+    let plan = s.run(&["plan", "--set", "app.image=cutover-demo:v2"]);
+    assert!(
+        stdout(&plan).contains("here: reflink clone of"),
+        "the plan says how the restore point is made here: {}",
+        stdout(&plan)
+    );
+    s.apply_ok(&["app.image=cutover-demo:v2"]);
+    post_ok(addr, "/items", "second");
+    let before = app_state(addr);
+
+    // v3-broken migrates to schema 3 and never turns healthy; the revert's swap is cut
+    // between its two halves.
+    kill_apply_at(
+        &s,
+        "app.image=cutover-demo:v3-broken",
+        "snapshot-swap:between",
+    );
+    let snapshot = PathBuf::from(format!("{}.cutover-rp-r3", device.display()));
+    assert_eq!(
+        std::fs::read_dir(&device)
+            .expect("the volume's directory stays")
+            .count(),
+        0,
+        "the first half set the data aside"
+    );
+    assert!(snapshot.exists(), "the snapshot waits beside it");
+
+    let o = s.run(&["resume", "--yes"]);
+    expect_code(&o, 1, "resume finishes the revert");
+    assert!(
+        stderr(&o).contains("the swap an interrupted run began, finished"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(app_state(addr), before, "schema and rows are back");
+    assert!(!snapshot.exists(), "the snapshot became the data");
+
+    let list = s.run(&["-o", "json", "restore-points", "list"]);
+    let rps: Value = serde_json::from_slice(&list.stdout).expect("json");
+    let r3 = rps
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|m| m["release"] == 3)
+        .unwrap_or_else(|| panic!("no restore point of release 3: {rps}"));
+    assert_eq!(r3["snapshot"]["method"], "reflink", "{r3}");
+    assert_eq!(r3["status"], "restored", "{r3}");
+    let failed = PathBuf::from(r3["failed_copy"].as_str().expect("failed copy"));
+    assert!(
+        failed.join("demo.sqlite").exists(),
+        "what v3 left is kept: {}",
+        failed.display()
+    );
+}
+
+#[test]
+fn a_snapshot_touched_after_it_was_taken_falls_back_to_its_durable_archive() {
+    let Some(xfs) = cutover_testkit::fs::Xfs::new(400) else {
+        return;
+    };
+    let s = Stack::new("xfs-durable");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let device = stack_on_xfs(&s, &xfs, port);
+    let stack_file = s.dir.path().join("cutover.yaml");
+    let yaml = std::fs::read_to_string(&stack_file).expect("read").replace(
+        " }\n    writers: [app]\n",
+        ", durable: true }\n    writers: [app]\n",
+    );
+    std::fs::write(&stack_file, yaml).expect("write");
+
+    s.apply_ok(&[]);
+    post_ok(addr, "/items", "first");
+    let o = s.apply(&["app.image=cutover-demo:v2"]);
+    expect_code(&o, 0, "apply v2");
+    assert!(
+        stderr(&o).contains("durable copy: archived r2 app_data"),
+        "the archive is written after the release: {}",
+        stderr(&o)
+    );
+    let snapshot = PathBuf::from(format!("{}.cutover-rp-r2", device.display()));
+    assert!(snapshot.exists());
+
+    // Something writes into release 2's snapshot: it may no longer be trusted...
+    std::fs::write(snapshot.join("stray"), "not from the app").expect("tamper");
+    let verify = s.run(&["restore-points", "verify"]);
+    expect_code(&verify, 2, "restore-points verify names the change");
+    assert!(
+        stdout(&verify).contains("`stray` was added"),
+        "{}",
+        text(&verify)
+    );
+
+    // ...so a rollback with data restores the archive made from it before it was touched.
+    let o = s.run(&["rollback", "--data", "restore", "--yes"]);
+    expect_code(&o, 0, "rollback --data restore");
+    assert!(
+        stderr(&o).contains("cannot be used") && stderr(&o).contains("restored from its archive"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(app_state(addr).0, "1", "release 1's schema");
+    assert!(!device.join("stray").exists());
+}
+
+/// Runs SQL in the stack's running `db` container as `postgres`; the single value printed.
+fn psql(s: &Stack, sql: &str) -> String {
+    let db = s
+        .containers(false, &["label=io.cutover.service=db"])
+        .into_iter()
+        .next()
+        .expect("a running db container");
+    docker_ok(&[
+        "exec", &db, "psql", "-U", "postgres", "-d", "app", "-tAc", sql,
+    ])
+}
+
+#[test]
+fn a_postgres_cluster_in_a_volume_is_cloned_after_a_clean_stop_and_put_back_on_revert() {
+    // PostgreSQL run as a stack service, its cluster in a volume: the restore point is the
+    // whole cluster, taken while the server is stopped (a clean shutdown, so the copy is
+    // consistent at rest) by a reflink clone — the alternative to a same-server template copy.
+    let Some(xfs) = cutover_testkit::fs::Xfs::new(600) else {
+        return;
+    };
+    let s = Stack::new("pg-cluster");
+    let device = xfs.path().join("pgdata");
+    std::fs::create_dir(&device).expect("volume dir");
+    let device_opt = format!("device={}", device.display());
+    let vol = s.volume();
+    docker_ok(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &device_opt,
+        &vol,
+    ]);
+    let name = &s.name;
+    std::fs::write(
+        s.dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             vars: {{ mark: \"1\", fail: \"0\" }}\n\
+             services:\n  db:\n    image: cutover-synapse-postgres:15\n    \
+               env: {{ POSTGRES_PASSWORD: not-a-secret, POSTGRES_DB: app }}\n    \
+               command: [\"-c\", \"work_mem=${{mark}}MB\"]\n    \
+               volumes: [\"{vol}:/var/lib/postgresql/data\"]\n    stop_grace: 30s\n    \
+               health: {{ command: [pg_isready, -U, postgres, -h, 127.0.0.1], interval: 500ms, deadline: 60s }}\n\
+             data:\n  cluster:\n    volume: {{ name: {vol} }}\n    writers: [db]\n\
+             steps:\n  verify:\n    \
+               - exec: {{ service: db, command: [psql, -U, postgres, -d, app, -c, \"insert into t values ('written by the failed release')\"] }}\n      when: upgrade\n    \
+               - run: [sh, -c, \"exit ${{fail}}\"]\n      name: the release's own test\n"
+        ),
+    )
+    .expect("stack file");
+
+    s.apply_ok(&[]);
+    psql(&s, "create table t (v text); insert into t values ('kept')");
+    let o = s.apply(&["vars.mark=2", "vars.fail=1"]);
+    expect_code(&o, 1, "a failing release is reverted");
+    assert!(
+        stderr(&o).contains("by reflink clone"),
+        "the cluster was cloned: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        psql(&s, "select string_agg(v, ',') from t"),
+        "kept",
+        "the cluster is back as it was before the upgrade"
+    );
+    let failed: Vec<_> = std::fs::read_dir(xfs.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("pgdata.cutover-failed-")
+        })
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "the failed release's cluster is kept aside"
+    );
+    assert!(failed[0].path().join("PG_VERSION").exists());
+
+    // The server starts cleanly on the restored cluster and takes writes.
+    psql(&s, "insert into t values ('after the revert')");
+    s.apply_ok(&["vars.mark=3"]);
+    assert_eq!(
+        psql(&s, "select string_agg(v, ',' order by v) from t"),
+        "after the revert,kept,written by the failed release",
+        "a good release after the revert (its verify step wrote the last row)"
+    );
 }

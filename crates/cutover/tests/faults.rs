@@ -576,7 +576,8 @@ impl Drop for Tmpfs {
     }
 }
 
-/// A stack whose data is its Docker volume, with its state dir on a 2 MB tmpfs; the volume
+/// A stack whose data is its Docker volume, archived (`method: archive`: its restore point
+/// takes room in the state dir), with its state dir on a 2 MB tmpfs; the volume
 /// is created up front so the test can write into its mountpoint. A `quiesce` step writes
 /// `${grow}` more bytes into the volume (the app's last export, after the preflight looked).
 fn disk_stack(tag: &str, state: &Tmpfs) -> (Stack, SocketAddr, PathBuf) {
@@ -598,7 +599,7 @@ fn disk_stack(tag: &str, state: &Tmpfs) -> (Stack, SocketAddr, PathBuf) {
     let port = free_port();
     s.write(&format!(
         "name: {}\nvars: {{ v: \"1\", grow: \"0\" }}\n{}\
-         data:\n  files:\n    volume: {{ name: {volume} }}\n    writers: [app]\n\
+         data:\n  files:\n    volume: {{ name: {volume}, method: archive }}\n    writers: [app]\n\
          steps:\n  quiesce:\n    - run: [sh, -c, \"head -c ${{grow}} /dev/urandom > {}/late-export.bin\"]\n      \
          name: the app's last export\n      rerun_safe: true\n",
         s.name,

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph;
 use crate::settings::FileReview;
-use crate::spec::{CustomStep, DataKind, Phase, SchemaVersion, Service, Stack, Strategy, Value};
+use crate::spec::{
+    CopyMethod, CustomStep, DataKind, DataSet, Phase, SchemaVersion, Service, Stack, Strategy,
+    Value,
+};
 
 /// The schema name of the JSON plan.
 pub const PLAN_SCHEMA: &str = "cutover.plan/v1";
@@ -47,6 +50,21 @@ pub struct Resolved {
     /// The review of the operators' configuration files against the defaults the old and
     /// the new images ship (`config_files`), where the images could be read.
     pub settings: Vec<FileReview>,
+    /// How each data set's restore point would be copied here, where it could be measured.
+    pub data: IndexMap<String, DataCopy>,
+}
+
+/// How a data set's restore point is copied on this host, and what that costs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataCopy {
+    /// `reflink clone`, `copy on the same filesystem`, `tar+zstd archive`.
+    pub how: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Expected time of the copy, with the writers stopped.
+    pub estimate_ms: u64,
+    /// Room it takes on the data's disk (0 for a clone: nothing until written).
+    pub room_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +180,9 @@ pub struct DataPlan {
     pub writers: Vec<String>,
     /// How the restore point is taken and restored.
     pub method: String,
+    /// What the copy costs here, when it was measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<DataCopy>,
     pub schema_version: Option<SchemaVersion>,
 }
 
@@ -349,7 +370,8 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
             name: name.clone(),
             describe: ds.kind.describe(),
             writers: ds.writers.clone(),
-            method: restore_method(&ds.kind, name),
+            method: restore_method(ds, name),
+            copy: resolved.data.get(name).cloned(),
             schema_version: ds.schema_version.clone(),
         });
         for w in &ds.writers {
@@ -368,7 +390,27 @@ pub fn plan(desired: &Stack, observed: &Observed, resolved: &Resolved) -> Plan {
                 .as_ref()
                 .filter(|_| desired.is_routed(&c.service))
                 .map(|t| t.max_hold);
-            c.downtime = downtime(c, svc, hold, observed.started_in.get(&c.service).copied());
+            // The restore points taken while this service is stopped, as measured here.
+            let copies: Vec<&DataCopy> = data
+                .iter()
+                .filter(|d| d.writers.contains(&c.service))
+                .filter_map(|d| d.copy.as_ref())
+                .collect();
+            let copy = (!copies.is_empty()).then(|| {
+                let ms: u64 = copies.iter().map(|c| c.estimate_ms).sum();
+                let how: Vec<String> = copies
+                    .iter()
+                    .map(|c| format!("{} of {}", c.how, human_bytes(c.bytes)))
+                    .collect();
+                (how.join(", "), Duration::from_millis(ms))
+            });
+            c.downtime = downtime(
+                c,
+                svc,
+                hold,
+                observed.started_in.get(&c.service).copied(),
+                copy,
+            );
         }
     }
     let mut services: Vec<ServiceChange> = changes.into_values().collect();
@@ -574,8 +616,8 @@ fn config_changes(before: &Service, after: &Service) -> Vec<String> {
     out
 }
 
-fn restore_method(kind: &DataKind, name: &str) -> String {
-    match kind {
+fn restore_method(ds: &DataSet, name: &str) -> String {
+    match &ds.kind {
         DataKind::Postgres {
             database, tables, ..
         } if tables.is_empty() => format!(
@@ -588,24 +630,68 @@ fn restore_method(kind: &DataKind, name: &str) -> String {
         DataKind::Sqlite { .. } => {
             "SQLite online backup to the state dir; revert replaces the file atomically".into()
         }
-        DataKind::Volume { .. } | DataKind::Directory { .. } => format!(
-            "archive of `{name}` with a checksum of every file; revert verifies it, then swaps the content in"
-        ),
+        DataKind::Volume { .. } | DataKind::Directory { .. } => match ds.method {
+            CopyMethod::Snapshot => format!(
+                "snapshot of `{name}` beside it, on its filesystem (a reflink clone where it shares extents, else a copy){}; revert checks it is untouched, then swaps its entries in by renames",
+                if ds.durable {
+                    "; its tar+zstd archive is written after the release"
+                } else {
+                    ""
+                }
+            ),
+            CopyMethod::Archive => format!(
+                "archive of `{name}` with a checksum of every file; revert verifies it, then swaps the content in"
+            ),
+        },
     }
 }
 
-/// `hold`: the proxy's `max_hold`, when the service is routed.
+/// Bytes as `1.5 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `hold`: the proxy's `max_hold`, when the service is routed. `copy`: the restore points
+/// taken while it is stopped, in words, and their expected time, when measured.
 fn downtime(
     c: &ServiceChange,
     svc: &Service,
     hold: Option<Duration>,
     started_in: Option<Duration>,
+    copy: Option<(String, Duration)>,
 ) -> Downtime {
     let health = svc.health.as_ref().map_or(Duration::ZERO, |h| h.deadline);
+    let copy_time = if c.quiesced {
+        copy.as_ref().map_or(Duration::ZERO, |(_, d)| *d)
+    } else {
+        Duration::ZERO
+    };
     let window = |because: String| Downtime {
         kind: DowntimeKind::Window,
-        max_seconds: Some((svc.stop_grace + health).as_secs()),
+        max_seconds: Some((svc.stop_grace + health + copy_time).as_secs_f64().ceil() as u64),
         because,
+    };
+    let restore_point = match &copy {
+        Some((how, d)) => format!(
+            "plus the restore point ({how}: ≈ {})",
+            if d.as_millis() < 1000 {
+                format!("{} ms", d.as_millis())
+            } else {
+                format!("{:.1}s", d.as_secs_f64())
+            }
+        ),
+        None => "plus the restore point".to_string(),
     };
     let measured = started_in
         .map(|d| format!("; the last start took {:.1}s", d.as_secs_f64()))
@@ -632,12 +718,12 @@ fn downtime(
         },
         Action::Remove => window("removed".into()),
         Action::Restart => window(format!(
-            "stopped while the restore point is taken: {bound}, plus the restore point"
+            "stopped while the restore point is taken: {bound}, {restore_point}"
         )),
         // Blue-green needs the old container serving while the new one starts; a service
         // that writes data with a restore point is stopped for it first, so it cannot be.
         Action::Upgrade if c.quiesced && svc.strategy == Strategy::BlueGreen => window(format!(
-            "recreated, not blue-green: it writes data that gets a restore point, which is taken while it is stopped; {}{bound}, plus the restore point",
+            "recreated, not blue-green: it writes data that gets a restore point, which is taken while it is stopped; {}{bound}, {restore_point}",
             if hold.is_some() {
                 "the maintenance page shows meanwhile; "
             } else {
@@ -645,7 +731,7 @@ fn downtime(
             }
         )),
         Action::Upgrade if c.quiesced => window(format!(
-            "writes data that gets a restore point: {bound}, plus the restore point"
+            "writes data that gets a restore point: {bound}, {restore_point}"
         )),
         Action::Upgrade => match svc.strategy {
             Strategy::BlueGreen => Downtime {

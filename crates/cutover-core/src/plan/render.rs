@@ -160,6 +160,14 @@ pub fn text(plan: &Plan, color: bool) -> String {
                 d.writers.join(", ")
             );
             let _ = writeln!(out, "  {}  {}", " ".repeat(d.name.len()), d.method);
+            if let Some(c) = &d.copy {
+                let _ = writeln!(
+                    out,
+                    "  {}  here: {}",
+                    " ".repeat(d.name.len()),
+                    copy_text(c)
+                );
+            }
         }
     }
     if !plan.settings.is_empty() {
@@ -298,11 +306,15 @@ pub fn markdown(plan: &Plan) -> String {
         for d in &plan.data {
             let _ = writeln!(
                 out,
-                "- `{}`: {} — writers stopped: {}. {}",
+                "- `{}`: {} — writers stopped: {}. {}{}",
                 d.name,
                 d.describe,
                 d.writers.join(", "),
-                d.method
+                d.method,
+                d.copy
+                    .as_ref()
+                    .map(|c| format!(". Here: {}", copy_text(c)))
+                    .unwrap_or_default()
             );
         }
     }
@@ -319,4 +331,20 @@ pub fn markdown(plan: &Plan) -> String {
     let _ = writeln!(out, "\n## Revert (only if a step fails)\n");
     checklist(&mut out, &plan.revert);
     out
+}
+
+/// `reflink clone of 1.0 GiB in 4,120 files, ≈ 267 ms, no room until written`.
+fn copy_text(c: &super::DataCopy) -> String {
+    format!(
+        "{} of {} in {} files, ≈ {} ms, {}",
+        c.how,
+        super::human_bytes(c.bytes),
+        c.files,
+        c.estimate_ms,
+        if c.room_bytes == 0 {
+            "no room until written".to_string()
+        } else {
+            format!("{} of room", super::human_bytes(c.room_bytes))
+        }
+    )
 }

@@ -560,3 +560,59 @@ fn upgrade_service_recreates_one_manual_service_within_the_live_release() {
             .all(|s| !format!("{:?}", s.action).contains("app"))
     );
 }
+
+#[test]
+fn the_downtime_bound_includes_the_restore_point_as_measured_on_this_host() {
+    let text = "\
+name: files
+vars: { V: '1' }
+services:
+  web:
+    image: web:${V}
+    port: 8080
+    stop_grace: 10s
+    health: { http: /health, deadline: 20s }
+data:
+  uploads:
+    volume: { name: uploads }
+    writers: [web]
+";
+    let before = stack(text, &[]);
+    let after = stack(&text.replace("V: '1'", "V: '2'"), &[]);
+    let bare = plan(&after, &live(&before, 1), &Resolved::default());
+    let web = |p: &Plan| p.services[0].downtime.clone();
+    assert_eq!(web(&bare).max_seconds, Some(30));
+    assert!(web(&bare).because.ends_with("plus the restore point"));
+
+    let copy = |how: &str, ms: u64| Resolved {
+        data: [(
+            "uploads".to_string(),
+            DataCopy {
+                how: how.into(),
+                files: 1000,
+                bytes: 1 << 30,
+                estimate_ms: ms,
+                room_bytes: 0,
+            },
+        )]
+        .into_iter()
+        .collect(),
+        ..Resolved::default()
+    };
+    let clone = plan(&after, &live(&before, 1), &copy("reflink clone", 80));
+    assert_eq!(
+        web(&clone).max_seconds,
+        Some(31),
+        "20s + 10s + 80 ms, rounded up"
+    );
+    assert!(
+        web(&clone)
+            .because
+            .contains("plus the restore point (reflink clone of 1.0 GiB: ≈ 80 ms)"),
+        "{}",
+        web(&clone).because
+    );
+    assert_eq!(clone.data[0].copy.as_ref().map(|c| c.estimate_ms), Some(80));
+    let archive = plan(&after, &live(&before, 1), &copy("tar+zstd archive", 3200));
+    assert_eq!(web(&archive).max_seconds, Some(34));
+}

@@ -407,6 +407,24 @@ pub struct DataSet {
     /// Services stopped while the restore point is taken.
     pub writers: Vec<String>,
     pub schema_version: Option<SchemaVersion>,
+    /// How a volume's or a directory's restore point is made (the others have one way).
+    #[serde(default)]
+    pub method: CopyMethod,
+    /// Write the durable archive of the restore point after a successful apply.
+    #[serde(default)]
+    pub durable: bool,
+}
+
+/// How a volume's or a directory's restore point is made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyMethod {
+    /// On the data's own filesystem: a reflink clone where it shares extents, else a copy;
+    /// put back by two renames.
+    #[default]
+    Snapshot,
+    /// A tar+zstd archive in the state dir, extracted beside the data and swapped in.
+    Archive,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -204,6 +204,11 @@ pub struct RawVolume {
     pub name: Option<Text>,
     /// A directory on the host.
     pub path: Option<Text>,
+    /// How the restore point is made: `snapshot` (default: a reflink clone or a copy on the
+    /// data's own filesystem, put back by rename) or `archive` (tar+zstd in the state dir).
+    pub method: Option<Text>,
+    /// Also write the durable tar+zstd archive of the snapshot after a successful apply.
+    pub durable: Option<Located<bool>>,
 }
 
 /// A query whose single value is the data's schema version.

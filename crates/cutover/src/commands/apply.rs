@@ -304,9 +304,11 @@ pub fn resolve(
         .filter_map(|(name, id)| id.map(|id| (name, id)))
         .collect();
     let settings = crate::settings::review_files(rt, docker, stack, observed, &image_ids)?;
+    let runtime = cutover_docker::Blocking::new(rt, docker);
     Ok(Resolved {
         image_ids,
         settings,
+        data: crate::backends::copy_estimates(rt, &runtime, stack),
     })
 }
 
@@ -504,9 +506,31 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder, lease: &str) -> anyhow::R
         &runner.containers.images,
     )?;
     if outcome == engine::Outcome::Succeeded && op.record_release {
+        durable_copies(cli, op.desired, release);
         retain_restore_points(cli, op.desired, release);
     }
     Ok(code)
+}
+
+/// After a successful release, outside the window: the durable archive of each snapshot
+/// restore point whose data set asks for one (`durable: true`). A failure is said and
+/// changes nothing of the outcome: the snapshot is still there.
+fn durable_copies(cli: &Cli, stack: &Stack, release: u64) {
+    let rps = cutover_data::manifest::RestorePoints::new(&commands::state_dir(cli));
+    let Ok(all) = rps.list() else { return };
+    for mut m in all
+        .into_iter()
+        .filter(|m| m.release == release && stack.data.get(&m.data).is_some_and(|d| d.durable))
+    {
+        match crate::backends::archive_snapshot(&rps, &mut m) {
+            Ok(Some(what)) => eprintln!("durable copy: {what}"),
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "durable copy of `{}` failed ({}); its snapshot is the only copy: `cutover restore-points dump` tries again",
+                m.data, e.message
+            ),
+        }
+    }
 }
 
 /// After a successful release: the restore points of all but the newest

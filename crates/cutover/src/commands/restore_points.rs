@@ -106,8 +106,14 @@ fn presence(
         };
     }
     let dir = rps.dir(m.release, &m.data);
+    let archived =
+        !m.artifacts.is_empty() && m.artifacts.iter().all(|a| dir.join(&a.file).exists());
     let present = m.status == Status::Restored
-        || (m.postgres_tables.is_some() || m.artifacts.iter().all(|a| dir.join(&a.file).exists()));
+        || m.postgres_tables.is_some()
+        || match &m.snapshot {
+            Some(snap) => snap.path.exists() || archived,
+            None => archived,
+        };
     Presence {
         present: Some(present),
         failed_copy: m
@@ -190,9 +196,18 @@ fn status(m: &Manifest) -> &'static str {
 }
 
 fn where_(rps: &RestorePoints, m: &Manifest) -> String {
-    match &m.postgres {
-        Some(pg) => format!("database `{}` (same server)", pg.copy),
-        None => rps.dir(m.release, &m.data).display().to_string(),
+    match (&m.postgres, &m.snapshot) {
+        (Some(pg), _) => format!("database `{}` (same server)", pg.copy),
+        (None, Some(snap)) if m.artifacts.is_empty() => {
+            format!("{} ({})", snap.path.display(), snap.method.describe())
+        }
+        (None, Some(snap)) => format!(
+            "{} ({}); durable archive in {}",
+            snap.path.display(),
+            snap.method.describe(),
+            rps.dir(m.release, &m.data).display()
+        ),
+        (None, None) => rps.dir(m.release, &m.data).display().to_string(),
     }
 }
 
@@ -254,7 +269,17 @@ fn verify(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Resul
                     .err()
                     .map(|e| vec![e.to_string()])
                     .unwrap_or_default(),
-                (None, _) => rps.verify_files(m),
+                (None, _) => {
+                    let mut problems = rps.verify_files(m);
+                    if let Some(snap) = &m.snapshot {
+                        if snap.path.exists() {
+                            problems.extend(cutover_data::snapshot::verify(snap));
+                        } else if m.artifacts.is_empty() {
+                            problems.push(format!("the snapshot {} is gone", snap.path.display()));
+                        }
+                    }
+                    problems
+                }
             },
         };
         if problems.is_empty() {
@@ -289,13 +314,15 @@ fn dump(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<
         Some(r) => r,
         None => all
             .iter()
-            .filter(|m| m.postgres.is_some() && m.status == Status::Complete)
+            .filter(|m| {
+                (m.postgres.is_some() || m.snapshot.is_some()) && m.status == Status::Complete
+            })
             .map(|m| m.release)
             .max()
             .ok_or_else(|| {
                 with_code(
                     exit::INVALID,
-                    anyhow!("no PostgreSQL restore point to dump"),
+                    anyhow!("no PostgreSQL or snapshot restore point to dump"),
                 )
             })?,
     };
@@ -304,6 +331,19 @@ fn dump(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<
         .into_iter()
         .filter(|m| m.release == release && m.status == Status::Complete)
     {
+        if m.snapshot.is_some() {
+            match crate::backends::archive_snapshot(rps, &mut m) {
+                Ok(Some(what)) => out.push_str(&format!("{what}\n")),
+                Ok(None) => out.push_str(&format!(
+                    "exists   r{} {}: {}\n",
+                    m.release,
+                    m.data,
+                    rps.dir(m.release, &m.data).display()
+                )),
+                Err(e) => return Err(with_code(exit::INVALID, anyhow!("{}", e.message))),
+            }
+            continue;
+        }
         let Some(pg) = m.postgres.clone() else {
             continue;
         };
@@ -368,7 +408,7 @@ fn dump(cli: &Cli, rps: &RestorePoints, release: Option<u64>) -> anyhow::Result<
     }
     if out.is_empty() {
         out.push_str(&format!(
-            "release {release} has no PostgreSQL restore point to dump\n"
+            "release {release} has no PostgreSQL or snapshot restore point to dump\n"
         ));
     }
     output::print(&out)?;
@@ -478,6 +518,13 @@ pub fn prune_report(
             }
         }
         if !failed_copy_only {
+            if let Some(snap) = &m.snapshot
+                && m.status != Status::Restored
+            {
+                cutover_data::snapshot::remove(&snap.path)
+                    .map_err(|e| anyhow!("cannot remove {}: {e}", snap.path.display()))?;
+                out.push_str(&format!("removed  {} (snapshot)\n", snap.path.display()));
+            }
             rps.remove(m.release, &m.data)?;
             out.push_str(&format!("removed  r{} {}\n", m.release, m.data));
         } else if protected {

@@ -125,10 +125,29 @@ impl Cx {
                 })
             }
         };
+        let v = d.volume.as_ref();
+        let method = match v.and_then(|v| v.method.as_ref()) {
+            None => CopyMethod::Snapshot,
+            Some(m) => match self.plain(m, vars)?.as_str() {
+                "snapshot" => CopyMethod::Snapshot,
+                "archive" => CopyMethod::Archive,
+                other => {
+                    self.error(
+                        DiagKind::InvalidValue,
+                        m.at,
+                        format!("data `{name}`: method `{other}` is not one of `snapshot`, `archive`"),
+                    )
+                    .hint = Some("snapshot: a clone on the volume's own filesystem (default); archive: tar+zstd in the state dir".into());
+                    return None;
+                }
+            },
+        };
         Some(DataSet {
             kind,
             writers,
             schema_version,
+            method,
+            durable: v.and_then(|v| v.durable.as_ref()).is_some_and(|d| d.value),
         })
     }
 
