@@ -23,6 +23,8 @@ pub struct Begin<'a> {
     pub record_release: bool,
     /// Why, recorded with the release.
     pub reason: Option<&'a str>,
+    /// Where the change came from (a git commit, as JSON), recorded with the release.
+    pub source_json: Option<&'a str>,
     pub pins: &'a IndexMap<String, String>,
     pub ack_settings: bool,
     pub from_dump: bool,
@@ -61,6 +63,7 @@ pub fn begin(store: &Store, holder: &Holder, b: Begin<'_>) -> Result<Begun, Begi
                 host: &holder.host,
                 reason: b.reason,
                 status: ReleaseStatus::Pending,
+                source_json: b.source_json,
             })?
             .revision
     } else {
@@ -149,6 +152,7 @@ mod tests {
                 from_release: Some(1),
                 record_release,
                 reason: Some("monthly"),
+                source_json: None,
                 pins: &pins,
                 ack_settings: false,
                 from_dump: false,

@@ -20,6 +20,7 @@ pub fn release(store: &Store, status: ReleaseStatus) -> u64 {
             host: "box",
             reason: None,
             status,
+            source_json: None,
         })
         .expect("release")
         .revision

@@ -291,6 +291,7 @@ pub(crate) mod testutil {
             host: "box1",
             reason: Some("monthly upgrade"),
             status,
+            source_json: None,
         }
     }
 }

@@ -151,6 +151,9 @@ pub struct NewRelease<'a> {
     pub reason: Option<&'a str>,
     /// Initial status (a `Deployed` one supersedes the deployed release).
     pub status: ReleaseStatus,
+    /// Where it came from, as JSON (a git commit `cutover watch` applied), if not a person.
+    #[serde(borrow)]
+    pub source_json: Option<&'a str>,
 }
 
 /// One numbered revision of a stack.
@@ -176,6 +179,8 @@ pub struct Release {
     pub created_at: Millis,
     /// When its status last changed.
     pub updated_at: Millis,
+    /// Where it came from, as JSON (a git commit `cutover watch` applied), if not a person.
+    pub source_json: Option<String>,
 }
 
 /// Who runs (or ran) something: a process on a host.

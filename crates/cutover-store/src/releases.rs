@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 use crate::{Millis, NewRelease, Release, ReleaseStatus, Store, StoreError, get_u64, int, sql};
 
 const COLUMNS: &str = "stack, revision, spec_json, images_json, created_by, host, reason, \
-                       status, created_at, updated_at";
+                       status, created_at, updated_at, source_json";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Release> {
     Ok(Release {
@@ -19,6 +19,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Release> {
         status: row.get("status")?,
         created_at: row.get("created_at")?,
         updated_at: row.get("updated_at")?,
+        source_json: row.get("source_json")?,
     })
 }
 
@@ -63,8 +64,8 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO releases (stack, revision, spec_json, images_json, created_by, host, \
-             reason, status, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+             reason, status, created_at, updated_at, source_json) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
             params![
                 self.stack,
                 revision,
@@ -74,7 +75,8 @@ impl Store {
                 new.host,
                 new.reason,
                 new.status,
-                now
+                now,
+                new.source_json
             ],
         )
         .map_err(sql("cannot insert the release"))?;
@@ -92,6 +94,7 @@ impl Store {
             status: new.status,
             created_at: now,
             updated_at: now,
+            source_json: new.source_json.map(str::to_owned),
         })
     }
 

@@ -8,7 +8,13 @@ use crate::StoreError;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
 /// Append only: never edit a migration that has shipped.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+
+/// Where a release came from, when not from a person's `apply`: a git commit that
+/// `cutover watch` applied (id, author, subject), as JSON.
+const V5: &str = r#"
+ALTER TABLE releases ADD COLUMN source_json TEXT;
+"#;
 
 /// Approval steps: a second person approves a waiting operation with `cutover approve`.
 const V4: &str = r#"

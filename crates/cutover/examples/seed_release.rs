@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         host: "bench",
         reason: Some("seeded without deploying (benchmark)"),
         status: ReleaseStatus::Pending,
+        source_json: None,
     })?;
     store.set_release_status(release.revision, ReleaseStatus::Deployed)?;
     println!(

@@ -17,7 +17,7 @@ const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test hooks)");
 /// Upgrades of self-hosted, stateful container applications, run as code: preflight,
 /// quiesce, a restore point of the data, the upgrade, verification — and an automatic revert
 /// of images and data when anything fails.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "cutover", version = VERSION, after_long_help = exit::TABLE, propagate_version = true)]
 pub struct Cli {
     /// The stack file.
@@ -93,7 +93,7 @@ pub struct ConfirmArgs {
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum RestorePointsAction {
     /// Every restore point: release, data set, status, size, schema version.
     List,
@@ -126,7 +126,7 @@ pub enum DataChoice {
     Keep,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum MaintenanceAction {
     /// 503 + Retry-After with the stack's maintenance page.
     On {
@@ -150,7 +150,7 @@ pub enum MaintenanceAction {
     Status,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Check the stack file and report every problem with its file:line:column.
     Validate,
@@ -258,6 +258,31 @@ pub enum Command {
         /// on ADDR, e.g. 127.0.0.1:9464, for a scraper; the control socket serves them too.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+    },
+
+    /// Continuous delivery from git: each new commit of the branch that holds the stack file
+    /// is planned and applied, the release naming the commit. A reverted release pauses the
+    /// watch until `--ack` (and, with `watch: { git_revert: true }`, its commit is reverted in
+    /// git and pushed). Needs --state-dir: the watch keeps its clone and state there.
+    Watch {
+        /// The repository: a path or a file:// URL.
+        #[arg(long, value_name = "REPO")]
+        git: String,
+        /// The branch whose commits are applied.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// The stack file's path in the repository.
+        #[arg(long, default_value = "cutover.yaml")]
+        path: PathBuf,
+        /// One pass, then exit with the pass's code (for cron and tests).
+        #[arg(long)]
+        once: bool,
+        /// Lift the pause a reverted or failed release left, then exit.
+        #[arg(long)]
+        ack: bool,
+        /// Time between passes.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
     },
 
     /// The maintenance page: on, off, status.

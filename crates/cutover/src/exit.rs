@@ -52,7 +52,8 @@ pub fn with_code(code: u8, error: anyhow::Error) -> anyhow::Error {
     anyhow::Error::new(Exit { code, error })
 }
 
-fn code_of(err: &anyhow::Error) -> u8 {
+/// The exit code an error carries (`INVALID` when it carries none).
+pub fn code_of(err: &anyhow::Error) -> u8 {
     if let Some(e) = err.downcast_ref::<Exit>() {
         return e.code;
     }

@@ -155,6 +155,10 @@ pub struct Stack {
     /// removed, so database copies and archives do not pile up on the server.
     #[serde(default = "default_keep_restore_points")]
     pub keep_restore_points: usize,
+    /// `cutover watch` commits and pushes a `git revert` of a commit whose release it had to
+    /// revert (`watch.git_revert`), so the branch says again what runs.
+    #[serde(default)]
+    pub watch_git_revert: bool,
     /// The compose project the stack's services come from (`include_compose`): its running
     /// containers are taken over by the first apply.
     #[serde(default)]

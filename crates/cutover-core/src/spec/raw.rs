@@ -83,6 +83,15 @@ pub struct RawStack {
     pub environments: IndexMap<String, RawEnvironment>,
     /// Retention of restore points.
     pub restore_points: Option<RawRestorePoints>,
+    /// What `cutover watch` does beyond applying each commit.
+    pub watch: Option<RawWatch>,
+}
+
+/// `watch: { git_revert: true }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawWatch {
+    /// After a commit's release was reverted, commit a `git revert` of it and push it.
+    pub git_revert: Option<Located<bool>>,
 }
 
 /// `restore_points: { keep: 3 }`.

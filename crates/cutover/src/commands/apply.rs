@@ -33,6 +33,18 @@ pub fn run(
     confirm: &ConfirmArgs,
     ack_settings: bool,
 ) -> anyhow::Result<u8> {
+    run_from(cli, sets, confirm, ack_settings, None)
+}
+
+/// `apply`, recording where the change came from (`source_json`: a git commit `watch`
+/// applies) with the release.
+pub fn run_from(
+    cli: &Cli,
+    sets: &[String],
+    confirm: &ConfirmArgs,
+    ack_settings: bool,
+    source_json: Option<&str>,
+) -> anyhow::Result<u8> {
     let loaded = commands::load(cli, sets)?;
     refuse_missing_secrets(&loaded.missing_secrets)?;
     let store = commands::open_store(cli, &loaded.stack.name)?;
@@ -66,6 +78,7 @@ pub fn run(
             ack_settings,
             from_dump: false,
             seen,
+            source_json,
         },
     )
 }
@@ -157,6 +170,7 @@ pub fn rollback(
             ack_settings: true,
             from_dump,
             seen,
+            source_json: None,
         },
     )
 }
@@ -243,6 +257,7 @@ pub fn upgrade_service(cli: &Cli, service: &str, confirm: &ConfirmArgs) -> anyho
             ack_settings: false,
             from_dump: false,
             seen,
+            source_json: None,
         },
     )
 }
@@ -330,6 +345,8 @@ struct Op<'a> {
     from_dump: bool,
     /// The newest operation when the plan was made: another one since makes it stale.
     seen: Option<u64>,
+    /// Where the change came from (a git commit, as JSON), recorded with the release.
+    source_json: Option<&'a str>,
 }
 
 fn operate(cli: &Cli, mut op: Op<'_>) -> anyhow::Result<u8> {
@@ -439,6 +456,7 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder, lease: &str) -> anyhow::R
             from_release: op.observed.release,
             record_release: op.record_release,
             reason: op.confirm.reason.as_deref(),
+            source_json: op.source_json,
             pins: &op.pins,
             ack_settings: op.ack_settings,
             from_dump: op.from_dump,

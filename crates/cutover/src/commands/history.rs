@@ -68,6 +68,16 @@ pub fn run(cli: &Cli, limit: usize, operation: Option<u64>) -> anyhow::Result<u8
             Err(_) => vec!["(images record unreadable)".into()],
         };
         let mut reason = r.reason.clone().unwrap_or_default();
+        if let Some(commit) = r
+            .source_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<cutover_watch::Commit>(j).ok())
+        {
+            if !reason.is_empty() {
+                reason.push_str("; ");
+            }
+            reason.push_str(&commit.describe());
+        }
         if let Some(op) = op_of(r)
             && let Some(f) = failed_step(&store.journal(op.id)?)
         {

@@ -16,6 +16,7 @@ pub mod shapes;
 mod status;
 mod unlock;
 mod validate;
+mod watch;
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,24 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             metrics_listen,
         } => serve::run(cli, *access_log, *metrics_listen),
         Command::Maintenance { action } => maintenance::run(cli, action),
+        Command::Watch {
+            git,
+            branch,
+            path,
+            once,
+            ack,
+            interval,
+        } => watch::run(
+            cli,
+            &watch::Args {
+                repository: git.clone(),
+                branch: branch.clone(),
+                path: path.clone(),
+                once: *once,
+                ack: *ack,
+                interval: *interval,
+            },
+        ),
         Command::Completions { shell } => docs::completions(*shell),
         Command::Man => docs::man(),
     }

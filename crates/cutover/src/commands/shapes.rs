@@ -28,6 +28,12 @@ pub fn release(r: &Release, operation: Option<Value>) -> Value {
         "created_by": r.created_by,
         "host": r.host,
         "reason": r.reason,
+        // Where the change came from: a git commit `cutover watch` applied; null for a person.
+        "source": r
+            .source_json
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<Value>(j).ok())
+            .unwrap_or(Value::Null),
         "images": images,
         "operation": operation.unwrap_or(Value::Null),
     });

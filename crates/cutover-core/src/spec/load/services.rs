@@ -49,6 +49,11 @@ impl Cx {
                 .as_ref()
                 .and_then(|r| r.keep.as_ref())
                 .map_or(DEFAULT_KEEP_RESTORE_POINTS, |k| k.value),
+            watch_git_revert: raw
+                .watch
+                .as_ref()
+                .and_then(|w| w.git_revert.as_ref())
+                .is_some_and(|g| g.value),
             compose_project: self.compose_project.clone(),
             external_volumes: self.external_volumes.clone(),
             base_dir: self.base.clone(),

@@ -1,0 +1,189 @@
+//! The watch's own clone of the repository that holds the stack file.
+//!
+//! The clone lives in the state dir (`watch/repo`) and belongs to cutover: each
+//! [`Checkout::sync`] fetches the branch and checks out its tip by force, so nothing an
+//! operator edits there survives, and the stack file applied is exactly the commit's. A
+//! revert is committed on the tip of the fetched branch and pushed to it; a push refused
+//! because the branch moved meanwhile is an error that says so (the next pass sees the new
+//! commits).
+
+use std::path::{Path, PathBuf};
+
+use git2::{Oid, Repository, Signature};
+
+use crate::{Commit, redact_url};
+
+/// Where the stack comes from.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// A path or a `file://` URL (TLS and SSH transports are not built in).
+    pub repository: String,
+    pub branch: String,
+    /// The stack file's path in the repository.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct GitError {
+    what: String,
+    #[source]
+    source: git2::Error,
+}
+
+fn err(what: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {
+    let what = what.into();
+    move |source| GitError { what, source }
+}
+
+/// The watch's clone.
+pub struct Checkout {
+    repo: Repository,
+    source: Source,
+}
+
+impl Checkout {
+    /// Opens the clone in `dir`, cloning the repository there the first time.
+    pub fn open(source: Source, dir: &Path) -> Result<Checkout, GitError> {
+        let shown = redact_url(&source.repository);
+        let repo = if dir.join(".git").exists() {
+            Repository::open(dir).map_err(err(format!("cannot open {}", dir.display())))?
+        } else {
+            Repository::clone(&source.repository, dir)
+                .map_err(err(format!("cannot clone {shown} into {}", dir.display())))?
+        };
+        Ok(Checkout { repo, source })
+    }
+
+    /// Where the stack file is in the working tree.
+    pub fn stack_file(&self) -> PathBuf {
+        self.repo
+            .workdir()
+            .unwrap_or_else(|| Path::new("."))
+            .join(&self.source.path)
+    }
+
+    /// Fetches the branch and checks its tip out by force; returns the tip.
+    pub fn sync(&self) -> Result<Commit, GitError> {
+        let branch = &self.source.branch;
+        let shown = redact_url(&self.source.repository);
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(err("the clone has no `origin`"))?;
+        let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        remote
+            .fetch(&[refspec.as_str()], None, None)
+            .map_err(err(format!("cannot fetch `{branch}` from {shown}")))?;
+        let tip = self
+            .repo
+            .find_reference(&format!("refs/remotes/origin/{branch}"))
+            .and_then(|r| r.peel_to_commit())
+            .map_err(err(format!("{shown} has no branch `{branch}`")))?;
+        self.repo
+            .checkout_tree(
+                tip.as_object(),
+                Some(
+                    git2::build::CheckoutBuilder::new()
+                        .force()
+                        .remove_untracked(true),
+                ),
+            )
+            .map_err(err(format!("cannot check out {}", tip.id())))?;
+        self.repo
+            .set_head_detached(tip.id())
+            .map_err(err("cannot move HEAD"))?;
+        Ok(self.commit_of(&tip))
+    }
+
+    fn commit_of(&self, c: &git2::Commit<'_>) -> Commit {
+        let author = c.author();
+        Commit {
+            kind: "git".into(),
+            repository: redact_url(&self.source.repository),
+            branch: self.source.branch.clone(),
+            path: self.source.path.display().to_string(),
+            commit: c.id().to_string(),
+            author: format!(
+                "{} <{}>",
+                author.name().unwrap_or("?"),
+                author.email().unwrap_or("?")
+            ),
+            subject: c.summary().unwrap_or("").to_string(),
+        }
+    }
+
+    /// Commits the revert of `id` on the branch's tip (as fetched by the last
+    /// [`Checkout::sync`]) and pushes it to the branch. `why` ends the message.
+    pub fn revert(&self, id: &str, why: &str) -> Result<Commit, GitError> {
+        let branch = &self.source.branch;
+        let bad = Oid::from_str(id)
+            .and_then(|oid| self.repo.find_commit(oid))
+            .map_err(err(format!("commit {id} is not in the clone")))?;
+        let tip = self
+            .repo
+            .find_reference(&format!("refs/remotes/origin/{branch}"))
+            .and_then(|r| r.peel_to_commit())
+            .map_err(err(format!("no fetched branch `{branch}`")))?;
+        let mut index = self
+            .repo
+            .revert_commit(&bad, &tip, 0, None)
+            .map_err(err(format!("cannot revert {id}")))?;
+        if index.has_conflicts() {
+            return Err(GitError {
+                what: format!("reverting {id} on the tip of `{branch}` conflicts"),
+                source: git2::Error::from_str("later commits changed the same lines"),
+            });
+        }
+        let tree = index
+            .write_tree_to(&self.repo)
+            .and_then(|t| self.repo.find_tree(t))
+            .map_err(err("cannot write the revert's tree"))?;
+        let sig = Signature::now("cutover watch", "cutover@localhost")
+            .map_err(err("cannot make a signature"))?;
+        let message = format!(
+            "Revert \"{}\"\n\nThis reverts commit {}.\n\n{why}\n",
+            bad.summary().unwrap_or(""),
+            bad.id()
+        );
+        let oid = self
+            .repo
+            .commit(None, &sig, &sig, &message, &tree, &[&tip])
+            .map_err(err("cannot commit the revert"))?;
+        // A local branch to push from: libgit2 pushes references, not bare commits.
+        let local = "refs/heads/cutover-watch-revert";
+        self.repo
+            .reference(local, oid, true, "cutover watch: revert")
+            .map_err(err("cannot point the revert branch at the commit"))?;
+        let mut remote = self
+            .repo
+            .find_remote("origin")
+            .map_err(err("the clone has no `origin`"))?;
+        let mut refused: Option<String> = None;
+        let mut callbacks = git2::RemoteCallbacks::new();
+        callbacks.push_update_reference(|_, status| {
+            refused = status.map(str::to_string);
+            Ok(())
+        });
+        let mut opts = git2::PushOptions::new();
+        opts.remote_callbacks(callbacks);
+        remote
+            .push(&[format!("{local}:refs/heads/{branch}")], Some(&mut opts))
+            .map_err(err(format!(
+                "cannot push the revert to `{branch}` of {}",
+                redact_url(&self.source.repository)
+            )))?;
+        drop(opts);
+        if let Some(why) = refused {
+            return Err(GitError {
+                what: format!("the push of the revert to `{branch}` was refused"),
+                source: git2::Error::from_str(&why),
+            });
+        }
+        let commit = self
+            .repo
+            .find_commit(oid)
+            .map_err(err("cannot read the revert back"))?;
+        Ok(self.commit_of(&commit))
+    }
+}

@@ -1,0 +1,177 @@
+//! `cutover watch --git` against real parts: a bare git repository and a clone made with
+//! git, the demo images on the real engine. Each commit is what an operator pushes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cutover_testkit::cmd::{code, demo_images, docker, stderr, stdout, text};
+use cutover_testkit::net::{free_port, get_now, post_ok};
+use serde_json::Value;
+
+/// Runs git in `dir`, which must succeed; its output, trimmed.
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Ana Operator")
+        .env("GIT_AUTHOR_EMAIL", "ana@example.org")
+        .env("GIT_COMMITTER_NAME", "Ana Operator")
+        .env("GIT_COMMITTER_EMAIL", "ana@example.org")
+        .output()
+        .expect("git runs");
+    assert!(o.status.success(), "git {}: {}", args.join(" "), text(&o));
+    stdout(&o).trim().to_string()
+}
+
+struct Repo {
+    _tmp: tempfile::TempDir,
+    bare: PathBuf,
+    work: PathBuf,
+    state: PathBuf,
+    name: String,
+    port: u16,
+}
+
+impl Repo {
+    fn new(tag: &str) -> Repo {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (bare, work, state) = (
+            tmp.path().join("stack.git"),
+            tmp.path().join("work"),
+            tmp.path().join("state"),
+        );
+        git(
+            tmp.path(),
+            &["init", "-q", "--bare", "-b", "main", "stack.git"],
+        );
+        git(tmp.path(), &["clone", "-q", "stack.git", "work"]);
+        Repo {
+            _tmp: tmp,
+            bare,
+            work,
+            state,
+            name: format!("t-{tag}-{}", std::process::id()),
+            port: free_port(),
+        }
+    }
+
+    /// Commits the demo stack on `image` with `subject`, and pushes it.
+    fn commit(&self, image: &str, subject: &str) -> String {
+        let (name, port) = (&self.name, self.port);
+        let yaml = format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: {image}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"{name}-data:/data\"]\n    \
+               stop_grace: 5s\n    health: {{ http: /health, interval: 500ms, deadline: 20s }}\n\
+             data:\n  app_data:\n    volume: {{ name: {name}-data }}\n    writers: [app]\n\
+             watch: {{ git_revert: true }}\n"
+        );
+        // What the watch pushed (a revert) comes first.
+        if !git(&self.work, &["ls-remote", "--heads", "origin", "main"]).is_empty() {
+            git(&self.work, &["pull", "-q", "--rebase", "origin", "main"]);
+        }
+        std::fs::write(self.work.join("cutover.yaml"), yaml).expect("stack file");
+        git(&self.work, &["add", "cutover.yaml"]);
+        git(&self.work, &["commit", "-q", "-m", subject]);
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    fn cutover(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .output()
+            .expect("cutover runs")
+    }
+
+    fn watch_once(&self) -> Output {
+        self.cutover(&["watch", "--git", &self.bare.display().to_string(), "--once"])
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The newest release in `history -o json`.
+    fn newest_release(&self) -> Value {
+        let file = self.state.join("watch/repo/cutover.yaml");
+        let o = self.cutover(&["-f", &file.display().to_string(), "-o", "json", "history"]);
+        assert_eq!(code(&o), 0, "history: {}", text(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["releases"][0].clone()
+    }
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        let file = self.state.join("watch/repo/cutover.yaml");
+        let _ = self.cutover(&[
+            "-f",
+            &file.display().to_string(),
+            "down",
+            "--yes",
+            "--volumes",
+        ]);
+        let _ = docker(&["volume", "rm", "-f", &format!("{}-data", self.name)]);
+    }
+}
+
+#[test]
+fn each_commit_is_applied_and_a_reverted_one_is_reverted_in_git_and_waits_for_ack() {
+    demo_images();
+    let r = Repo::new("watch");
+
+    let c1 = r.commit("cutover-demo:v1", "Deploy the demo app");
+    let o = r.watch_once();
+    assert_eq!(code(&o), 0, "first commit: {}", text(&o));
+    assert_eq!(get_now(r.addr(), "/version"), "v1");
+    post_ok(r.addr(), "/items", "kept");
+    assert_eq!(r.newest_release()["source"]["commit"], c1.as_str());
+
+    let c2 = r.commit("cutover-demo:v2", "Upgrade to v2");
+    let o = r.watch_once();
+    assert_eq!(code(&o), 0, "v2: {}", text(&o));
+    assert_eq!(get_now(r.addr(), "/version"), "v2");
+    let rel = r.newest_release();
+    assert_eq!(rel["revision"], 2, "{rel}");
+    assert_eq!(rel["source"]["commit"], c2.as_str(), "{rel}");
+    assert_eq!(rel["source"]["subject"], "Upgrade to v2", "{rel}");
+    assert_eq!(rel["source"]["author"], "Ana Operator <ana@example.org>");
+    let o = r.watch_once();
+    assert!(stdout(&o).contains("up to date"), "{}", text(&o));
+
+    // v3-broken migrates the data, then never turns healthy: reverted, images and data.
+    let c3 = r.commit("cutover-demo:v3-broken", "Upgrade to v3-broken");
+    let o = r.watch_once();
+    assert_eq!(code(&o), 1, "reverted: {}", text(&o));
+    assert_eq!(get_now(r.addr(), "/version"), "v2");
+    assert!(get_now(r.addr(), "/items").contains("kept"));
+    let pushed = git(&r.bare, &["log", "-1", "--format=%s%n%b", "main"]);
+    assert!(
+        pushed.starts_with("Revert \"Upgrade to v3-broken\"") && pushed.contains(&c3),
+        "the revert is pushed to the branch: {pushed}"
+    );
+    assert!(stderr(&o).contains("paused"), "{}", text(&o));
+
+    // A good commit on top waits while the watch is paused...
+    r.commit("cutover-demo:v3", "Upgrade to v3");
+    let o = r.watch_once();
+    assert_eq!(code(&o), 0);
+    assert!(
+        stdout(&o).contains("paused since") && stdout(&o).contains("\"Upgrade to v3\""),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(get_now(r.addr(), "/version"), "v2");
+
+    // ...and applies once a person acknowledges.
+    let o = r.cutover(&["watch", "--git", &r.bare.display().to_string(), "--ack"]);
+    assert!(stdout(&o).contains("acknowledged"), "{}", text(&o));
+    let o = r.watch_once();
+    assert_eq!(code(&o), 0, "v3 after --ack: {}", text(&o));
+    assert_eq!(get_now(r.addr(), "/version"), "v3");
+    assert_eq!(r.newest_release()["source"]["subject"], "Upgrade to v3");
+}
