@@ -3,6 +3,7 @@
 //! - [`git`]: the watch's own clone of the repository. [`git::Checkout::sync`] fetches the
 //!   branch and checks out its tip; [`git::Checkout::revert`] commits a `git revert` of a
 //!   commit on the branch's tip and pushes it.
+//! - [`notify`]: the bodies of its webhooks (cutover's JSON, or Slack's `{"text"}`).
 //! - [`state`]: what the watch applied last, and the pause a reverted commit leaves until a
 //!   person acknowledges it.
 //!
@@ -10,6 +11,7 @@
 //! records the [`Commit`] with the release.
 
 pub mod git;
+pub mod notify;
 pub mod state;
 
 use serde::{Deserialize, Serialize};

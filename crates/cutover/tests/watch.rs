@@ -24,7 +24,61 @@ fn git(dir: &Path, args: &[&str]) -> String {
     stdout(&o).trim().to_string()
 }
 
+/// A local HTTP receiver for the webhooks: it keeps every POST (path, body) and answers 204.
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = got.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut length = 0;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    keep.lock().expect("lock").push((path, v));
+                }
+                let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Receiver { port, got }
+    }
+
+    /// The JSON bodies posted to `path`, in order.
+    fn bodies(&self, path: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
 struct Repo {
+    receiver: Receiver,
     _tmp: tempfile::TempDir,
     bare: PathBuf,
     work: PathBuf,
@@ -47,6 +101,7 @@ impl Repo {
         );
         git(tmp.path(), &["clone", "-q", "stack.git", "work"]);
         Repo {
+            receiver: Receiver::start(),
             _tmp: tmp,
             bare,
             work,
@@ -65,7 +120,9 @@ impl Repo {
                ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"{name}-data:/data\"]\n    \
                stop_grace: 5s\n    health: {{ http: /health, interval: 500ms, deadline: 20s }}\n\
              data:\n  app_data:\n    volume: {{ name: {name}-data }}\n    writers: [app]\n\
-             watch: {{ git_revert: true }}\n"
+             watch: {{ git_revert: true, webhooks: [{{ url: \"http://127.0.0.1:{hook}/hooks/demo\" }}, \
+               {{ url: \"http://127.0.0.1:{hook}/slack\", format: slack }}] }}\n",
+            hook = self.receiver.port
         );
         // What the watch pushed (a revert) comes first.
         if !git(&self.work, &["ls-remote", "--heads", "origin", "main"]).is_empty() {
@@ -155,6 +212,42 @@ fn each_commit_is_applied_and_a_reverted_one_is_reverted_in_git_and_waits_for_ac
         "the revert is pushed to the branch: {pushed}"
     );
     assert!(stderr(&o).contains("paused"), "{}", text(&o));
+    let events: Vec<Value> = r.receiver.bodies("/hooks/demo");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        kinds[kinds.len() - 4..],
+        ["planned", "started", "reverted", "paused"],
+        "the last pass's notifications: {kinds:?}"
+    );
+    let reverted = &events[events.len() - 2];
+    assert_eq!(reverted["release"], 3, "{reverted}");
+    assert_eq!(reverted["commit"]["commit"], c3.as_str());
+    assert!(
+        reverted["failed_step"]["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("upgrade.")),
+        "the failing step: {reverted}"
+    );
+    assert!(
+        reverted["failed_step"]["output_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("did not become healthy")),
+        "{reverted}"
+    );
+    let planned = &events[events.len() - 4];
+    assert!(
+        planned["checklist"]
+            .as_str()
+            .is_some_and(|c| c.contains("cutover-demo:v3-broken")),
+        "the planned notice carries the checklist: {planned}"
+    );
+    let slack = r.receiver.bodies("/slack");
+    assert!(
+        slack.iter().any(|b| b["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("*Reverted*") && t.contains("Failed at `upgrade."))),
+        "{slack:?}"
+    );
 
     // A good commit on top waits while the watch is paused...
     r.commit("cutover-demo:v3", "Upgrade to v3");

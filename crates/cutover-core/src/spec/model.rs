@@ -159,6 +159,9 @@ pub struct Stack {
     /// revert (`watch.git_revert`), so the branch says again what runs.
     #[serde(default)]
     pub watch_git_revert: bool,
+    /// Where `cutover watch` posts what it plans and does (`watch.webhooks`).
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
     /// The compose project the stack's services come from (`include_compose`): its running
     /// containers are taken over by the first apply.
     #[serde(default)]
@@ -464,6 +467,22 @@ impl DataKind {
             DataKind::Directory { path } => format!("directory {path}"),
         }
     }
+}
+
+/// A webhook of `cutover watch`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub url: Value,
+    pub format: WebhookFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// cutover's own JSON body (docs/json.md, "Webhook").
+    Json,
+    /// `{"text": …}`, as Slack's (and Mattermost's, Rocket.Chat's) incoming webhooks take.
+    Slack,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

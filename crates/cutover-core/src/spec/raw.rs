@@ -87,11 +87,22 @@ pub struct RawStack {
     pub watch: Option<RawWatch>,
 }
 
-/// `watch: { git_revert: true }`.
+/// `watch: { git_revert: true, webhooks: [...] }`.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RawWatch {
     /// After a commit's release was reverted, commit a `git revert` of it and push it.
     pub git_revert: Option<Located<bool>>,
+    /// Where `cutover watch` posts what it does.
+    pub webhooks: Option<Vec<RawWebhook>>,
+}
+
+/// `{ url: ${SLACK_URL}, format: slack }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawWebhook {
+    /// Often a secret (a Slack webhook URL is one).
+    pub url: Option<Text>,
+    /// `json` (default) or `slack`.
+    pub format: Option<Text>,
 }
 
 /// `restore_points: { keep: 3 }`.

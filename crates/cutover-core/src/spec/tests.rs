@@ -966,3 +966,37 @@ fn an_empty_stack_file_is_an_error_not_a_stack_of_no_services() {
             .any(|l| l.contains("the stack defines no services")),
     );
 }
+
+#[test]
+fn watch_webhooks_take_a_secret_url_and_a_known_format() {
+    let base = "\
+name: shop
+secrets: { HOOK: { env: HOOK } }
+services:
+  web: { image: nginx }
+watch:
+  git_revert: true
+  webhooks:
+    - url: ${HOOK}
+    - url: http://127.0.0.1:9/x
+      format: teams
+";
+    assert_eq!(
+        problems_with(base, &opts(&[("HOOK", "http://h/secret-token")])),
+        vec!["10:15 InvalidValue: webhook format `teams` is not one of `json`, `slack`"]
+    );
+    let good = base.replace("format: teams", "format: slack");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = load_str(
+        &dir.path().join("cutover.yaml"),
+        &good,
+        &opts(&[("HOOK", "http://h/secret-token")]),
+    )
+    .expect("valid")
+    .stack;
+    assert!(s.watch_git_revert);
+    assert_eq!(s.webhooks.len(), 2);
+    assert_eq!(s.webhooks[0].url.shown(), "${HOOK}", "the URL is a secret");
+    assert_eq!(s.webhooks[0].url.expose(), Some("http://h/secret-token"));
+    assert_eq!(s.webhooks[1].format, WebhookFormat::Slack);
+}

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use cutover_core::spec::WebhookFormat;
 use cutover_watch::git::{Checkout, Source};
+use cutover_watch::notify::{self, Event, FailedStep, Notice};
 use cutover_watch::state::{Pause, WatchState};
 
 use crate::cli::{Cli, ConfirmArgs};
@@ -105,6 +107,15 @@ fn pass(
     let mut sub = cli.clone();
     sub.file = checkout.stack_file();
     sub.state_dir = Some(state_dir.to_path_buf());
+    let hooks = Hooks::of(&sub, &head);
+    hooks.send(
+        Event::Planned,
+        None,
+        "a new commit is planned".into(),
+        checklist(&sub),
+        None,
+    );
+    hooks.send(Event::Started, None, "applying it".into(), None, None);
     let source_json = serde_json::to_string(&head)?;
     let confirm = ConfirmArgs {
         yes: true,
@@ -112,9 +123,17 @@ fn pass(
     };
     let result = apply::run_from(&sub, &[], &confirm, false, Some(&source_json));
     state.last_commit = Some(head.commit.clone());
+    let (release, failed) = hooks.outcome(&sub);
     let (code, reason) = match &result {
         Ok(code) if *code == exit::OK => {
             state.save(state_path)?;
+            hooks.send(
+                Event::Succeeded,
+                release,
+                format!("release {} runs it", release.unwrap_or(0)),
+                None,
+                None,
+            );
             return Ok(exit::OK);
         }
         Ok(code) if *code == exit::REVERTED => (*code, "its release was reverted".to_string()),
@@ -125,13 +144,20 @@ fn pass(
         commit: head.commit.clone(),
         subject: head.subject.clone(),
         reason,
-        since: cutover_store::format_millis(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        ),
+        since: now_rfc3339(),
         revert_commit: None,
     };
+    hooks.send(
+        if code == exit::REVERTED {
+            Event::Reverted
+        } else {
+            Event::Failed
+        },
+        release,
+        pause.reason.clone(),
+        None,
+        failed,
+    );
     if code == exit::REVERTED && git_revert_asked(&sub) {
         match checkout.revert(
             &head.commit,
@@ -150,9 +176,151 @@ fn pass(
         pause.subject,
         pause.reason
     );
+    hooks.send(
+        Event::Paused,
+        release,
+        "later commits wait for `cutover watch --ack`".into(),
+        None,
+        None,
+    );
     state.paused = Some(pause);
     state.save(state_path)?;
     result
+}
+
+/// The webhooks of the commit's stack file, and what they are told about.
+struct Hooks {
+    stack: String,
+    hooks: Vec<cutover_core::spec::Webhook>,
+    commit: cutover_watch::Commit,
+    /// The newest operation before this pass: one after it is this pass's.
+    op_before: Option<u64>,
+}
+
+impl Hooks {
+    fn of(cli: &Cli, commit: &cutover_watch::Commit) -> Hooks {
+        let (stack, hooks) = commands::load(cli, &[])
+            .map(|l| (l.stack.name.clone(), l.stack.webhooks.clone()))
+            .unwrap_or_default();
+        let op_before = commands::open_store_if_present(cli, &stack)
+            .ok()
+            .flatten()
+            .and_then(|s| s.operations(1).ok())
+            .and_then(|o| o.first().map(|o| o.id));
+        Hooks {
+            stack,
+            hooks,
+            commit: commit.clone(),
+            op_before,
+        }
+    }
+
+    /// The release the apply made and the step it failed at, from the store.
+    fn outcome(&self, cli: &Cli) -> (Option<u64>, Option<FailedStep>) {
+        let Ok(store) = commands::open_store(cli, &self.stack) else {
+            return (None, None);
+        };
+        let Some(op) = store
+            .operations(1)
+            .ok()
+            .and_then(|o| o.into_iter().next())
+            .filter(|o| Some(o.id) > self.op_before)
+        else {
+            return (None, None);
+        };
+        let failed = store.journal(op.id).ok().and_then(|j| {
+            let failed = j
+                .iter()
+                .filter(|s| s.status == cutover_store::StepStatus::Failed);
+            failed
+                .clone()
+                .find(|s| s.phase != "revert")
+                .or_else(|| failed.clone().next())
+                .map(|s| FailedStep {
+                    id: s.step_id.clone(),
+                    output_tail: s.output_tail.clone(),
+                })
+        });
+        (op.release, failed)
+    }
+
+    fn send(
+        &self,
+        event: Event,
+        release: Option<u64>,
+        summary: String,
+        checklist: Option<String>,
+        failed_step: Option<FailedStep>,
+    ) {
+        if self.hooks.is_empty() {
+            return;
+        }
+        let notice = Notice {
+            event,
+            stack: self.stack.clone(),
+            release,
+            commit: self.commit.clone(),
+            summary,
+            checklist,
+            failed_step,
+            at: now_rfc3339(),
+        };
+        let Ok(rt) = commands::tokio() else { return };
+        for hook in &self.hooks {
+            let Some(url) = hook.url.expose() else {
+                eprintln!(
+                    "watch: webhook {} not sent: its secret is not set",
+                    hook.url.shown()
+                );
+                continue;
+            };
+            let body = match hook.format {
+                WebhookFormat::Json => notify::json_body(&notice),
+                WebhookFormat::Slack => notify::slack_body(&notice),
+            };
+            let sent = rt.block_on(cutover_http::post_json(
+                url,
+                hook.url.shown(),
+                body.to_string(),
+                WEBHOOK_TIMEOUT,
+            ));
+            match sent {
+                Ok((status, _)) if (200..300).contains(&status) => {}
+                Ok((status, _)) => eprintln!(
+                    "watch: webhook {} answered {status} to `{event:?}`",
+                    hook.url.shown()
+                ),
+                Err(e) => eprintln!("watch: webhook not sent: {e}"),
+            }
+        }
+    }
+}
+
+/// A webhook gets this long to answer; the watch goes on either way.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn now_rfc3339() -> String {
+    cutover_store::format_millis(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+    )
+}
+
+/// The plan of the commit's stack file as the markdown checklist, for `planned`.
+fn checklist(cli: &Cli) -> Option<String> {
+    let loaded = commands::load(cli, &[]).ok()?;
+    let store = commands::open_store_if_present(cli, &loaded.stack.name).ok()?;
+    let observed = match &store {
+        Some(store) => commands::observed(store).ok()?,
+        None => cutover_core::plan::Observed::default(),
+    };
+    let plan = cutover_core::plan::plan(
+        &loaded.stack,
+        &observed,
+        &cutover_core::plan::Resolved::default(),
+    );
+    Some(cutover_core::plan::render::markdown(&plan))
 }
 
 /// Whether the stack file of the commit asks for a `git revert` of a reverted release.

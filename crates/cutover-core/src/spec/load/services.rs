@@ -54,11 +54,17 @@ impl Cx {
                 .as_ref()
                 .and_then(|w| w.git_revert.as_ref())
                 .is_some_and(|g| g.value),
+            webhooks: Vec::new(),
             compose_project: self.compose_project.clone(),
             external_volumes: self.external_volumes.clone(),
             base_dir: self.base.clone(),
         };
         self.check_services(&raw, &stack);
+        for w in raw.watch.iter().flat_map(|w| w.webhooks.iter().flatten()) {
+            if let Some(hook) = self.webhook(w, vars) {
+                stack.webhooks.push(hook);
+            }
+        }
         for (name, d) in &raw.data {
             let at = d_loc(d).unwrap_or_else(|| self.key_at(&["data", name]));
             self.name_ok("data", name, at);
@@ -656,6 +662,37 @@ pub fn serving_service(url: &str, services: &IndexMap<String, Service>) -> Optio
             .map(|(n, _)| n.clone());
     }
     None
+}
+
+impl Cx {
+    /// One of `watch.webhooks`: a URL (a secret, often) and the body's format.
+    fn webhook(&mut self, w: &RawWebhook, vars: &Vars) -> Option<Webhook> {
+        let Some(url) = &w.url else {
+            let at = self.key_at(&["watch", "webhooks"]);
+            self.error(DiagKind::Missing, at, "a webhook needs `url`".to_string())
+                .hint = Some("url: ${SLACK_WEBHOOK_URL} (a secret)".into());
+            return None;
+        };
+        let format = match &w.format {
+            None => WebhookFormat::Json,
+            Some(f) => match self.plain(f, vars)?.as_str() {
+                "json" => WebhookFormat::Json,
+                "slack" => WebhookFormat::Slack,
+                other => {
+                    self.error(
+                        DiagKind::InvalidValue,
+                        f.at,
+                        format!("webhook format `{other}` is not one of `json`, `slack`"),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(Webhook {
+            url: self.value(url, vars)?,
+            format,
+        })
+    }
 }
 
 #[cfg(test)]
