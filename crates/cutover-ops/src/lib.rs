@@ -21,6 +21,7 @@ pub mod journal;
 pub mod labels;
 pub mod lock;
 pub mod operation;
+pub mod promotion;
 pub mod record;
 pub mod resume;
 pub mod rollback;

@@ -268,3 +268,82 @@ fn each_commit_is_applied_and_a_reverted_one_is_reverted_in_git_and_waits_for_ac
     assert_eq!(get_now(r.addr(), "/version"), "v3");
     assert_eq!(r.newest_release()["source"]["subject"], "Upgrade to v3");
 }
+
+#[test]
+fn prod_refuses_an_image_staging_never_ran_and_takes_it_once_staging_did() {
+    demo_images();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p_staging, p_prod) = (free_port(), free_port());
+    let name = format!("t-promo-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}-${{stage}}\n\
+             vars: {{ stage: dev, tag: v1, port: \"0\" }}\n\
+             services:\n  app:\n    image: cutover-demo:${{tag}}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:${{port}}:8080\"]\n    stop_grace: 5s\n\
+             environments:\n  \
+               staging: {{ vars: {{ stage: staging, port: \"{p_staging}\" }} }}\n  \
+               prod:\n    vars: {{ stage: prod, port: \"{p_prod}\" }}\n    \
+                 promote_from: {{ environment: staging, state_dir: ./staging-state }}\n"
+        ),
+    )
+    .expect("stack file");
+    let run = |env: &str, args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .current_dir(dir.path())
+            .args(["--env", env, "--state-dir", &format!("{env}-state")])
+            .args(args)
+            .output()
+            .expect("cutover runs")
+    };
+    struct Down<'a>(&'a dyn Fn(&str, &[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            for env in ["staging", "prod"] {
+                let _ = (self.0)(env, &["down", "--yes"]);
+            }
+        }
+    }
+    let _down = Down(&run);
+    let apply = |env: &str, tag: &str| {
+        run(
+            env,
+            &["apply", "--yes", "--set", &format!("vars.tag={tag}")],
+        )
+    };
+
+    let o = apply("staging", "v1");
+    assert_eq!(code(&o), 0, "staging v1: {}", text(&o));
+    let o = apply("prod", "v1");
+    assert_eq!(code(&o), 0, "prod v1, which staging runs: {}", text(&o));
+    assert!(
+        stderr(&o).contains("promotion gate: ran in staging first"),
+        "{}",
+        text(&o)
+    );
+
+    let o = apply("prod", "v2");
+    assert_eq!(code(&o), 2, "prod v2 before staging: {}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("which staging never ran verified")
+            && err.contains("staging's release 1 runs cutover-demo:v1")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        get_now(SocketAddr::from(([127, 0, 0, 1], p_prod)), "/version"),
+        "v1"
+    );
+
+    let o = apply("staging", "v2");
+    assert_eq!(code(&o), 0, "staging v2: {}", text(&o));
+    let o = apply("prod", "v2");
+    assert_eq!(code(&o), 0, "prod v2 after staging: {}", text(&o));
+    assert!(stderr(&o).contains("staging's release 2"), "{}", text(&o));
+    assert_eq!(
+        get_now(SocketAddr::from(([127, 0, 0, 1], p_prod)), "/version"),
+        "v2"
+    );
+}

@@ -162,6 +162,9 @@ pub struct Stack {
     /// Where `cutover watch` posts what it plans and does (`watch.webhooks`).
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
+    /// The promotion gate: every image must have run in another environment first.
+    #[serde(default)]
+    pub promote_from: Option<Promotion>,
     /// The compose project the stack's services come from (`include_compose`): its running
     /// containers are taken over by the first apply.
     #[serde(default)]
@@ -467,6 +470,16 @@ impl DataKind {
             DataKind::Directory { path } => format!("directory {path}"),
         }
     }
+}
+
+/// `promote_from`: an image is applied here only after it ran, verified, in `environment`
+/// (whose state is in `state_dir`) for at least `soak`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promotion {
+    pub environment: String,
+    pub state_dir: std::path::PathBuf,
+    #[serde(with = "duration")]
+    pub soak: Duration,
 }
 
 /// A webhook of `cutover watch`.

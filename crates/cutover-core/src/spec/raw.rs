@@ -85,6 +85,19 @@ pub struct RawStack {
     pub restore_points: Option<RawRestorePoints>,
     /// What `cutover watch` does beyond applying each commit.
     pub watch: Option<RawWatch>,
+    /// A promotion gate, usually set by an environment overlay.
+    pub promote_from: Option<RawPromote>,
+}
+
+/// `promote_from: { environment: staging, state_dir: /srv/cutover/staging, soak: 1h }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawPromote {
+    /// The environment (of this stack file) whose releases must have run each image first.
+    pub environment: Option<Text>,
+    /// Where that environment's state is.
+    pub state_dir: Option<Text>,
+    /// How long an image must have run there (default 0).
+    pub soak: Option<Text>,
 }
 
 /// `watch: { git_revert: true, webhooks: [...] }`.
@@ -374,6 +387,7 @@ pub struct RawEnvironment {
     #[serde(default)]
     pub services: IndexMap<String, RawService>,
     pub traffic: Option<RawTraffic>,
+    pub promote_from: Option<RawPromote>,
 }
 
 impl RawService {

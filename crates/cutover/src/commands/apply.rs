@@ -61,6 +61,7 @@ pub fn run_from(
         &IndexMap::new(),
         true,
     )?;
+    promotion_gate(cli, &loaded.stack, &observed, &resolved)?;
     let plan = plan::plan(&loaded.stack, &observed, &resolved);
     operate(
         cli,
@@ -528,6 +529,74 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder, lease: &str) -> anyhow::R
         retain_restore_points(cli, op.desired, release);
     }
     Ok(code)
+}
+
+/// `promote_from`: every image this apply changes must have run, verified, in the other
+/// environment for its soak time (`cutover_ops::promotion`). Refused before anything runs.
+fn promotion_gate(
+    cli: &Cli,
+    stack: &Stack,
+    observed: &Observed,
+    resolved: &cutover_core::plan::Resolved,
+) -> anyhow::Result<()> {
+    let Some(p) = &stack.promote_from else {
+        return Ok(());
+    };
+    let refuse = |why: String| {
+        with_code(
+            exit::INVALID,
+            anyhow!(
+                "promotion gate (promote_from: {}): {why}; nothing was changed",
+                p.environment
+            ),
+        )
+    };
+    let mut wanted = IndexMap::new();
+    for (service, svc) in &stack.services {
+        let Some(id) = resolved.image_ids.get(service) else {
+            return Err(refuse(format!(
+                "the image {} of `{service}` is not on this engine, so its ID cannot be compared",
+                svc.image
+            )));
+        };
+        if observed.image_ids.get(service) != Some(id) {
+            wanted.insert(service.clone(), id.clone());
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    // The other environment's stack name: this stack file with its overlay.
+    let mut other = cli.clone();
+    other.environment = Some(p.environment.clone());
+    let name = commands::load(&other, &[])
+        .map_err(|e| {
+            refuse(format!(
+                "cannot read environment `{}`: {e:#}",
+                p.environment
+            ))
+        })?
+        .stack
+        .name;
+    if !cutover_store::Store::exists(&p.state_dir) {
+        return Err(refuse(format!(
+            "{} holds no state of `{}`",
+            p.state_dir.display(),
+            p.environment
+        )));
+    }
+    let source = cutover_store::Store::open(&p.state_dir, &name)
+        .with_context(|| format!("cannot open the state in {}", p.state_dir.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match cutover_ops::promotion::check(&source, &p.environment, &wanted, p.soak, now)? {
+        Ok(said) => {
+            eprintln!("promotion gate: {said}");
+            Ok(())
+        }
+        Err(why) => Err(refuse(why)),
+    }
 }
 
 /// After a successful release, outside the window: the durable archive of each snapshot

@@ -213,6 +213,9 @@ fn apply_environment(raw: &mut RawStack, env: RawEnvironment) {
     if env.traffic.is_some() {
         raw.traffic = env.traffic;
     }
+    if env.promote_from.is_some() {
+        raw.promote_from = env.promote_from;
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -55,11 +55,15 @@ impl Cx {
                 .and_then(|w| w.git_revert.as_ref())
                 .is_some_and(|g| g.value),
             webhooks: Vec::new(),
+            promote_from: None,
             compose_project: self.compose_project.clone(),
             external_volumes: self.external_volumes.clone(),
             base_dir: self.base.clone(),
         };
         self.check_services(&raw, &stack);
+        if let Some(p) = &raw.promote_from {
+            stack.promote_from = self.promotion(p, vars);
+        }
         for w in raw.watch.iter().flat_map(|w| w.webhooks.iter().flatten()) {
             if let Some(hook) = self.webhook(w, vars) {
                 stack.webhooks.push(hook);
@@ -665,6 +669,30 @@ pub fn serving_service(url: &str, services: &IndexMap<String, Service>) -> Optio
 }
 
 impl Cx {
+    /// `promote_from`: the environment, where its state is, and the soak time.
+    fn promotion(&mut self, p: &RawPromote, vars: &Vars) -> Option<Promotion> {
+        let (Some(env), Some(dir)) = (&p.environment, &p.state_dir) else {
+            let at = self.key_at(&["promote_from"]);
+            self.error(
+                DiagKind::Missing,
+                at,
+                "promote_from needs `environment` and `state_dir`".to_string(),
+            )
+            .hint = Some(
+                "promote_from: { environment: staging, state_dir: /srv/cutover/staging, soak: 1h }"
+                    .into(),
+            );
+            return None;
+        };
+        let environment = self.plain(env, vars)?;
+        let state_dir = self.plain(dir, vars)?;
+        Some(Promotion {
+            environment,
+            state_dir: self.resolve_path(&state_dir),
+            soak: self.duration(p.soak.as_ref(), vars, Duration::ZERO),
+        })
+    }
+
     /// One of `watch.webhooks`: a URL (a secret, often) and the body's format.
     fn webhook(&mut self, w: &RawWebhook, vars: &Vars) -> Option<Webhook> {
         let Some(url) = &w.url else {
