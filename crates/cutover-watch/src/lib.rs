@@ -13,6 +13,7 @@
 pub mod git;
 pub mod notify;
 pub mod state;
+pub mod window;
 
 use serde::{Deserialize, Serialize};
 

@@ -17,6 +17,9 @@ pub struct WatchState {
     /// Set when a commit's release was reverted or failed.
     #[serde(default)]
     pub paused: Option<Pause>,
+    /// The commit last announced as waiting for its maintenance window.
+    #[serde(default)]
+    pub announced: Option<String>,
 }
 
 /// Why the watch stopped applying.
@@ -113,6 +116,7 @@ mod tests {
                 since: "2026-12-06T10:00:00Z".into(),
                 revert_commit: None,
             }),
+            announced: None,
         };
         s.save(&path).expect("save");
         assert_eq!(WatchState::load(&path).expect("load"), s);

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cutover_testkit::cmd::{code, demo_images, docker, stderr, stdout, text};
+use cutover_testkit::cmd::{code, demo_images, docker, require_test_hooks, stderr, stdout, text};
 use cutover_testkit::net::{free_port, get_now, post_ok};
 use serde_json::Value;
 
@@ -113,6 +113,11 @@ impl Repo {
 
     /// Commits the demo stack on `image` with `subject`, and pushes it.
     fn commit(&self, image: &str, subject: &str) -> String {
+        self.commit_with(image, subject, "")
+    }
+
+    /// The same, with more of the `watch:` section (`, windows: [...]`).
+    fn commit_with(&self, image: &str, subject: &str, watch_more: &str) -> String {
         let (name, port) = (&self.name, self.port);
         let yaml = format!(
             "name: {name}\n\
@@ -121,7 +126,7 @@ impl Repo {
                stop_grace: 5s\n    health: {{ http: /health, interval: 500ms, deadline: 20s }}\n\
              data:\n  app_data:\n    volume: {{ name: {name}-data }}\n    writers: [app]\n\
              watch: {{ git_revert: true, webhooks: [{{ url: \"http://127.0.0.1:{hook}/hooks/demo\" }}, \
-               {{ url: \"http://127.0.0.1:{hook}/slack\", format: slack }}] }}\n",
+               {{ url: \"http://127.0.0.1:{hook}/slack\", format: slack }}]{watch_more} }}\n",
             hook = self.receiver.port
         );
         // What the watch pushed (a revert) comes first.
@@ -145,7 +150,22 @@ impl Repo {
     }
 
     fn watch_once(&self) -> Output {
-        self.cutover(&["watch", "--git", &self.bare.display().to_string(), "--once"])
+        self.watch_once_at(None)
+    }
+
+    /// One pass with the watch's clock set (the `test-hooks` feature).
+    fn watch_once_at(&self, now: Option<&str>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        cmd.arg("--state-dir").arg(&self.state).args([
+            "watch",
+            "--git",
+            &self.bare.display().to_string(),
+            "--once",
+        ]);
+        if let Some(now) = now {
+            cmd.env("CUTOVER_TEST_NOW", now);
+        }
+        cmd.output().expect("cutover runs")
     }
 
     fn addr(&self) -> SocketAddr {
@@ -346,4 +366,53 @@ fn prod_refuses_an_image_staging_never_ran_and_takes_it_once_staging_did() {
         get_now(SocketAddr::from(([127, 0, 0, 1], p_prod)), "/version"),
         "v2"
     );
+}
+
+#[test]
+fn an_update_outside_its_window_is_announced_once_and_applied_inside_it() {
+    require_test_hooks(Path::new(env!("CARGO_BIN_EXE_cutover")));
+    demo_images();
+    let r = Repo::new("window");
+    r.commit_with(
+        "cutover-demo:v1",
+        "Deploy at night",
+        ", windows: [{ days: [mon, tue, wed, thu, fri, sat, sun], from: \"02:00\", to: \"03:00\", tz: UTC }]",
+    );
+    for _ in 0..2 {
+        let o = r.watch_once_at(Some("2026-12-07T12:00:00Z"));
+        assert_eq!(code(&o), 0, "{}", text(&o));
+        assert!(
+            stdout(&o)
+                .contains("waits for its maintenance window, which opens at 2026-12-08T02:00:00Z"),
+            "{}",
+            text(&o)
+        );
+    }
+    assert!(
+        get_now_or_none(r.addr()).is_none(),
+        "nothing was deployed outside the window"
+    );
+    let planned: Vec<Value> = r
+        .receiver
+        .bodies("/hooks/demo")
+        .into_iter()
+        .filter(|b| b["event"] == "planned")
+        .collect();
+    assert_eq!(planned.len(), 1, "announced once, ahead: {planned:?}");
+    assert!(
+        planned[0]["checklist"]
+            .as_str()
+            .is_some_and(|c| c.contains("cutover-demo:v1"))
+    );
+
+    let o = r.watch_once_at(Some("2026-12-08T02:30:00Z"));
+    assert_eq!(code(&o), 0, "inside the window: {}", text(&o));
+    assert_eq!(get_now(r.addr(), "/version"), "v1");
+}
+
+/// What `GET /version` answers, or `None` when nothing answers.
+fn get_now_or_none(addr: SocketAddr) -> Option<String> {
+    cutover_testkit::net::http_get(addr, "/version")
+        .ok()
+        .map(|(_, b)| b)
 }

@@ -162,6 +162,10 @@ pub struct Stack {
     /// Where `cutover watch` posts what it plans and does (`watch.webhooks`).
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
+    /// When `cutover watch` may apply on its own (`watch.windows`; none: any time). Read by
+    /// the watch, which knows time zones.
+    #[serde(default)]
+    pub watch_windows: Vec<WatchWindow>,
     /// The promotion gate: every image must have run in another environment first.
     #[serde(default)]
     pub promote_from: Option<Promotion>,
@@ -480,6 +484,15 @@ pub struct Promotion {
     pub state_dir: std::path::PathBuf,
     #[serde(with = "duration")]
     pub soak: Duration,
+}
+
+/// A maintenance window of `cutover watch`, as written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchWindow {
+    pub days: Vec<String>,
+    pub from: String,
+    pub to: String,
+    pub tz: String,
 }
 
 /// A webhook of `cutover watch`.

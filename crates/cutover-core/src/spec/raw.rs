@@ -107,6 +107,18 @@ pub struct RawWatch {
     pub git_revert: Option<Located<bool>>,
     /// Where `cutover watch` posts what it does.
     pub webhooks: Option<Vec<RawWebhook>>,
+    /// When `cutover watch` may apply on its own (default: any time).
+    pub windows: Option<Vec<RawWindow>>,
+}
+
+/// `{ days: [sat, sun], from: "02:00", to: "05:00", tz: Europe/Berlin }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawWindow {
+    pub days: Option<Vec<Text>>,
+    pub from: Option<Text>,
+    pub to: Option<Text>,
+    /// Default `UTC`.
+    pub tz: Option<Text>,
 }
 
 /// `{ url: ${SLACK_URL}, format: slack }`.

@@ -103,11 +103,25 @@ fn pass(
         output::print(&format!("up to date: {} was applied\n", head.describe()))?;
         return Ok(exit::OK);
     }
-    eprintln!("watch: applying {}", head.describe());
     let mut sub = cli.clone();
     sub.file = checkout.stack_file();
     sub.state_dir = Some(state_dir.to_path_buf());
     let hooks = Hooks::of(&sub, &head);
+    if let Some(opens) = closed_until(&sub)? {
+        let said = format!(
+            "{} waits for its maintenance window, which opens at {opens}",
+            head.describe()
+        );
+        if state.announced.as_deref() != Some(head.commit.as_str()) {
+            // Announced once per commit, with the plan, ahead of its window.
+            hooks.send(Event::Planned, None, said.clone(), checklist(&sub), None);
+            state.announced = Some(head.commit.clone());
+            state.save(state_path)?;
+        }
+        output::print(&format!("{said}\n"))?;
+        return Ok(exit::OK);
+    }
+    eprintln!("watch: applying {}", head.describe());
     hooks.send(
         Event::Planned,
         None,
@@ -321,6 +335,40 @@ fn checklist(cli: &Cli) -> Option<String> {
         &cutover_core::plan::Resolved::default(),
     );
     Some(cutover_core::plan::render::markdown(&plan))
+}
+
+/// `Some(when it opens)` while the commit's stack file declares maintenance windows and none
+/// is open now; `None` when the watch may apply.
+fn closed_until(cli: &Cli) -> anyhow::Result<Option<String>> {
+    let loaded = commands::load(cli, &[])?;
+    let mut windows = Vec::new();
+    for (i, w) in loaded.stack.watch_windows.iter().enumerate() {
+        windows.push(
+            cutover_watch::window::Window::parse(&w.days, &w.from, &w.to, &w.tz)
+                .map_err(|e| with_code(exit::INVALID, anyhow!("watch.windows[{i}]: {e}")))?,
+        );
+    }
+    let now = now_timestamp();
+    if cutover_watch::window::open(&windows, now) {
+        return Ok(None);
+    }
+    Ok(Some(
+        cutover_watch::window::next_open(&windows, now)
+            .map_or_else(|| "no time in the next two weeks".into(), |t| t.to_string()),
+    ))
+}
+
+/// The clock the windows are read by. With the `test-hooks` feature,
+/// `CUTOVER_TEST_NOW=<RFC 3339>` sets it.
+fn now_timestamp() -> jiff::Timestamp {
+    #[cfg(feature = "test-hooks")]
+    if let Some(t) = std::env::var("CUTOVER_TEST_NOW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return t;
+    }
+    jiff::Timestamp::now()
 }
 
 /// Whether the stack file of the commit asks for a `git revert` of a reverted release.

@@ -56,6 +56,7 @@ impl Cx {
                 .is_some_and(|g| g.value),
             webhooks: Vec::new(),
             promote_from: None,
+            watch_windows: Vec::new(),
             compose_project: self.compose_project.clone(),
             external_volumes: self.external_volumes.clone(),
             base_dir: self.base.clone(),
@@ -63,6 +64,36 @@ impl Cx {
         self.check_services(&raw, &stack);
         if let Some(p) = &raw.promote_from {
             stack.promote_from = self.promotion(p, vars);
+        }
+        for w in raw.watch.iter().flat_map(|w| w.windows.iter().flatten()) {
+            let (Some(days), Some(from), Some(to)) = (&w.days, &w.from, &w.to) else {
+                let at = self.key_at(&["watch", "windows"]);
+                self.error(
+                    DiagKind::Missing,
+                    at,
+                    "a window needs `days`, `from` and `to`".to_string(),
+                )
+                .hint = Some(
+                    "{ days: [sat, sun], from: \"02:00\", to: \"05:00\", tz: Europe/Berlin }"
+                        .into(),
+                );
+                continue;
+            };
+            let window = (|| {
+                Some(WatchWindow {
+                    days: days
+                        .iter()
+                        .map(|d| self.plain(d, vars))
+                        .collect::<Option<Vec<_>>>()?,
+                    from: self.plain(from, vars)?,
+                    to: self.plain(to, vars)?,
+                    tz: match &w.tz {
+                        Some(tz) => self.plain(tz, vars)?,
+                        None => "UTC".into(),
+                    },
+                })
+            })();
+            stack.watch_windows.extend(window);
         }
         for w in raw.watch.iter().flat_map(|w| w.webhooks.iter().flatten()) {
             if let Some(hook) = self.webhook(w, vars) {
