@@ -9,7 +9,7 @@ use bollard::auth::DockerCredentials;
 
 /// The registry part of an image reference: `registry.example.org:5000/app:1` →
 /// `registry.example.org:5000`; Docker Hub references → `https://index.docker.io/v1/`.
-pub(crate) fn registry_of(reference: &str) -> String {
+pub fn registry_of(reference: &str) -> String {
     match reference.split_once('/') {
         Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
             first.to_string()
@@ -26,7 +26,7 @@ fn config_path() -> Option<PathBuf> {
 }
 
 /// Credentials for the registry of `reference`, when `docker login` stored some.
-pub(crate) fn credentials_for(reference: &str) -> Option<DockerCredentials> {
+pub fn credentials_for(reference: &str) -> Option<DockerCredentials> {
     let text = std::fs::read_to_string(config_path()?).ok()?;
     credentials_in(&text, &registry_of(reference))
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+pub use auth::{credentials_for, registry_of};
 pub use blocking::Blocking;
 pub use containers::{ContainerInfo, ContainerSpec, PortHolder, Slot};
 pub use health::HealthFailure;

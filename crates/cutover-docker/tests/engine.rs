@@ -62,6 +62,7 @@ fn service(image: &str, health: Option<Health>) -> Service {
         init: false,
         tmpfs: Vec::new(),
         adopt: Vec::new(),
+        update: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! - [`git`]: the watch's own clone of the repository. [`git::Checkout::sync`] fetches the
 //!   branch and checks out its tip; [`git::Checkout::revert`] commits a `git revert` of a
 //!   commit on the branch's tip and pushes it.
+//! - [`images`]: the image source: a registry's tags and the newest one a policy allows.
 //! - [`notify`]: the bodies of its webhooks (cutover's JSON, or Slack's `{"text"}`).
 //! - [`state`]: what the watch applied last, and the pause a reverted commit leaves until a
 //!   person acknowledges it.
@@ -11,6 +12,7 @@
 //! records the [`Commit`] with the release.
 
 pub mod git;
+pub mod images;
 pub mod notify;
 pub mod state;
 pub mod window;

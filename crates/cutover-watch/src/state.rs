@@ -20,6 +20,10 @@ pub struct WatchState {
     /// The commit last announced as waiting for its maintenance window.
     #[serde(default)]
     pub announced: Option<String>,
+    /// Images (`service=repo:tag`) whose update was reverted: `--images` never picks them
+    /// again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<String>,
 }
 
 /// Why the watch stopped applying.
@@ -117,6 +121,7 @@ mod tests {
                 revert_commit: None,
             }),
             announced: None,
+            rejected: Vec::new(),
         };
         s.save(&path).expect("save");
         assert_eq!(WatchState::load(&path).expect("load"), s);

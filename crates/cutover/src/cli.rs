@@ -266,8 +266,12 @@ pub enum Command {
     /// git and pushed). Needs --state-dir: the watch keeps its clone and state there.
     Watch {
         /// The repository: a path or a file:// URL.
-        #[arg(long, value_name = "REPO")]
-        git: String,
+        #[arg(long, value_name = "REPO", required_unless_present = "images")]
+        git: Option<String>,
+        /// Instead of git: poll the registry of each service with an `update` policy and
+        /// apply the newest tag it allows (the stack file given with -f).
+        #[arg(long, conflicts_with = "git")]
+        images: bool,
         /// The branch whose commits are applied.
         #[arg(long, default_value = "main")]
         branch: String,

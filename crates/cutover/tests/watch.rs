@@ -416,3 +416,145 @@ fn get_now_or_none(addr: SocketAddr) -> Option<String> {
         .ok()
         .map(|(_, b)| b)
 }
+
+/// Debian's `docker-registry` on loopback (plain HTTP, no auth), killed when dropped, with
+/// the images it was given removed from the engine.
+struct Registry {
+    child: std::process::Child,
+    port: u16,
+    pushed: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).expect("config");
+        let child = Command::new("docker-registry")
+            .args([
+                "serve",
+                &dir.path().join("config.yml").display().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry; tests/run installs it)");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed().as_secs() < 20, "the registry did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            port,
+            pushed: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// Pushes local image `from` as `127.0.0.1:PORT/demo:TAG`; returns that reference.
+    fn push(&mut self, from: &str, tag: &str) -> String {
+        let to = format!("127.0.0.1:{}/demo:{tag}", self.port);
+        docker(&["tag", from, &to]);
+        let o = Command::new("docker")
+            .args(["push", &to])
+            .output()
+            .expect("docker push");
+        assert!(o.status.success(), "docker push {to}: {}", text(&o));
+        self.pushed.push(to.clone());
+        to
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for image in &self.pushed {
+            let _ = docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+#[test]
+fn a_new_tag_the_policy_allows_is_applied_and_one_it_does_not_is_ignored() {
+    demo_images();
+    let mut reg = Registry::start();
+    let first = reg.push("cutover-demo:v2", "2.0.0");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let name = format!("t-images-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: {first}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    volumes: [\"{name}-data:/data\"]\n    \
+               stop_grace: 5s\n    health: {{ http: /health, interval: 500ms, deadline: 20s }}\n    \
+               update: {{ semver: \"~2\" }}\n\
+             data:\n  app_data:\n    volume: {{ name: {name}-data }}\n    writers: [app]\n"
+        ),
+    )
+    .expect("stack file");
+    let run = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .current_dir(dir.path())
+            .args(["--state-dir", "state"])
+            .args(args)
+            .output()
+            .expect("cutover runs")
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output, String);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "--yes", "--volumes"]);
+            let _ = docker(&["volume", "rm", "-f", &self.1]);
+        }
+    }
+    let _down = Down(&run, format!("{name}-data"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let o = run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(get_now(addr, "/version"), "v2");
+    post_ok(addr, "/items", "kept");
+
+    // 2.1.0 (the v3 image) is allowed by ~2; 3.0.0 is not.
+    let allowed = reg.push("cutover-demo:v3", "2.1.0");
+    reg.push("cutover-demo:v3-broken", "3.0.0");
+    let o = run(&["watch", "--images", "--once"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(get_now(addr, "/version"), "v3");
+    let o = run(&["-o", "json", "history"]);
+    let h: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let source = &h["releases"][0]["source"];
+    assert_eq!(source["kind"], "images", "{source}");
+    assert_eq!(source["updates"][0]["to"], allowed.as_str(), "{source}");
+    let o = run(&["watch", "--images", "--once"]);
+    assert!(
+        stdout(&o).contains("up to date"),
+        "3.0.0 is ignored: {}",
+        text(&o)
+    );
+
+    // A tag the policy allows but that fails is reverted, and never tried again.
+    reg.push("cutover-demo:v3-broken", "2.2.0");
+    let o = run(&["watch", "--images", "--once"]);
+    assert_eq!(code(&o), 1, "reverted: {}", text(&o));
+    assert_eq!(get_now(addr, "/version"), "v3");
+    assert!(get_now(addr, "/items").contains("kept"));
+    let o = run(&["watch", "--images", "--once"]);
+    assert!(stdout(&o).contains("paused since"), "{}", text(&o));
+    let o = run(&["watch", "--images", "--ack"]);
+    assert!(stdout(&o).contains("acknowledged"), "{}", text(&o));
+    let o = run(&["watch", "--images", "--once"]);
+    assert!(
+        stdout(&o).contains("up to date"),
+        "2.2.0 is not tried again: {}",
+        text(&o)
+    );
+}

@@ -216,6 +216,19 @@ pub struct Service {
     /// its own on the same volumes and ports, removes once the release is recorded).
     #[serde(default)]
     pub adopt: Vec<String>,
+    /// How `cutover watch --images` moves the image's tag, if it does.
+    #[serde(default)]
+    pub update: Option<UpdatePolicy>,
+}
+
+/// A service's update policy, as written (the watch checks it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdatePolicy {
+    /// A semver range: `~2.6`, `^2`, `>=1.4, <2`.
+    Semver(String),
+    /// A regex the whole tag must match.
+    Regex(String),
 }
 
 /// An operator's configuration file and where each image keeps its defaults.

@@ -177,6 +177,16 @@ pub struct RawService {
     pub tmpfs: Option<Vec<Text>>,
     /// Containers started by hand (`docker run --name …`) that the first apply takes over.
     pub adopt: Option<Vec<Text>>,
+    /// How `cutover watch --images` moves the image's tag: `{ semver: "~2" }` or
+    /// `{ regex: "2\\.\\d+-alpine" }`.
+    pub update: Option<RawUpdate>,
+}
+
+/// A service's update policy: exactly one of the two.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawUpdate {
+    pub semver: Option<Text>,
+    pub regex: Option<Text>,
 }
 
 /// `config_files: [{ path: ./conf/app.ini, defaults: /etc/app/app.example.ini }]`.
@@ -423,7 +433,8 @@ impl RawService {
             config_files,
             init,
             tmpfs,
-            adopt
+            adopt,
+            update
         );
         if let Some(env) = over.env {
             self.env.get_or_insert_with(IndexMap::new).extend(env);

@@ -66,6 +66,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Maintenance { action } => maintenance::run(cli, action),
         Command::Watch {
             git,
+            images,
             branch,
             path,
             once,
@@ -75,6 +76,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             cli,
             &watch::Args {
                 repository: git.clone(),
+                images: *images,
                 branch: branch.clone(),
                 path: path.clone(),
                 once: *once,

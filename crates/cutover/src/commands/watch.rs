@@ -19,7 +19,8 @@ use crate::exit::{self, with_code};
 use crate::output;
 
 pub struct Args {
-    pub repository: String,
+    pub repository: Option<String>,
+    pub images: bool,
     pub branch: String,
     pub path: PathBuf,
     pub once: bool,
@@ -40,9 +41,24 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
     if args.ack {
         return ack(&state_path);
     }
+    if args.images {
+        loop {
+            let code = images_pass(cli, &state_path)?;
+            if args.once {
+                return Ok(code);
+            }
+            std::thread::sleep(args.interval);
+        }
+    }
+    let Some(repository) = args.repository.clone() else {
+        return Err(with_code(
+            exit::INVALID,
+            anyhow!("watch needs --git REPO or --images"),
+        ));
+    };
     let checkout = Checkout::open(
         Source {
-            repository: args.repository.clone(),
+            repository,
             branch: args.branch.clone(),
             path: args.path.clone(),
         },
@@ -73,6 +89,98 @@ fn ack(state_path: &std::path::Path) -> anyhow::Result<u8> {
         None => output::print("the watch is not paused\n")?,
     }
     Ok(exit::OK)
+}
+
+/// One pass of `--images`: the newest tag each service's `update` policy allows, newer than
+/// the live release's; applied together as one upgrade (`--set SERVICE.image=…`). A revert
+/// pauses the watch and the tags it tried are never picked again.
+fn images_pass(cli: &Cli, state_path: &std::path::Path) -> anyhow::Result<u8> {
+    use cutover_watch::images::{Policy, pick, split_tag, tags};
+    let mut state = WatchState::load(state_path)?;
+    if let Some(p) = &state.paused {
+        output::print(&format!(
+            "paused since {} by {} ({}); `cutover watch --ack` resumes\n",
+            p.since, p.commit, p.reason
+        ))?;
+        return Ok(exit::OK);
+    }
+    let loaded = commands::load(cli, &[])?;
+    let live = commands::open_store_if_present(cli, &loaded.stack.name)?
+        .map(|s| commands::observed(&s))
+        .transpose()?
+        .and_then(|o| o.stack);
+    let rt = commands::tokio()?;
+    let mut sets = Vec::new();
+    let mut updates = Vec::new();
+    for (name, svc) in &loaded.stack.services {
+        let Some(policy) = &svc.update else { continue };
+        let policy = match policy {
+            cutover_core::spec::UpdatePolicy::Semver(r) => Policy::semver(r),
+            cutover_core::spec::UpdatePolicy::Regex(r) => Policy::regex(r),
+        }
+        .map_err(|e| with_code(exit::INVALID, anyhow!("`{name}`: update: {e}")))?;
+        let current = live
+            .as_ref()
+            .and_then(|l| l.services.get(name))
+            .map_or(svc.image.as_str(), |s| s.image.as_str());
+        let Some((repo, tag)) = split_tag(current) else {
+            eprintln!("watch: `{name}` runs {current}, which has no tag to move: skipped");
+            continue;
+        };
+        let registry = cutover_docker::registry_of(current);
+        let loopback = registry.starts_with("127.") || registry.starts_with("localhost");
+        let credentials =
+            cutover_docker::credentials_for(current).and_then(|c| Some((c.username?, c.password?)));
+        let found = rt
+            .block_on(tags(repo, credentials, loopback, Duration::from_secs(30)))
+            .map_err(|e| anyhow!("`{name}`: {e}"))?;
+        let allowed: Vec<String> = found
+            .into_iter()
+            .filter(|t| !state.rejected.contains(&format!("{name}={repo}:{t}")))
+            .collect();
+        if let Some(new) = pick(&policy, tag, &allowed) {
+            sets.push(format!("{name}.image={repo}:{new}"));
+            updates.push(serde_json::json!({
+                "service": name, "from": current, "to": format!("{repo}:{new}")
+            }));
+        }
+    }
+    if sets.is_empty() {
+        output::print("up to date: no service's policy allows a newer tag\n")?;
+        return Ok(exit::OK);
+    }
+    let said = sets.join(", ");
+    eprintln!("watch: applying {said}");
+    let source = serde_json::json!({ "kind": "images", "updates": updates }).to_string();
+    let confirm = ConfirmArgs {
+        yes: true,
+        reason: Some(format!("cutover watch --images: {said}")),
+    };
+    let result = apply::run_from(cli, &sets, &confirm, false, Some(&source));
+    match &result {
+        Ok(code) if *code == exit::OK => return Ok(exit::OK),
+        _ => {}
+    }
+    let reason = match &result {
+        Ok(code) if *code == exit::REVERTED => "its release was reverted".to_string(),
+        Ok(code) => format!("its release failed (exit {code})"),
+        Err(e) => format!("it was refused: {e:#}"),
+    };
+    state
+        .rejected
+        .extend(sets.iter().map(|s| s.replacen(".image=", "=", 1)));
+    state.paused = Some(Pause {
+        commit: said.clone(),
+        subject: "image update".into(),
+        reason,
+        since: now_rfc3339(),
+        revert_commit: None,
+    });
+    state.save(state_path)?;
+    eprintln!(
+        "watch: paused: {said}; `cutover watch --ack` resumes (these tags are not tried again)"
+    );
+    result
 }
 
 /// One pass: fetch, and apply the branch's tip when it is new and the watch is not paused.

@@ -317,6 +317,20 @@ impl Cx {
                 .flatten()
                 .filter_map(|t| self.plain(t, vars))
                 .collect(),
+            update: match s.update.as_ref().map(|u| (&u.semver, &u.regex)) {
+                None => None,
+                Some((Some(v), None)) => Some(UpdatePolicy::Semver(self.plain(v, vars)?)),
+                Some((None, Some(r))) => Some(UpdatePolicy::Regex(self.plain(r, vars)?)),
+                Some(_) => {
+                    self.error(
+                        DiagKind::InvalidValue,
+                        at,
+                        format!("`{name}`: update needs exactly one of `semver` or `regex`"),
+                    )
+                    .hint = Some("update: { semver: \"~2\" }".into());
+                    None
+                }
+            },
         })
     }
 
