@@ -137,24 +137,61 @@ impl Checkout {
         }
         let tree = index
             .write_tree_to(&self.repo)
-            .and_then(|t| self.repo.find_tree(t))
             .map_err(err("cannot write the revert's tree"))?;
-        let sig = Signature::now("cutover watch", "cutover@localhost")
-            .map_err(err("cannot make a signature"))?;
         let message = format!(
             "Revert \"{}\"\n\nThis reverts commit {}.\n\n{why}\n",
             bad.summary().unwrap_or(""),
             bad.id()
         );
+        self.commit_and_push(tree, &message, &tip)
+    }
+
+    /// Commits `content` as the stack file on the branch's tip (as fetched by the last
+    /// [`Checkout::sync`]) with `message`, and pushes it: image automation, so git stays
+    /// the truth.
+    pub fn commit_stack_file(&self, content: &str, message: &str) -> Result<Commit, GitError> {
+        let branch = &self.source.branch;
+        let tip = self
+            .repo
+            .find_reference(&format!("refs/remotes/origin/{branch}"))
+            .and_then(|r| r.peel_to_commit())
+            .map_err(err(format!("no fetched branch `{branch}`")))?;
+        let blob = self
+            .repo
+            .blob(content.as_bytes())
+            .map_err(err("cannot write the stack file's blob"))?;
+        let mut builder = git2::build::TreeUpdateBuilder::new();
+        builder.upsert(&self.source.path, blob, git2::FileMode::Blob);
+        let base = tip.tree().map_err(err("cannot read the tip's tree"))?;
+        let tree = builder
+            .create_updated(&self.repo, &base)
+            .map_err(err("cannot write the updated tree"))?;
+        self.commit_and_push(tree, message, &tip)
+    }
+
+    /// Commits `tree` on `tip` and pushes it to the branch; a refused push is an error.
+    fn commit_and_push(
+        &self,
+        tree: Oid,
+        message: &str,
+        tip: &git2::Commit<'_>,
+    ) -> Result<Commit, GitError> {
+        let branch = &self.source.branch;
+        let tree = self
+            .repo
+            .find_tree(tree)
+            .map_err(err("cannot read the new tree"))?;
+        let sig = Signature::now("cutover watch", "cutover@localhost")
+            .map_err(err("cannot make a signature"))?;
         let oid = self
             .repo
-            .commit(None, &sig, &sig, &message, &tree, &[&tip])
-            .map_err(err("cannot commit the revert"))?;
+            .commit(None, &sig, &sig, message, &tree, &[tip])
+            .map_err(err("cannot commit"))?;
         // A local branch to push from: libgit2 pushes references, not bare commits.
-        let local = "refs/heads/cutover-watch-revert";
+        let local = "refs/heads/cutover-watch";
         self.repo
-            .reference(local, oid, true, "cutover watch: revert")
-            .map_err(err("cannot point the revert branch at the commit"))?;
+            .reference(local, oid, true, "cutover watch")
+            .map_err(err("cannot point the watch's branch at the commit"))?;
         let mut remote = self
             .repo
             .find_remote("origin")
@@ -170,20 +207,20 @@ impl Checkout {
         remote
             .push(&[format!("{local}:refs/heads/{branch}")], Some(&mut opts))
             .map_err(err(format!(
-                "cannot push the revert to `{branch}` of {}",
+                "cannot push to `{branch}` of {}",
                 redact_url(&self.source.repository)
             )))?;
         drop(opts);
         if let Some(why) = refused {
             return Err(GitError {
-                what: format!("the push of the revert to `{branch}` was refused"),
+                what: format!("the push to `{branch}` was refused (did the branch move?)"),
                 source: git2::Error::from_str(&why),
             });
         }
         let commit = self
             .repo
             .find_commit(oid)
-            .map_err(err("cannot read the revert back"))?;
+            .map_err(err("cannot read the commit back"))?;
         Ok(self.commit_of(&commit))
     }
 }

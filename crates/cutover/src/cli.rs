@@ -268,9 +268,10 @@ pub enum Command {
         /// The repository: a path or a file:// URL.
         #[arg(long, value_name = "REPO", required_unless_present = "images")]
         git: Option<String>,
-        /// Instead of git: poll the registry of each service with an `update` policy and
-        /// apply the newest tag it allows (the stack file given with -f).
-        #[arg(long, conflicts_with = "git")]
+        /// Poll the registry of each service with an `update` policy for the newest tag it
+        /// allows: applied (the stack file given with -f), or, with --git, committed to the
+        /// branch and then applied.
+        #[arg(long)]
         images: bool,
         /// The branch whose commits are applied.
         #[arg(long, default_value = "main")]

@@ -558,3 +558,68 @@ fn a_new_tag_the_policy_allows_is_applied_and_one_it_does_not_is_ignored() {
         text(&o)
     );
 }
+
+#[test]
+fn with_a_git_source_a_new_tag_becomes_a_commit_and_drift_is_reported() {
+    demo_images();
+    let mut reg = Registry::start();
+    let first = reg.push("cutover-demo:v2", "2.0.0");
+    let r = Repo::new("gitimages");
+    let (name, port) = (&r.name, r.port);
+    std::fs::write(
+        r.work.join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: {first}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    stop_grace: 5s\n    \
+               health: {{ http: /health, interval: 500ms, deadline: 20s }}\n    \
+               update: {{ semver: \"~2\" }}\n"
+        ),
+    )
+    .expect("stack file");
+    git(&r.work, &["add", "cutover.yaml"]);
+    git(&r.work, &["commit", "-q", "-m", "Deploy 2.0.0"]);
+    git(&r.work, &["push", "-q", "origin", "HEAD:main"]);
+    let watch = || {
+        r.cutover(&[
+            "watch",
+            "--git",
+            &r.bare.display().to_string(),
+            "--images",
+            "--once",
+        ])
+    };
+    let o = watch();
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(get_now(r.addr(), "/version"), "v2");
+
+    let newer = reg.push("cutover-demo:v3", "2.1.0");
+    let o = watch();
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    let subject = git(&r.bare, &["log", "-1", "--format=%s", "main"]);
+    assert_eq!(subject, format!("Update app to {newer}"), "{}", text(&o));
+    let pushed = git(&r.bare, &["show", "main:cutover.yaml"]);
+    assert!(pushed.contains(&format!("image: {newer}")), "{pushed}");
+    assert_eq!(
+        get_now(r.addr(), "/version"),
+        "v3",
+        "the commit is applied too"
+    );
+    let rel = r.newest_release();
+    assert_eq!(rel["source"]["subject"], subject.as_str(), "{rel}");
+
+    // Someone stops the container by hand: the next pass says so.
+    let running = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=io.cutover.stack={name}"),
+    ]);
+    docker(&["stop", running.trim()]);
+    let o = watch();
+    assert!(
+        stderr(&o).contains("drift: `app` has no running container"),
+        "{}",
+        text(&o)
+    );
+}

@@ -41,7 +41,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
     if args.ack {
         return ack(&state_path);
     }
-    if args.images {
+    if args.images && args.repository.is_none() {
         loop {
             let code = images_pass(cli, &state_path)?;
             if args.once {
@@ -65,7 +65,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<u8> {
         &state_dir.join("watch").join("repo"),
     )?;
     loop {
-        let code = pass(cli, &state_dir, &state_path, &checkout)?;
+        let code = pass(cli, &state_dir, &state_path, &checkout, args.images)?;
         if args.once {
             return Ok(code);
         }
@@ -95,7 +95,6 @@ fn ack(state_path: &std::path::Path) -> anyhow::Result<u8> {
 /// the live release's; applied together as one upgrade (`--set SERVICE.image=…`). A revert
 /// pauses the watch and the tags it tried are never picked again.
 fn images_pass(cli: &Cli, state_path: &std::path::Path) -> anyhow::Result<u8> {
-    use cutover_watch::images::{Policy, pick, split_tag, tags};
     let mut state = WatchState::load(state_path)?;
     if let Some(p) = &state.paused {
         output::print(&format!(
@@ -105,47 +104,15 @@ fn images_pass(cli: &Cli, state_path: &std::path::Path) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let loaded = commands::load(cli, &[])?;
-    let live = commands::open_store_if_present(cli, &loaded.stack.name)?
-        .map(|s| commands::observed(&s))
-        .transpose()?
-        .and_then(|o| o.stack);
-    let rt = commands::tokio()?;
-    let mut sets = Vec::new();
-    let mut updates = Vec::new();
-    for (name, svc) in &loaded.stack.services {
-        let Some(policy) = &svc.update else { continue };
-        let policy = match policy {
-            cutover_core::spec::UpdatePolicy::Semver(r) => Policy::semver(r),
-            cutover_core::spec::UpdatePolicy::Regex(r) => Policy::regex(r),
-        }
-        .map_err(|e| with_code(exit::INVALID, anyhow!("`{name}`: update: {e}")))?;
-        let current = live
-            .as_ref()
-            .and_then(|l| l.services.get(name))
-            .map_or(svc.image.as_str(), |s| s.image.as_str());
-        let Some((repo, tag)) = split_tag(current) else {
-            eprintln!("watch: `{name}` runs {current}, which has no tag to move: skipped");
-            continue;
-        };
-        let registry = cutover_docker::registry_of(current);
-        let loopback = registry.starts_with("127.") || registry.starts_with("localhost");
-        let credentials =
-            cutover_docker::credentials_for(current).and_then(|c| Some((c.username?, c.password?)));
-        let found = rt
-            .block_on(tags(repo, credentials, loopback, Duration::from_secs(30)))
-            .map_err(|e| anyhow!("`{name}`: {e}"))?;
-        let allowed: Vec<String> = found
-            .into_iter()
-            .filter(|t| !state.rejected.contains(&format!("{name}={repo}:{t}")))
-            .collect();
-        if let Some(new) = pick(&policy, tag, &allowed) {
-            sets.push(format!("{name}.image={repo}:{new}"));
-            updates.push(serde_json::json!({
-                "service": name, "from": current, "to": format!("{repo}:{new}")
-            }));
-        }
-    }
+    let updates = image_updates(cli, &loaded.stack, &state)?;
+    let sets: Vec<String> = updates
+        .iter()
+        .map(|u| format!("{}.image={}", u.service, u.to))
+        .collect();
     if sets.is_empty() {
+        for line in drift(cli, &loaded.stack.name) {
+            eprintln!("watch: drift: {line}");
+        }
         output::print("up to date: no service's policy allows a newer tag\n")?;
         return Ok(exit::OK);
     }
@@ -183,12 +150,165 @@ fn images_pass(cli: &Cli, state_path: &std::path::Path) -> anyhow::Result<u8> {
     result
 }
 
+/// Image automation with a git source: the newest tags the services' policies allow,
+/// written into the stack file (each image reference replaced where it is written, once)
+/// and committed on the branch. `None` when there is nothing to move.
+fn commit_image_updates(
+    cli: &Cli,
+    checkout: &Checkout,
+    state: &WatchState,
+) -> anyhow::Result<Option<cutover_watch::Commit>> {
+    let loaded = commands::load(cli, &[])?;
+    let updates = image_updates(cli, &loaded.stack, state)?;
+    if updates.is_empty() {
+        return Ok(None);
+    }
+    let mut text = std::fs::read_to_string(&cli.file)
+        .with_context(|| format!("cannot read {}", cli.file.display()))?;
+    for u in &updates {
+        match text.matches(u.from.as_str()).count() {
+            1 => text = text.replacen(u.from.as_str(), &u.to, 1),
+            0 => {
+                return Err(anyhow!(
+                    "`{}`: {} is not written as such in {} (built from variables?): write {} there by hand",
+                    u.service,
+                    u.from,
+                    cli.file.display(),
+                    u.to
+                ));
+            }
+            n => {
+                return Err(anyhow!(
+                    "`{}`: {} is written {n} times in {}: which to change is not clear; write {} by hand",
+                    u.service,
+                    u.from,
+                    cli.file.display(),
+                    u.to
+                ));
+            }
+        }
+    }
+    let subject = updates
+        .iter()
+        .map(|u| format!("{} to {}", u.service, u.to))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let message = format!(
+        "Update {subject}\n\nThe newest tag{} the `update` polic{} allow{}, found by cutover watch.\n",
+        if updates.len() == 1 { "" } else { "s" },
+        if updates.len() == 1 { "y" } else { "ies" },
+        if updates.len() == 1 { "s" } else { "" },
+    );
+    Ok(Some(checkout.commit_stack_file(&text, &message)?))
+}
+
+/// A tag an `update` policy moves a service to.
+#[derive(serde::Serialize)]
+struct ImageUpdate {
+    service: String,
+    from: String,
+    to: String,
+}
+
+/// The newest tag each service's `update` policy allows, newer than what the live release
+/// runs (the stack file's, before a first release), leaving out tags already rejected.
+fn image_updates(
+    cli: &Cli,
+    stack: &cutover_core::spec::Stack,
+    state: &WatchState,
+) -> anyhow::Result<Vec<ImageUpdate>> {
+    use cutover_watch::images::{Policy, pick, split_tag, tags};
+    let live = commands::open_store_if_present(cli, &stack.name)?
+        .map(|s| commands::observed(&s))
+        .transpose()?
+        .and_then(|o| o.stack);
+    let rt = commands::tokio()?;
+    let mut updates = Vec::new();
+    for (name, svc) in &stack.services {
+        let Some(policy) = &svc.update else { continue };
+        let policy = match policy {
+            cutover_core::spec::UpdatePolicy::Semver(r) => Policy::semver(r),
+            cutover_core::spec::UpdatePolicy::Regex(r) => Policy::regex(r),
+        }
+        .map_err(|e| with_code(exit::INVALID, anyhow!("`{name}`: update: {e}")))?;
+        let current = live
+            .as_ref()
+            .and_then(|l| l.services.get(name))
+            .map_or(svc.image.as_str(), |s| s.image.as_str());
+        let Some((repo, tag)) = split_tag(current) else {
+            eprintln!("watch: `{name}` runs {current}, which has no tag to move: skipped");
+            continue;
+        };
+        let registry = cutover_docker::registry_of(current);
+        let loopback = registry.starts_with("127.") || registry.starts_with("localhost");
+        let credentials =
+            cutover_docker::credentials_for(current).and_then(|c| Some((c.username?, c.password?)));
+        let found = rt
+            .block_on(tags(repo, credentials, loopback, Duration::from_secs(30)))
+            .map_err(|e| anyhow!("`{name}`: {e}"))?;
+        let allowed: Vec<String> = found
+            .into_iter()
+            .filter(|t| !state.rejected.contains(&format!("{name}={repo}:{t}")))
+            .collect();
+        if let Some(new) = pick(&policy, tag, &allowed) {
+            updates.push(ImageUpdate {
+                service: name.clone(),
+                from: current.to_string(),
+                to: format!("{repo}:{new}"),
+            });
+        }
+    }
+    Ok(updates)
+}
+
+/// Services whose running containers differ from the live release: another image, or none
+/// running. Said, not put back: a person decides.
+fn drift(cli: &Cli, stack: &str) -> Vec<String> {
+    let Ok(Some(store)) = commands::open_store_if_present(cli, stack) else {
+        return Vec::new();
+    };
+    let Ok(observed) = commands::observed(&store) else {
+        return Vec::new();
+    };
+    let (Ok(rt), Some(release)) = (commands::tokio(), observed.release) else {
+        return Vec::new();
+    };
+    let Ok(docker) = rt.block_on(cutover_docker::Runtime::connect()) else {
+        return Vec::new();
+    };
+    let Ok(containers) = rt.block_on(docker.containers(stack)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (service, id) in &observed.image_ids {
+        let running: Vec<_> = containers
+            .iter()
+            .filter(|c| &c.service == service && c.running())
+            .collect();
+        if running.is_empty() {
+            out.push(format!(
+                "`{service}` has no running container (release {release} runs one)"
+            ));
+        }
+        for c in running.iter().filter(|c| &c.image_id != id) {
+            out.push(format!(
+                "`{service}` runs {} in {}, release {release} says {}",
+                cutover_core::runtime::short_id(&c.image_id),
+                c.name,
+                cutover_core::runtime::short_id(id)
+            ));
+        }
+    }
+    out
+}
+
 /// One pass: fetch, and apply the branch's tip when it is new and the watch is not paused.
 fn pass(
     cli: &Cli,
     state_dir: &std::path::Path,
     state_path: &std::path::Path,
     checkout: &Checkout,
+    images: bool,
 ) -> anyhow::Result<u8> {
     let head = checkout.sync()?;
     let mut state = WatchState::load(state_path)?;
@@ -208,6 +328,19 @@ fn pass(
         return Ok(exit::OK);
     }
     if state.last_commit.as_deref() == Some(head.commit.as_str()) {
+        let mut sub = cli.clone();
+        sub.file = checkout.stack_file();
+        sub.state_dir = Some(state_dir.to_path_buf());
+        if images && let Some(commit) = commit_image_updates(&sub, checkout, &state)? {
+            // Git stays the truth: the new tag is a commit, which this pass goes on to apply.
+            eprintln!("watch: pushed {}", commit.describe());
+            return pass(cli, state_dir, state_path, checkout, false);
+        }
+        if let Ok(loaded) = commands::load(&sub, &[]) {
+            for line in drift(&sub, &loaded.stack.name) {
+                eprintln!("watch: drift: {line}");
+            }
+        }
         output::print(&format!("up to date: {} was applied\n", head.describe()))?;
         return Ok(exit::OK);
     }
