@@ -67,6 +67,12 @@ impl Runtime {
                 reason: "no image with this ID is on this engine any more (was it pruned?)".into(),
             });
         }
+        self.pull_image(reference).await
+    }
+
+    /// Pulls `reference` whether or not it is here (a floating tag that moved), with the
+    /// credentials `docker login` stored; the image it now names.
+    pub async fn pull_image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
         let (repo, tag) = split_tag(reference);
         let options = CreateImageOptions {
             from_image: Some(repo.to_string()),

@@ -18,6 +18,8 @@ use semver::{Version, VersionReq};
 pub enum Policy {
     Semver(VersionReq),
     Regex(regex::Regex),
+    /// The tag stays; the image it names moves (`latest`, `stable`): followed by digest.
+    Digest,
 }
 
 impl Policy {
@@ -37,6 +39,7 @@ impl Policy {
         match self {
             Policy::Semver(req) => version(tag).is_some_and(|v| req.matches(&v)),
             Policy::Regex(re) => re.is_match(tag),
+            Policy::Digest => false,
         }
     }
 }
@@ -71,6 +74,47 @@ pub fn split_tag(image: &str) -> Option<(&str, &str)> {
     (!tag.contains('/')).then_some((repo, tag))
 }
 
+fn client(http: bool) -> Client {
+    Client::new(oci_client::client::ClientConfig {
+        protocol: if http {
+            oci_client::client::ClientProtocol::Http
+        } else {
+            oci_client::client::ClientProtocol::Https
+        },
+        ..Default::default()
+    })
+}
+
+fn auth(credentials: Option<(String, String)>) -> RegistryAuth {
+    match credentials {
+        Some((user, password)) => RegistryAuth::Basic(user, password),
+        None => RegistryAuth::Anonymous,
+    }
+}
+
+/// The manifest digest (`sha256:…`) the registry serves for `image` (`repo:tag`) now.
+pub async fn digest(
+    image: &str,
+    credentials: Option<(String, String)>,
+    http: bool,
+    timeout: Duration,
+) -> Result<String, String> {
+    let reference: Reference = image
+        .parse()
+        .map_err(|e| format!("`{image}` is not an image reference: {e}"))?;
+    let c = client(http);
+    let auth = auth(credentials);
+    let ask = c.fetch_manifest_digest(&reference, &auth);
+    match tokio::time::timeout(timeout, ask).await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(format!("cannot read the digest of {image}: {e}")),
+        Err(_) => Err(format!(
+            "cannot read the digest of {image}: no answer within {}s",
+            timeout.as_secs()
+        )),
+    }
+}
+
 /// The tags of `repository` (`host:port/name`). `http`: the registry speaks plain HTTP (a
 /// registry on loopback). Credentials as `docker login` stored them, or none.
 pub async fn tags(
@@ -82,18 +126,8 @@ pub async fn tags(
     let reference: Reference = format!("{repository}:latest")
         .parse()
         .map_err(|e| format!("`{repository}` is not an image repository: {e}"))?;
-    let client = Client::new(oci_client::client::ClientConfig {
-        protocol: if http {
-            oci_client::client::ClientProtocol::Http
-        } else {
-            oci_client::client::ClientProtocol::Https
-        },
-        ..Default::default()
-    });
-    let auth = match credentials {
-        Some((user, password)) => RegistryAuth::Basic(user, password),
-        None => RegistryAuth::Anonymous,
-    };
+    let client = client(http);
+    let auth = auth(credentials);
     let list = client.list_tags(&reference, &auth, None, None);
     match tokio::time::timeout(timeout, list).await {
         Ok(Ok(r)) => Ok(r.tags),

@@ -623,3 +623,60 @@ fn with_a_git_source_a_new_tag_becomes_a_commit_and_drift_is_reported() {
         text(&o)
     );
 }
+
+#[test]
+fn a_floating_tag_that_names_a_new_image_is_pulled_and_applied() {
+    demo_images();
+    let mut reg = Registry::start();
+    let stable = reg.push("cutover-demo:v2", "stable");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let name = format!("t-digest-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: {stable}\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    stop_grace: 5s\n    \
+               health: {{ http: /health, interval: 500ms, deadline: 20s }}\n    \
+               update: {{ digest: true }}\n"
+        ),
+    )
+    .expect("stack file");
+    let run = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .current_dir(dir.path())
+            .args(["--state-dir", "state"])
+            .args(args)
+            .output()
+            .expect("cutover runs")
+    };
+    struct Down<'a>(&'a dyn Fn(&[&str]) -> Output);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = (self.0)(&["down", "--yes"]);
+        }
+    }
+    let _down = Down(&run);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert_eq!(code(&run(&["apply", "--yes"])), 0);
+    assert_eq!(get_now(addr, "/version"), "v2");
+    let o = run(&["watch", "--images", "--once"]);
+    assert!(stdout(&o).contains("up to date"), "{}", text(&o));
+
+    // The registry's `stable` moves to the v3 image; this engine still has the old one.
+    reg.push("cutover-demo:v3", "stable");
+    docker(&["tag", "cutover-demo:v2", &stable]);
+    let o = run(&["watch", "--images", "--once"]);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(get_now(addr, "/version"), "v3");
+    let h: Value = serde_json::from_slice(&run(&["-o", "json", "history"]).stdout).expect("json");
+    let update = &h["releases"][0]["source"]["updates"][0];
+    assert_eq!(update["digest"], true, "{update}");
+    assert!(
+        update["to"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("{stable}@sha256:"))),
+        "{update}"
+    );
+}

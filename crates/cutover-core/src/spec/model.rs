@@ -229,6 +229,8 @@ pub enum UpdatePolicy {
     Semver(String),
     /// A regex the whole tag must match.
     Regex(String),
+    /// The tag stays; a new image under it (a new digest) is an update.
+    Digest,
 }
 
 /// An operator's configuration file and where each image keeps its defaults.

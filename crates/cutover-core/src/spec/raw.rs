@@ -182,11 +182,13 @@ pub struct RawService {
     pub update: Option<RawUpdate>,
 }
 
-/// A service's update policy: exactly one of the two.
+/// A service's update policy: exactly one of the three.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RawUpdate {
     pub semver: Option<Text>,
     pub regex: Option<Text>,
+    /// Follow a floating tag (`latest`, `stable`) by its digest.
+    pub digest: Option<Located<bool>>,
 }
 
 /// `config_files: [{ path: ./conf/app.ini, defaults: /etc/app/app.example.ini }]`.

@@ -107,16 +107,21 @@ fn images_pass(cli: &Cli, state_path: &std::path::Path) -> anyhow::Result<u8> {
     let updates = image_updates(cli, &loaded.stack, &state)?;
     let sets: Vec<String> = updates
         .iter()
+        .filter(|u| !u.digest)
         .map(|u| format!("{}.image={}", u.service, u.to))
         .collect();
-    if sets.is_empty() {
+    if updates.is_empty() {
         for line in drift(cli, &loaded.stack.name) {
             eprintln!("watch: drift: {line}");
         }
         output::print("up to date: no service's policy allows a newer tag\n")?;
         return Ok(exit::OK);
     }
-    let said = sets.join(", ");
+    let said = updates
+        .iter()
+        .map(|u| format!("{}={}", u.service, u.to))
+        .collect::<Vec<_>>()
+        .join(", ");
     eprintln!("watch: applying {said}");
     let source = serde_json::json!({ "kind": "images", "updates": updates }).to_string();
     let confirm = ConfirmArgs {
@@ -135,7 +140,7 @@ fn images_pass(cli: &Cli, state_path: &std::path::Path) -> anyhow::Result<u8> {
     };
     state
         .rejected
-        .extend(sets.iter().map(|s| s.replacen(".image=", "=", 1)));
+        .extend(updates.iter().map(|u| format!("{}={}", u.service, u.to)));
     state.paused = Some(Pause {
         commit: said.clone(),
         subject: "image update".into(),
@@ -159,7 +164,15 @@ fn commit_image_updates(
     state: &WatchState,
 ) -> anyhow::Result<Option<cutover_watch::Commit>> {
     let loaded = commands::load(cli, &[])?;
-    let updates = image_updates(cli, &loaded.stack, state)?;
+    let (updates, floating): (Vec<_>, Vec<_>) = image_updates(cli, &loaded.stack, state)?
+        .into_iter()
+        .partition(|u| !u.digest);
+    for u in &floating {
+        eprintln!(
+            "watch: `{}`: {} names a new image; a git source does not change for it: pin the digest in the stack file",
+            u.service, u.to
+        );
+    }
     if updates.is_empty() {
         return Ok(None);
     }
@@ -208,6 +221,9 @@ struct ImageUpdate {
     service: String,
     from: String,
     to: String,
+    /// A floating tag that names a new image (the reference stays; `to` ends `@digest`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    digest: bool,
 }
 
 /// The newest tag each service's `update` policy allows, newer than what the live release
@@ -226,15 +242,19 @@ fn image_updates(
     let mut updates = Vec::new();
     for (name, svc) in &stack.services {
         let Some(policy) = &svc.update else { continue };
-        let policy = match policy {
-            cutover_core::spec::UpdatePolicy::Semver(r) => Policy::semver(r),
-            cutover_core::spec::UpdatePolicy::Regex(r) => Policy::regex(r),
-        }
-        .map_err(|e| with_code(exit::INVALID, anyhow!("`{name}`: update: {e}")))?;
         let current = live
             .as_ref()
             .and_then(|l| l.services.get(name))
             .map_or(svc.image.as_str(), |s| s.image.as_str());
+        let policy = match policy {
+            cutover_core::spec::UpdatePolicy::Semver(r) => Policy::semver(r),
+            cutover_core::spec::UpdatePolicy::Regex(r) => Policy::regex(r),
+            cutover_core::spec::UpdatePolicy::Digest => {
+                updates.extend(moved_digest(&rt, name, current, state)?);
+                continue;
+            }
+        }
+        .map_err(|e| with_code(exit::INVALID, anyhow!("`{name}`: update: {e}")))?;
         let Some((repo, tag)) = split_tag(current) else {
             eprintln!("watch: `{name}` runs {current}, which has no tag to move: skipped");
             continue;
@@ -255,10 +275,54 @@ fn image_updates(
                 service: name.clone(),
                 from: current.to_string(),
                 to: format!("{repo}:{new}"),
+                digest: false,
             });
         }
     }
     Ok(updates)
+}
+
+/// `update: { digest: true }`: whether the registry serves another image under the tag
+/// `current` than the one this engine has; if so it is pulled, and is the update.
+fn moved_digest(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    current: &str,
+    state: &WatchState,
+) -> anyhow::Result<Option<ImageUpdate>> {
+    let registry = cutover_docker::registry_of(current);
+    let loopback = registry.starts_with("127.") || registry.starts_with("localhost");
+    let credentials =
+        cutover_docker::credentials_for(current).and_then(|c| Some((c.username?, c.password?)));
+    let now = rt
+        .block_on(cutover_watch::images::digest(
+            current,
+            credentials,
+            loopback,
+            Duration::from_secs(30),
+        ))
+        .map_err(|e| anyhow!("`{name}`: {e}"))?;
+    if state.rejected.contains(&format!("{name}={current}@{now}")) {
+        return Ok(None);
+    }
+    let docker = commands::connect(rt)?;
+    let have = rt.block_on(docker.inspect_image(current))?;
+    let digests: Vec<&str> = have
+        .iter()
+        .flat_map(|i| i.repo_digests.iter())
+        .filter_map(|d| d.split_once('@').map(|(_, d)| d))
+        .collect();
+    if digests.contains(&now.as_str()) {
+        return Ok(None);
+    }
+    let had = digests.first().map(|d| d.to_string());
+    rt.block_on(docker.pull_image(current))?;
+    Ok(Some(ImageUpdate {
+        service: name.to_string(),
+        from: format!("{current}@{}", had.unwrap_or_else(|| "?".into())),
+        to: format!("{current}@{now}"),
+        digest: true,
+    }))
 }
 
 /// Services whose running containers differ from the live release: another image, or none

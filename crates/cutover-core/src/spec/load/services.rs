@@ -317,15 +317,24 @@ impl Cx {
                 .flatten()
                 .filter_map(|t| self.plain(t, vars))
                 .collect(),
-            update: match s.update.as_ref().map(|u| (&u.semver, &u.regex)) {
+            update: match s.update.as_ref().map(|u| {
+                (
+                    &u.semver,
+                    &u.regex,
+                    u.digest.as_ref().is_some_and(|d| d.value),
+                )
+            }) {
                 None => None,
-                Some((Some(v), None)) => Some(UpdatePolicy::Semver(self.plain(v, vars)?)),
-                Some((None, Some(r))) => Some(UpdatePolicy::Regex(self.plain(r, vars)?)),
+                Some((Some(v), None, false)) => Some(UpdatePolicy::Semver(self.plain(v, vars)?)),
+                Some((None, Some(r), false)) => Some(UpdatePolicy::Regex(self.plain(r, vars)?)),
+                Some((None, None, true)) => Some(UpdatePolicy::Digest),
                 Some(_) => {
                     self.error(
                         DiagKind::InvalidValue,
                         at,
-                        format!("`{name}`: update needs exactly one of `semver` or `regex`"),
+                        format!(
+                            "`{name}`: update needs exactly one of `semver`, `regex` or `digest: true`"
+                        ),
                     )
                     .hint = Some("update: { semver: \"~2\" }".into());
                     None
