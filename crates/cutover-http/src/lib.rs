@@ -1,11 +1,10 @@
 //! The small HTTP client cutover needs outside its proxy: `GET` a URL with an overall limit,
-//! for the container runtime's health probes and the stack file's `http` checks and steps;
-//! `POST` a JSON body, for `cutover watch`'s webhooks.
+//! for the container runtime's health probes and the stack file's `http` checks and steps.
 //! Plain HTTP/1.1; an error is one line that names the URL.
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -31,39 +30,6 @@ pub async fn get(url: &str, timeout: Duration) -> Result<(u16, String), String> 
     tokio::time::timeout(timeout, fetch)
         .await
         .map_err(|_| format!("GET {url}: no answer within {}", seconds(timeout)))?
-}
-
-/// `POST url` (plain HTTP) of a JSON `body` with an overall `timeout`: the status and the
-/// body of the answer. Errors name the URL as `shown` (a webhook URL is often a secret).
-pub async fn post_json(
-    url: &str,
-    shown: &str,
-    body: String,
-    timeout: Duration,
-) -> Result<(u16, String), String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let uri: hyper::Uri = url.parse().map_err(|e| format!("POST {shown}: {e}"))?;
-    let request = hyper::Request::post(uri)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("POST {shown}: {e}"))?;
-    let send = async {
-        let resp = client
-            .request(request)
-            .await
-            .map_err(|e| format!("POST {shown}: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("POST {shown}: {e}"))?
-            .to_bytes();
-        Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
-    };
-    tokio::time::timeout(timeout, send)
-        .await
-        .map_err(|_| format!("POST {shown}: no answer within {}", seconds(timeout)))?
 }
 
 /// `10s`, `0.5s`.

@@ -1,6 +1,7 @@
 //! What `cutover watch` tells its webhooks: planned, started, succeeded, reverted, failed,
 //! paused — as cutover's own JSON (docs/json.md, "Webhook") or as a Slack-style `{"text"}`.
-//! The bodies are built here, sent by the binary; nothing here knows a URL.
+//! [`post`] sends one over HTTP or HTTPS (rustls with Mozilla's roots, plus the PEM
+//! certificates of `SSL_CERT_FILE` when it is set: a private CA).
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -85,6 +86,37 @@ pub fn slack_body(n: &Notice) -> Value {
         text.push_str(&format!("\n{c}"));
     }
     json!({ "text": text })
+}
+
+/// POSTs `body` to `url` within `timeout`; the status. Errors name the URL as `shown` (a
+/// webhook URL is often a secret).
+pub async fn post(
+    url: &str,
+    shown: &str,
+    body: &Value,
+    timeout: std::time::Duration,
+) -> Result<u16, String> {
+    let mut builder = reqwest::Client::builder().timeout(timeout);
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        let pem = std::fs::read(&file).map_err(|e| {
+            format!(
+                "POST {shown}: cannot read SSL_CERT_FILE {}: {e}",
+                std::path::Path::new(&file).display()
+            )
+        })?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("POST {shown}: SSL_CERT_FILE: {e}"))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let client = builder.build().map_err(|e| format!("POST {shown}: {e}"))?;
+    let resp = client.post(url).json(body).send().await.map_err(|e| {
+        // reqwest's message carries the URL: say it as shown.
+        let why = e.without_url().to_string();
+        format!("POST {shown}: {why}")
+    })?;
+    Ok(resp.status().as_u16())
 }
 
 #[cfg(test)]

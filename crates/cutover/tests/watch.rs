@@ -680,3 +680,156 @@ fn a_floating_tag_that_names_a_new_image_is_pulled_and_applied() {
         "{update}"
     );
 }
+
+/// An HTTPS receiver (python's http.server behind ssl) with a certificate from a private CA
+/// made by openssl; it appends every POST body to `bodies`.
+struct HttpsReceiver {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+    bodies: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsReceiver {
+    fn start() -> HttpsReceiver {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let sh = |script: &str| {
+            let o = Command::new("sh")
+                .args(["-c", script])
+                .current_dir(d)
+                .output()
+                .expect("sh");
+            assert!(o.status.success(), "{script}: {}", text(&o));
+        };
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 \
+            -subj /CN=test-ca 2>/dev/null",
+        );
+        sh(
+            "openssl req -newkey rsa:2048 -nodes -keyout key.pem -out leaf.csr \
+            -subj /CN=127.0.0.1 2>/dev/null",
+        );
+        std::fs::write(
+            d.join("leaf.ext"),
+            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n",
+        )
+        .expect("ext");
+        sh(
+            "openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out cert.pem -days 1 -extfile leaf.ext 2>/dev/null",
+        );
+        std::fs::write(
+            d.join("server.py"),
+            "import http.server, ssl, sys\n\
+             class H(http.server.BaseHTTPRequestHandler):\n\
+             \x20   def do_POST(self):\n\
+             \x20       n = int(self.headers['Content-Length'])\n\
+             \x20       open(sys.argv[2] + '/bodies', 'ab').write(self.rfile.read(n) + b'\\n')\n\
+             \x20       self.send_response(204)\n\
+             \x20       self.end_headers()\n\
+             \x20   def log_message(self, *a):\n\
+             \x20       pass\n\
+             srv = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H)\n\
+             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+             ctx.load_cert_chain(sys.argv[2] + '/cert.pem', sys.argv[2] + '/key.pem')\n\
+             srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+             srv.serve_forever()\n",
+        )
+        .expect("server");
+        let port = free_port();
+        let child = Command::new("python3")
+            .arg(d.join("server.py"))
+            .arg(port.to_string())
+            .arg(d)
+            .spawn()
+            .expect("python3");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed().as_secs() < 20,
+                "the HTTPS receiver did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpsReceiver {
+            child,
+            port,
+            ca: d.join("ca.pem"),
+            bodies: d.join("bodies"),
+            _dir: dir,
+        }
+    }
+
+    fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.bodies)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["event"].as_str().map(String::from))
+            .collect()
+    }
+}
+
+impl Drop for HttpsReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn webhooks_go_over_https_trusting_a_private_ca_named_by_ssl_cert_file() {
+    demo_images();
+    let https = HttpsReceiver::start();
+    let r = Repo::new("https");
+    let (name, port) = (&r.name, r.port);
+    std::fs::write(
+        r.work.join("cutover.yaml"),
+        format!(
+            "name: {name}\n\
+             services:\n  app:\n    image: cutover-demo:v1\n    port: 8080\n    \
+               ports: [\"127.0.0.1:{port}:8080\"]\n    stop_grace: 5s\n\
+             watch: {{ webhooks: [{{ url: \"https://127.0.0.1:{}/hook\" }}] }}\n",
+            https.port
+        ),
+    )
+    .expect("stack file");
+    git(&r.work, &["add", "cutover.yaml"]);
+    git(&r.work, &["commit", "-q", "-m", "Deploy v1"]);
+    git(&r.work, &["push", "-q", "origin", "HEAD:main"]);
+    let watch = |ca: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+        cmd.arg("--state-dir").arg(&r.state).args([
+            "watch",
+            "--git",
+            &r.bare.display().to_string(),
+            "--once",
+        ]);
+        match ca {
+            Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        cmd.output().expect("cutover runs")
+    };
+    let o = watch(None);
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("watch: webhook not sent: POST https://127.0.0.1:"),
+        "an unknown CA is refused, and said: {}",
+        text(&o)
+    );
+    assert!(https.events().is_empty());
+
+    git(&r.work, &["commit", "-q", "--allow-empty", "-m", "Again"]);
+    git(&r.work, &["push", "-q", "origin", "HEAD:main"]);
+    let o = watch(Some(&https.ca));
+    assert_eq!(code(&o), 0, "{}", text(&o));
+    assert_eq!(
+        https.events(),
+        ["planned", "started", "succeeded"],
+        "{}",
+        text(&o)
+    );
+}

@@ -597,15 +597,10 @@ impl Hooks {
                 WebhookFormat::Json => notify::json_body(&notice),
                 WebhookFormat::Slack => notify::slack_body(&notice),
             };
-            let sent = rt.block_on(cutover_http::post_json(
-                url,
-                hook.url.shown(),
-                body.to_string(),
-                WEBHOOK_TIMEOUT,
-            ));
+            let sent = rt.block_on(notify::post(url, hook.url.shown(), &body, WEBHOOK_TIMEOUT));
             match sent {
-                Ok((status, _)) if (200..300).contains(&status) => {}
-                Ok((status, _)) => eprintln!(
+                Ok(status) if (200..300).contains(&status) => {}
+                Ok(status) => eprintln!(
                     "watch: webhook {} answered {status} to `{event:?}`",
                     hook.url.shown()
                 ),
