@@ -9,9 +9,73 @@
 
 use std::path::{Path, PathBuf};
 
-use git2::{Oid, Repository, Signature};
+use std::cell::Cell;
+
+use git2::{
+    Cred, CredentialType, FetchOptions, Oid, PushOptions, RemoteCallbacks, Repository, Signature,
+};
 
 use crate::{Commit, redact_url};
+
+/// How often the credentials callback was asked, per kind: libgit2 asks again after each
+/// refusal, and each ask must try the next way.
+#[derive(Default)]
+struct Attempts {
+    ssh: Cell<u32>,
+    other: Cell<u32>,
+}
+
+/// Callbacks that find credentials where git and ssh find them: for SSH the ssh-agent
+/// (`SSH_AUTH_SOCK`), then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`; for HTTPS git's
+/// credential helpers (`credential.helper`), or a `user:password@` in the URL. Host keys are
+/// checked against `~/.ssh/known_hosts` by libgit2; an unknown host is refused.
+fn callbacks(attempts: &Attempts) -> RemoteCallbacks<'_> {
+    let mut cb = RemoteCallbacks::new();
+    cb.credentials(move |url, username, allowed| {
+        let user = username.unwrap_or("git");
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(user);
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            let n = attempts.ssh.get();
+            attempts.ssh.set(n + 1);
+            let mut ways: Vec<Box<dyn Fn() -> Result<Cred, git2::Error> + '_>> = Vec::new();
+            if std::env::var_os("SSH_AUTH_SOCK").is_some() {
+                ways.push(Box::new(move || Cred::ssh_key_from_agent(user)));
+            }
+            let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+            for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
+                if let Some(key) = home.as_ref().map(|h| h.join(".ssh").join(name))
+                    && key.exists()
+                {
+                    ways.push(Box::new(move || Cred::ssh_key(user, None, &key, None)));
+                }
+            }
+            return match ways.get(n as usize) {
+                Some(way) => way(),
+                None => Err(git2::Error::from_str(
+                    "no SSH key was accepted (tried the ssh-agent, ~/.ssh/id_ed25519, id_ecdsa and id_rsa)",
+                )),
+            };
+        }
+        let n = attempts.other.get();
+        attempts.other.set(n + 1);
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT)
+            && n == 0
+            && let Ok(config) = git2::Config::open_default()
+            && let Ok(cred) = Cred::credential_helper(&config, url, username)
+        {
+            return Ok(cred);
+        }
+        if n > 0 {
+            return Err(git2::Error::from_str(
+                "the credentials were refused (git's credential helpers, or the URL's)",
+            ));
+        }
+        Cred::default()
+    });
+    cb
+}
 
 /// Where the stack comes from.
 #[derive(Clone, Debug)]
@@ -49,7 +113,12 @@ impl Checkout {
         let repo = if dir.join(".git").exists() {
             Repository::open(dir).map_err(err(format!("cannot open {}", dir.display())))?
         } else {
-            Repository::clone(&source.repository, dir)
+            let attempts = Attempts::default();
+            let mut fetch = FetchOptions::new();
+            fetch.remote_callbacks(callbacks(&attempts));
+            git2::build::RepoBuilder::new()
+                .fetch_options(fetch)
+                .clone(&source.repository, dir)
                 .map_err(err(format!("cannot clone {shown} into {}", dir.display())))?
         };
         Ok(Checkout { repo, source })
@@ -72,8 +141,11 @@ impl Checkout {
             .find_remote("origin")
             .map_err(err("the clone has no `origin`"))?;
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
+        let attempts = Attempts::default();
+        let mut fetch = FetchOptions::new();
+        fetch.remote_callbacks(callbacks(&attempts));
         remote
-            .fetch(&[refspec.as_str()], None, None)
+            .fetch(&[refspec.as_str()], Some(&mut fetch), None)
             .map_err(err(format!("cannot fetch `{branch}` from {shown}")))?;
         let tip = self
             .repo
@@ -197,13 +269,14 @@ impl Checkout {
             .find_remote("origin")
             .map_err(err("the clone has no `origin`"))?;
         let mut refused: Option<String> = None;
-        let mut callbacks = git2::RemoteCallbacks::new();
-        callbacks.push_update_reference(|_, status| {
+        let attempts = Attempts::default();
+        let mut cb = callbacks(&attempts);
+        cb.push_update_reference(|_, status| {
             refused = status.map(str::to_string);
             Ok(())
         });
-        let mut opts = git2::PushOptions::new();
-        opts.remote_callbacks(callbacks);
+        let mut opts = PushOptions::new();
+        opts.remote_callbacks(cb);
         remote
             .push(&[format!("{local}:refs/heads/{branch}")], Some(&mut opts))
             .map_err(err(format!(

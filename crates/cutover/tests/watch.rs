@@ -833,3 +833,121 @@ fn webhooks_go_over_https_trusting_a_private_ca_named_by_ssl_cert_file() {
         text(&o)
     );
 }
+
+/// An sshd on loopback (Debian's openssh-server) that lets a key made by the test log in as
+/// the user running the tests; git over SSH reaches bare repositories by path.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    /// A HOME for cutover: `.ssh/id_ed25519` and `.ssh/known_hosts` with this server's key.
+    home: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().to_path_buf();
+        let home = d.join("home");
+        std::fs::create_dir_all(home.join(".ssh")).expect("home");
+        let keygen = |path: &Path| {
+            let o = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(path)
+                .output()
+                .expect("ssh-keygen");
+            assert!(o.status.success(), "ssh-keygen: {}", text(&o));
+        };
+        keygen(&d.join("host_key"));
+        keygen(&home.join(".ssh/id_ed25519"));
+        std::fs::copy(home.join(".ssh/id_ed25519.pub"), d.join("authorized_keys"))
+            .expect("authorized_keys");
+        let port = free_port();
+        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+        let mut parts = host_pub.split_whitespace();
+        let (kind, key) = (parts.next().expect("type"), parts.next().expect("key"));
+        std::fs::write(
+            home.join(".ssh/known_hosts"),
+            format!("[127.0.0.1]:{port} {kind} {key}\n"),
+        )
+        .expect("known_hosts");
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile {}\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 UsePAM no\nPermitRootLogin prohibit-password\n",
+                d.join("host_key").display(),
+                d.join("authorized_keys").display(),
+                d.join("sshd.pid").display()
+            ),
+        )
+        .expect("sshd_config");
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sshd (Debian package openssh-server; tests/run installs it)");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed().as_secs() < 20, "sshd did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Sshd {
+            child,
+            port,
+            home,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_repository_is_reached_over_ssh_with_a_key_from_home_and_the_revert_pushed_back() {
+    demo_images();
+    let sshd = Sshd::start();
+    let r = Repo::new("ssh");
+    let url = format!(
+        "ssh://{}@127.0.0.1:{}{}",
+        std::env::var("USER").unwrap_or_else(|_| "root".into()),
+        sshd.port,
+        r.bare.display()
+    );
+    let watch = || {
+        Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .env("HOME", &sshd.home)
+            .env_remove("SSH_AUTH_SOCK")
+            .arg("--state-dir")
+            .arg(&r.state)
+            .args(["watch", "--git", &url, "--once"])
+            .output()
+            .expect("cutover runs")
+    };
+    r.commit("cutover-demo:v1", "Deploy v1");
+    let o = watch();
+    assert_eq!(code(&o), 0, "cloned and applied over SSH: {}", text(&o));
+    assert_eq!(get_now(r.addr(), "/version"), "v1");
+
+    r.commit("cutover-demo:v3-broken", "Upgrade to v3-broken");
+    let o = watch();
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let pushed = git(&r.bare, &["log", "-1", "--format=%s", "main"]);
+    assert_eq!(
+        pushed,
+        "Revert \"Upgrade to v3-broken\"",
+        "pushed over SSH: {}",
+        text(&o)
+    );
+    let rel = r.newest_release();
+    assert_eq!(rel["source"]["repository"], url.as_str(), "{rel}");
+}
