@@ -17,7 +17,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use cutover_testkit::cmd::{code, demo_images, docker, is_root, text};
+use cutover_testkit::cmd::{code, demo_images, docker, is_root, stderr, text};
 use cutover_testkit::net::{free_port, get_now, post_ok};
 use cutover_testkit::pg;
 use serde_json::Value;
@@ -713,6 +713,110 @@ fn disk_full_during_the_restore_point() {
          disk is full)\n{}",
         text(&o)
     );
+}
+
+/// The default restore point of a volume, a snapshot beside the data on its own filesystem:
+/// on a filesystem that cannot clone (tmpfs here), the copy takes the data's size there. The
+/// preflight checks that filesystem, not the state dir; a copy that runs out of room midway
+/// is reverted, and leaves nothing on the data's disk.
+#[test]
+fn disk_full_on_the_volumes_own_filesystem_during_a_snapshot_copy() {
+    demo_images();
+    let disk = Tmpfs::mount("8m");
+    let mut s = Stack::new("snapfull");
+    let volume = format!("{}-data", s.name);
+    let device = disk.path().join("vol");
+    std::fs::create_dir(&device).expect("volume dir");
+    docker(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &format!("device={}", device.display()),
+        &volume,
+    ]);
+    s.env.push((
+        "CUTOVER_STATE_DIR".into(),
+        s.dir.path().join("state").display().to_string(),
+    ));
+    let port = free_port();
+    s.write(&format!(
+        "name: {}\nvars: {{ v: \"1\", grow: \"0\" }}\n{}\
+         data:\n  files:\n    volume: {{ name: {volume} }}\n    writers: [app]\n\
+         steps:\n  quiesce:\n    - run: [sh, -c, \"head -c ${{grow}} /dev/urandom > {}/late-export.bin\"]\n      \
+         name: the app's last export\n      rerun_safe: true\n",
+        s.name,
+        app_service(&s.name, port),
+        device.display()
+    ));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let o = s.run(&["apply", "--yes"]);
+    assert_eq!(code(&o), 0, "deploy v1\n{}", text(&o));
+    post_ok(addr, "/items", "written-by-v1");
+    let v1 = s.running();
+
+    // 5 MB of data on an 8 MB disk: its copy (5.5 MB with the margin) cannot fit beside it.
+    std::fs::write(device.join("big.bin"), random_bytes(5_000_000)).expect("write");
+    let o = s.run(&[
+        "apply",
+        "--yes",
+        "--set",
+        "vars.v=2",
+        "--set",
+        "vars.grow=1",
+    ]);
+    assert_eq!(code(&o), 2, "refused in preflight\n{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("not enough room for the restore points")
+            && err.contains(&format!("free on {}", disk.path().display()))
+            && err.contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(s.running(), v1, "nothing stopped");
+
+    // 2 MB passes the preflight (2.2 MB wanted, about 6 MB free); the export then writes
+    // 3 MB more: 5 MB to copy into the 3 MB left. Reverted, the data untouched.
+    std::fs::remove_file(device.join("big.bin")).expect("rm");
+    let base = random_bytes(2_000_000);
+    std::fs::write(device.join("base.bin"), &base).expect("write");
+    let o = s.run(&[
+        "apply",
+        "--yes",
+        "--set",
+        "vars.v=2",
+        "--set",
+        "vars.grow=3000000",
+    ]);
+    assert_eq!(code(&o), 1, "reverted\n{}", text(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("failed at restore_point.files") && err.contains("No space left on device"),
+        "says where and why\n{}",
+        text(&o)
+    );
+    assert_eq!(s.running(), v1, "the same container runs\n{}", text(&o));
+    assert_eq!(get_now(addr, "/version"), "v1");
+    assert!(get_now(addr, "/items").contains("written-by-v1"));
+    assert_eq!(std::fs::read(device.join("base.bin")).expect("read"), base);
+    let beside: Vec<String> = std::fs::read_dir(disk.path())
+        .expect("list")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "vol")
+        .collect();
+    assert!(
+        beside.is_empty(),
+        "no partial copy left beside the data: {beside:?}"
+    );
+    s.settled();
+    docker(&["volume", "rm", "-f", &volume]);
 }
 
 /// The preflight counts the bytes of the files, not what a restore point of many small
