@@ -181,6 +181,24 @@ impl KeyMap {
     pub fn nearest(&self, path: &[Segment]) -> Option<Loc> {
         (0..=path.len()).rev().find_map(|n| self.get(&path[..n]))
     }
+
+    /// Where `path` was written under some other key — an environment overlay's
+    /// (`environments.prod.secrets.X` for `secrets.X`) — the first such place in the file.
+    pub fn under_any(&self, path: &[Segment]) -> Option<Loc> {
+        if path.is_empty() {
+            return None;
+        }
+        self.keys
+            .iter()
+            .filter(|(k, _)| k.len() > path.len() && k.ends_with(path))
+            .map(|(_, loc)| *loc)
+            .min_by_key(|l| (l.line, l.col))
+    }
+
+    /// The first key of the document: where a diagnostic with no better place points.
+    pub fn first(&self) -> Option<Loc> {
+        self.keys.values().copied().min_by_key(|l| (l.line, l.col))
+    }
 }
 
 #[cfg(test)]

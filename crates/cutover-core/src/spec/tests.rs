@@ -1000,3 +1000,22 @@ watch:
     assert_eq!(s.webhooks[0].url.expose(), Some("http://h/secret-token"));
     assert_eq!(s.webhooks[1].format, WebhookFormat::Slack);
 }
+
+#[test]
+fn a_mistake_merged_in_from_an_environment_is_placed_in_the_overlay() {
+    // Found by loader_never_panics: the secret exists only under the overlay, so its
+    // diagnostic had no line at all.
+    let text = "environments:\n  prod:\n    secrets:\n      VERSION: {}\n";
+    let opts = LoadOptions {
+        environment: Some("prod".into()),
+        ..opts(&[])
+    };
+    let found = problems_with(text, &opts);
+    assert!(
+        found.contains(
+            &"4:7 InvalidValue: secret `VERSION` needs exactly one of `env` or `file`".to_string()
+        ),
+        "{found:?}"
+    );
+    assert!(found.iter().all(|p| !p.starts_with("0:")), "{found:?}");
+}

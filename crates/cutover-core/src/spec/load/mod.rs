@@ -284,7 +284,14 @@ impl Cx {
                 _ => Segment::Key((*p).to_string()),
             })
             .collect();
-        self.keys.nearest(&segs).unwrap_or_default()
+        // Merged in from an environment overlay, the path is written under it; failing all,
+        // the document's first line: a diagnostic always has a place.
+        self.keys
+            .under_any(&segs)
+            .filter(|_| self.keys.get(&segs).is_none())
+            .or_else(|| self.keys.nearest(&segs).filter(|l| l.line > 0))
+            .or_else(|| self.keys.first())
+            .unwrap_or_default()
     }
 
     fn error(&mut self, kind: DiagKind, at: Loc, message: impl Into<String>) -> &mut Diagnostic {
