@@ -282,7 +282,7 @@ impl Copier {
                 let target = fs::read_link(&src).map_err(io_err("read symlink", &src))?;
                 std::os::unix::fs::symlink(&target, &dst).map_err(io_err("create", &dst))?;
                 set_meta(&dst, &meta, true)?;
-            } else if use_std_socket(&ft) {
+            } else if is_socket(&ft) {
                 self.skipped.push(rel);
             } else {
                 return Err(SnapshotError::Unsupported {
@@ -332,7 +332,7 @@ impl Copier {
     }
 }
 
-fn use_std_socket(ft: &fs::FileType) -> bool {
+fn is_socket(ft: &fs::FileType) -> bool {
     use std::os::unix::fs::FileTypeExt;
     ft.is_socket()
 }
@@ -526,10 +526,6 @@ fn top_names(s: &Snapshot) -> Vec<&str> {
         .collect()
 }
 
-fn names_in(dir: &Path) -> Result<Vec<std::ffi::OsString>, SnapshotError> {
-    sorted_names(dir)
-}
-
 /// Where the swap of snapshot `s` into `target` stands, `failed` being where the target's
 /// entries are set aside. The entries move one by one; which half a crash cut is told by
 /// the snapshot: while it still holds every entry it had, nothing was put in yet.
@@ -537,7 +533,7 @@ pub fn swap_state(s: &Snapshot, failed: &Path) -> SwapState {
     let exists = |p: &Path| fs::symlink_metadata(p).is_ok();
     match (exists(&s.path), exists(failed)) {
         (false, true) => SwapState::Done,
-        (true, true) => match names_in(&s.path) {
+        (true, true) => match sorted_names(&s.path) {
             Ok(left) if left.len() == top_names(s).len() => SwapState::SetAside,
             _ => SwapState::PuttingIn,
         },
@@ -586,7 +582,7 @@ pub fn set_aside(target: &Path, failed: &Path) -> Result<(), SnapshotError> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_err("create", failed)(e)),
     }
-    for name in names_in(target)? {
+    for name in sorted_names(target)? {
         rename_noreplace(&target.join(&name), &failed.join(&name)).map_err(|e| {
             SnapshotError::Swap {
                 target: target.to_owned(),
@@ -605,7 +601,7 @@ pub fn set_aside(target: &Path, failed: &Path) -> Result<(), SnapshotError> {
 /// The second half: every entry of the snapshot moves into the (now empty) target, the
 /// target takes the snapshot root's mode and owner, and the emptied snapshot is removed.
 pub fn put_in(s: &Snapshot, target: &Path, failed: &Path) -> Result<(), SnapshotError> {
-    for name in names_in(&s.path)? {
+    for name in sorted_names(&s.path)? {
         rename_noreplace(&s.path.join(&name), &target.join(&name)).map_err(|e| {
             SnapshotError::Swap {
                 target: target.to_owned(),

@@ -61,6 +61,30 @@ pub fn docker(args: &[&str]) -> String {
         .to_string()
 }
 
+/// Creates `dir` and a Docker volume `name` bound to it (the local driver's `type=none,
+/// o=bind, device=DIR`, compose's `driver_opts`): the volume's data lives in `dir`.
+pub fn bind_volume(name: &str, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("the volume's directory");
+    let o = docker_output(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &format!("device={}", dir.display()),
+        name,
+    ]);
+    assert!(
+        o.status.success(),
+        "docker volume create {name}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// The demo images these tests run must exist (CI builds them before the tests).
 pub fn demo_images() {
     let ok = docker_output(&["image", "inspect", "cutover-demo:v1", "cutover-demo:v2"])

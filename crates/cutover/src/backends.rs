@@ -174,6 +174,7 @@ impl Backends for Local<'_> {
                 path,
                 kind,
                 method: data.method,
+                probed: std::cell::OnceCell::new(),
             }),
         })
     }
@@ -514,6 +515,8 @@ struct Directory {
     path: PathBuf,
     kind: Kind,
     method: CopyMethod,
+    /// What the filesystem does, asked once (a probe file is cloned beside the data).
+    probed: std::cell::OnceCell<Option<snapshot::Method>>,
 }
 
 /// Where the snapshot of `path` taken before release `release`'s upgrade lives: beside it.
@@ -552,6 +555,7 @@ pub fn copy_estimates(
             path: path.clone(),
             kind: Kind::Directory,
             method: ds.method,
+            probed: std::cell::OnceCell::new(),
         };
         let per_file = files * PER_FILE_US / 1000 + FLUSH_MS;
         let (how, estimate_ms, room_bytes) = match dir.snapshot_method() {
@@ -632,10 +636,10 @@ impl Directory {
     }
 
     fn snapshot_method(&self) -> Option<snapshot::Method> {
-        match self.method {
+        *self.probed.get_or_init(|| match self.method {
             CopyMethod::Snapshot => snapshot::probe(&self.parent()).ok(),
             CopyMethod::Archive => None,
-        }
+        })
     }
 
     fn take_archive(&self, m: &mut Manifest, dir: &Path) -> Result<String, StepError> {

@@ -2721,21 +2721,7 @@ fn abort_reverts_an_interrupted_upgrade_and_says_what_the_restore_keeps_aside() 
 /// volume declared as data with a snapshot restore point (the default method).
 fn stack_on_xfs(s: &Stack, xfs: &cutover_testkit::fs::Xfs, port: u16) -> PathBuf {
     let device = xfs.path().join("appdata");
-    std::fs::create_dir(&device).expect("volume dir");
-    let device_opt = format!("device={}", device.display());
-    docker_ok(&[
-        "volume",
-        "create",
-        "--driver",
-        "local",
-        "--opt",
-        "type=none",
-        "--opt",
-        "o=bind",
-        "--opt",
-        &device_opt,
-        &s.volume(),
-    ]);
+    cutover_testkit::cmd::bind_volume(&s.volume(), &device);
     s.write("cutover-demo:v1", "recreate", Some(port), HEALTH);
     let stack_file = s.dir.path().join("cutover.yaml");
     let mut yaml = std::fs::read_to_string(&stack_file).expect("read");
@@ -2890,22 +2876,8 @@ fn a_postgres_cluster_in_a_volume_is_cloned_after_a_clean_stop_and_put_back_on_r
     };
     let s = Stack::new("pg-cluster");
     let device = xfs.path().join("pgdata");
-    std::fs::create_dir(&device).expect("volume dir");
-    let device_opt = format!("device={}", device.display());
     let vol = s.volume();
-    docker_ok(&[
-        "volume",
-        "create",
-        "--driver",
-        "local",
-        "--opt",
-        "type=none",
-        "--opt",
-        "o=bind",
-        "--opt",
-        &device_opt,
-        &vol,
-    ]);
+    cutover_testkit::cmd::bind_volume(&vol, &device);
     let name = &s.name;
     std::fs::write(
         s.dir.path().join("cutover.yaml"),

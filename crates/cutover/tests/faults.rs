@@ -726,20 +726,7 @@ fn disk_full_on_the_volumes_own_filesystem_during_a_snapshot_copy() {
     let mut s = Stack::new("snapfull");
     let volume = format!("{}-data", s.name);
     let device = disk.path().join("vol");
-    std::fs::create_dir(&device).expect("volume dir");
-    docker(&[
-        "volume",
-        "create",
-        "--driver",
-        "local",
-        "--opt",
-        "type=none",
-        "--opt",
-        "o=bind",
-        "--opt",
-        &format!("device={}", device.display()),
-        &volume,
-    ]);
+    cutover_testkit::cmd::bind_volume(&volume, &device);
     s.env.push((
         "CUTOVER_STATE_DIR".into(),
         s.dir.path().join("state").display().to_string(),

@@ -116,7 +116,7 @@ pub fn run(cli: &Cli, limit: usize, operation: Option<u64>) -> anyhow::Result<u8
 
 /// The step an operation failed at: its first failed step outside the revert (a failed
 /// revert step, when the revert is all that failed).
-fn failed_step(journal: &[StepRecord]) -> Option<StepRecord> {
+pub(crate) fn failed_step(journal: &[StepRecord]) -> Option<StepRecord> {
     let failed = journal.iter().filter(|s| s.status == StepStatus::Failed);
     failed
         .clone()

@@ -5,7 +5,7 @@ mod apply;
 mod approve;
 mod docs;
 mod down;
-mod history;
+pub(crate) mod history;
 mod lock;
 mod maintenance;
 mod plan;

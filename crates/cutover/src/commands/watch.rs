@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use cutover_core::spec::WebhookFormat;
+use cutover_core::spec::{Stack, WebhookFormat};
 use cutover_watch::git::{Checkout, Source};
 use cutover_watch::notify::{self, Event, FailedStep, Notice};
 use cutover_watch::state::{Pause, WatchState};
@@ -160,11 +160,11 @@ fn images_pass(cli: &Cli, state_path: &std::path::Path) -> anyhow::Result<u8> {
 /// and committed on the branch. `None` when there is nothing to move.
 fn commit_image_updates(
     cli: &Cli,
+    stack: &Stack,
     checkout: &Checkout,
     state: &WatchState,
 ) -> anyhow::Result<Option<cutover_watch::Commit>> {
-    let loaded = commands::load(cli, &[])?;
-    let (updates, floating): (Vec<_>, Vec<_>) = image_updates(cli, &loaded.stack, state)?
+    let (updates, floating): (Vec<_>, Vec<_>) = image_updates(cli, stack, state)?
         .into_iter()
         .partition(|u| !u.digest);
     for u in &floating {
@@ -259,10 +259,7 @@ fn image_updates(
             eprintln!("watch: `{name}` runs {current}, which has no tag to move: skipped");
             continue;
         };
-        let registry = cutover_docker::registry_of(current);
-        let loopback = registry.starts_with("127.") || registry.starts_with("localhost");
-        let credentials =
-            cutover_docker::credentials_for(current).and_then(|c| Some((c.username?, c.password?)));
+        let (credentials, loopback) = registry_access(current);
         let found = rt
             .block_on(tags(repo, credentials, loopback, Duration::from_secs(30)))
             .map_err(|e| anyhow!("`{name}`: {e}"))?;
@@ -282,6 +279,16 @@ fn image_updates(
     Ok(updates)
 }
 
+/// How to reach the registry of `image`: the credentials `docker login` stored for it, and
+/// whether it is on loopback (plain HTTP, as the engine itself allows there).
+fn registry_access(image: &str) -> (Option<(String, String)>, bool) {
+    let registry = cutover_docker::registry_of(image);
+    let loopback = registry.starts_with("127.") || registry.starts_with("localhost");
+    let credentials =
+        cutover_docker::credentials_for(image).and_then(|c| Some((c.username?, c.password?)));
+    (credentials, loopback)
+}
+
 /// `update: { digest: true }`: whether the registry serves another image under the tag
 /// `current` than the one this engine has; if so it is pulled, and is the update.
 fn moved_digest(
@@ -290,10 +297,7 @@ fn moved_digest(
     current: &str,
     state: &WatchState,
 ) -> anyhow::Result<Option<ImageUpdate>> {
-    let registry = cutover_docker::registry_of(current);
-    let loopback = registry.starts_with("127.") || registry.starts_with("localhost");
-    let credentials =
-        cutover_docker::credentials_for(current).and_then(|c| Some((c.username?, c.password?)));
+    let (credentials, loopback) = registry_access(current);
     let now = rt
         .block_on(cutover_watch::images::digest(
             current,
@@ -366,6 +370,14 @@ fn drift(cli: &Cli, stack: &str) -> Vec<String> {
     out
 }
 
+/// The command line for the stack file of the watch's checkout, with the watch's state dir.
+fn stack_cli(cli: &Cli, state_dir: &std::path::Path, checkout: &Checkout) -> Cli {
+    let mut sub = cli.clone();
+    sub.file = checkout.stack_file();
+    sub.state_dir = Some(state_dir.to_path_buf());
+    sub
+}
+
 /// One pass: fetch, and apply the branch's tip when it is new and the watch is not paused.
 fn pass(
     cli: &Cli,
@@ -392,34 +404,35 @@ fn pass(
         return Ok(exit::OK);
     }
     if state.last_commit.as_deref() == Some(head.commit.as_str()) {
-        let mut sub = cli.clone();
-        sub.file = checkout.stack_file();
-        sub.state_dir = Some(state_dir.to_path_buf());
-        if images && let Some(commit) = commit_image_updates(&sub, checkout, &state)? {
+        let sub = stack_cli(cli, state_dir, checkout);
+        let loaded = commands::load(&sub, &[])?;
+        if images && let Some(commit) = commit_image_updates(&sub, &loaded.stack, checkout, &state)?
+        {
             // Git stays the truth: the new tag is a commit, which this pass goes on to apply.
             eprintln!("watch: pushed {}", commit.describe());
             return pass(cli, state_dir, state_path, checkout, false);
         }
-        if let Ok(loaded) = commands::load(&sub, &[]) {
-            for line in drift(&sub, &loaded.stack.name) {
-                eprintln!("watch: drift: {line}");
-            }
+        for line in drift(&sub, &loaded.stack.name) {
+            eprintln!("watch: drift: {line}");
         }
         output::print(&format!("up to date: {} was applied\n", head.describe()))?;
         return Ok(exit::OK);
     }
-    let mut sub = cli.clone();
-    sub.file = checkout.stack_file();
-    sub.state_dir = Some(state_dir.to_path_buf());
-    let hooks = Hooks::of(&sub, &head);
-    if let Some(opens) = closed_until(&sub)? {
+    let sub = stack_cli(cli, state_dir, checkout);
+    // Read once for the pass. A stack file that does not load goes on to `apply`, which
+    // says why and is refused, and the watch pauses on it like on any refusal.
+    let loaded = commands::load(&sub, &[]).ok();
+    let stack = loaded.as_ref().map(|l| &l.stack);
+    let hooks = Hooks::of(&sub, stack, &head);
+    if let Some(opens) = stack.map(closed_until).transpose()?.flatten() {
         let said = format!(
             "{} waits for its maintenance window, which opens at {opens}",
             head.describe()
         );
         if state.announced.as_deref() != Some(head.commit.as_str()) {
             // Announced once per commit, with the plan, ahead of its window.
-            hooks.send(Event::Planned, None, said.clone(), checklist(&sub), None);
+            let plan = stack.and_then(|s| checklist(&sub, s));
+            hooks.send(Event::Planned, None, said.clone(), plan, None);
             state.announced = Some(head.commit.clone());
             state.save(state_path)?;
         }
@@ -431,7 +444,7 @@ fn pass(
         Event::Planned,
         None,
         "a new commit is planned".into(),
-        checklist(&sub),
+        stack.and_then(|s| checklist(&sub, s)),
         None,
     );
     hooks.send(Event::Started, None, "applying it".into(), None, None);
@@ -477,7 +490,7 @@ fn pass(
         None,
         failed,
     );
-    if code == exit::REVERTED && git_revert_asked(&sub) {
+    if code == exit::REVERTED && stack.is_some_and(|s| s.watch_git_revert) {
         match checkout.revert(
             &head.commit,
             "cutover watch: the release made from it was reverted (images and data).",
@@ -517,9 +530,9 @@ struct Hooks {
 }
 
 impl Hooks {
-    fn of(cli: &Cli, commit: &cutover_watch::Commit) -> Hooks {
-        let (stack, hooks) = commands::load(cli, &[])
-            .map(|l| (l.stack.name.clone(), l.stack.webhooks.clone()))
+    fn of(cli: &Cli, stack: Option<&Stack>, commit: &cutover_watch::Commit) -> Hooks {
+        let (stack, hooks) = stack
+            .map(|s| (s.name.clone(), s.webhooks.clone()))
             .unwrap_or_default();
         let op_before = commands::open_store_if_present(cli, &stack)
             .ok()
@@ -548,17 +561,10 @@ impl Hooks {
             return (None, None);
         };
         let failed = store.journal(op.id).ok().and_then(|j| {
-            let failed = j
-                .iter()
-                .filter(|s| s.status == cutover_store::StepStatus::Failed);
-            failed
-                .clone()
-                .find(|s| s.phase != "revert")
-                .or_else(|| failed.clone().next())
-                .map(|s| FailedStep {
-                    id: s.step_id.clone(),
-                    output_tail: s.output_tail.clone(),
-                })
+            commands::history::failed_step(&j).map(|s| FailedStep {
+                id: s.step_id,
+                output_tail: s.output_tail,
+            })
         });
         (op.release, failed)
     }
@@ -622,27 +628,21 @@ fn now_rfc3339() -> String {
 }
 
 /// The plan of the commit's stack file as the markdown checklist, for `planned`.
-fn checklist(cli: &Cli) -> Option<String> {
-    let loaded = commands::load(cli, &[]).ok()?;
-    let store = commands::open_store_if_present(cli, &loaded.stack.name).ok()?;
+fn checklist(cli: &Cli, stack: &Stack) -> Option<String> {
+    let store = commands::open_store_if_present(cli, &stack.name).ok()?;
     let observed = match &store {
         Some(store) => commands::observed(store).ok()?,
         None => cutover_core::plan::Observed::default(),
     };
-    let plan = cutover_core::plan::plan(
-        &loaded.stack,
-        &observed,
-        &cutover_core::plan::Resolved::default(),
-    );
+    let plan = cutover_core::plan::plan(stack, &observed, &cutover_core::plan::Resolved::default());
     Some(cutover_core::plan::render::markdown(&plan))
 }
 
 /// `Some(when it opens)` while the commit's stack file declares maintenance windows and none
 /// is open now; `None` when the watch may apply.
-fn closed_until(cli: &Cli) -> anyhow::Result<Option<String>> {
-    let loaded = commands::load(cli, &[])?;
+fn closed_until(stack: &Stack) -> anyhow::Result<Option<String>> {
     let mut windows = Vec::new();
-    for (i, w) in loaded.stack.watch_windows.iter().enumerate() {
+    for (i, w) in stack.watch_windows.iter().enumerate() {
         windows.push(
             cutover_watch::window::Window::parse(&w.days, &w.from, &w.to, &w.tz)
                 .map_err(|e| with_code(exit::INVALID, anyhow!("watch.windows[{i}]: {e}")))?,
@@ -669,11 +669,4 @@ fn now_timestamp() -> jiff::Timestamp {
         return t;
     }
     jiff::Timestamp::now()
-}
-
-/// Whether the stack file of the commit asks for a `git revert` of a reverted release.
-fn git_revert_asked(cli: &Cli) -> bool {
-    commands::load(cli, &[])
-        .context("cannot read the stack file")
-        .is_ok_and(|l| l.stack.watch_git_revert)
 }
