@@ -135,8 +135,13 @@ impl Checks<'_> {
         ));
         let started = Instant::now();
         loop {
-            if let Some(by) = self.store.approved_by(self.operation, id).map_err(fail)? {
-                return Ok(format!("approved by {by}"));
+            if let Some(d) = self.store.decision(self.operation, id).map_err(fail)? {
+                let comment = d.comment.map(|c| format!(": {c}")).unwrap_or_default();
+                return if d.approved {
+                    Ok(format!("approved by {}{comment}", d.by))
+                } else {
+                    Err(StepError::new(format!("refused by {}{comment}", d.by)))
+                };
             }
             if let Some(by) = self.store.abort_requested(self.operation).map_err(fail)? {
                 return Err(StepError::new(format!(

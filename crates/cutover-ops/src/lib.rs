@@ -25,6 +25,7 @@ pub mod promotion;
 pub mod record;
 pub mod resume;
 pub mod rollback;
+pub mod shapes;
 
 #[cfg(test)]
 mod fake;

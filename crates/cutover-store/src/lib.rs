@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Row, Transaction, TransactionBehavior};
 
-pub use approvals::Approval;
+pub use approvals::{Approval, Decision};
 pub use error::StoreError;
 pub use model::{
     Holder, Lease, LeaseEvent, LeaseGrant, NewRelease, Operation, OperationStatus,

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::model::Holder;
 
 impl Holder {
-    /// The current process: `$USER` (else `$LOGNAME`, else the name of its uid in
+    /// The current process: `$CUTOVER_ACTOR` when set — the person a front end (the
+    /// dashboard) runs this process for —, else `$USER` (else `$LOGNAME`, else the name of its uid in
     /// `/etc/passwd`, else `uid N`, else `unknown`), the
     /// host name (from `/proc/sys/kernel/hostname`, else `/etc/hostname`, else
     /// `localhost`), [`std::process::id`] and its start time.
@@ -26,13 +27,17 @@ impl Holder {
 }
 
 fn current_user() -> String {
-    ["USER", "LOGNAME"]
+    user_from(|var| std::env::var(var).ok())
+        .unwrap_or_else(|| user_of_uid().unwrap_or_else(|| "unknown".to_owned()))
+}
+
+/// The person named by the environment: the actor a front end set, else the login.
+fn user_from(env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    ["CUTOVER_ACTOR", "USER", "LOGNAME"]
         .iter()
-        .filter_map(|var| std::env::var(var).ok())
+        .filter_map(|var| env(var))
         .map(|v| v.trim().to_owned())
         .find(|v| !v.is_empty())
-        .or_else(user_of_uid)
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// The login name of this process's real uid (services and CI often have no `$USER`).
@@ -137,6 +142,32 @@ pub(crate) fn new_token() -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_actor_a_front_end_names_comes_before_the_login() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            user_from(env(&[("USER", "root"), ("CUTOVER_ACTOR", "alice")])).as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            user_from(env(&[("USER", "root"), ("CUTOVER_ACTOR", " ")])).as_deref(),
+            Some("root")
+        );
+        assert_eq!(
+            user_from(env(&[("LOGNAME", "ops")])).as_deref(),
+            Some("ops")
+        );
+        assert_eq!(user_from(env(&[])), None);
+    }
+
     use super::*;
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};

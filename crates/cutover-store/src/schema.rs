@@ -8,7 +8,14 @@ use crate::StoreError;
 
 /// Migration `i` (0-based) brings the schema from version `i` to `i + 1`.
 /// Append only: never edit a migration that has shipped.
-pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(crate) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+
+/// An approval can be refused as well as given, each with a comment (the dashboard's
+/// approve/reject).
+const V6: &str = r#"
+ALTER TABLE approvals ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE approvals ADD COLUMN comment TEXT;
+"#;
 
 /// Where a release came from, when not from a person's `apply`: a git commit that
 /// `cutover watch` applied (id, author, subject), as JSON.

@@ -290,6 +290,52 @@ pub enum Command {
         interval: std::time::Duration,
     },
 
+    /// The web dashboard for a team: the stacks of this host, live operations, plans,
+    /// approvals by role, history with rollback, restore points and the audit log; an HTTP
+    /// API under /api/v1 (docs/dashboard.md). Sign in as a user (`cutover user add`) or with
+    /// a token (`cutover token create`).
+    Dashboard {
+        /// Where to listen (loopback unless said otherwise).
+        #[arg(long, default_value = "127.0.0.1:8700", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// A stack file to serve (repeatable) [default: the stack file, -f].
+        #[arg(long = "stack", value_name = "FILE")]
+        stack_files: Vec<PathBuf>,
+        /// Serve every stack file in DIR: DIR/*/cutover.yaml and DIR/*.cutover.yaml.
+        #[arg(long = "stacks", value_name = "DIR")]
+        stacks_dir: Option<PathBuf>,
+        #[command(flatten)]
+        home: HomeArg,
+        /// Serve HTTPS with this certificate chain (PEM); cookies are then `Secure`.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Sign people in by this header, set by an authenticating reverse proxy
+        /// (oauth2-proxy: X-Forwarded-User; Authelia: Remote-User). Off unless given.
+        #[arg(long, value_name = "HEADER")]
+        trusted_header: Option<String>,
+        /// The proxy addresses the header is believed from (repeatable).
+        #[arg(long, value_name = "IP", default_values = ["127.0.0.1", "::1"])]
+        trusted_proxy: Vec<std::net::IpAddr>,
+        /// The role of a name the header gives that is not a local user.
+        #[arg(long, value_name = "ROLE", default_value = "viewer")]
+        trusted_default_role: String,
+    },
+
+    /// The dashboard's users: add (the password is read from stdin), remove, list.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+
+    /// The dashboard's API tokens (`Authorization: Bearer …`): create, revoke.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+
     /// The maintenance page: on, off, status.
     Maintenance {
         #[command(subcommand)]
@@ -317,4 +363,59 @@ pub enum Command {
 
     /// Print the man page (roff).
     Man,
+}
+
+/// The dashboard's own directory: its users, tokens, sessions and audit log.
+#[derive(Debug, Args, Clone)]
+pub struct HomeArg {
+    /// [default: $XDG_STATE_HOME/cutover/dashboard, else ~/.local/state/cutover/dashboard]
+    #[arg(long = "home", value_name = "DIR", env = "CUTOVER_DASHBOARD_HOME")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum UserAction {
+    /// Add a user, or change one's role and password. The password is read from stdin (the
+    /// first line).
+    Add {
+        name: String,
+        /// viewer, operator (plan, apply, rollback, maintenance), approver, admin.
+        #[arg(long)]
+        role: String,
+        /// No password: the user signs in only through the trusted proxy's header.
+        #[arg(long)]
+        no_password: bool,
+        #[command(flatten)]
+        home: HomeArg,
+    },
+    /// Remove a user and end their sessions.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        home: HomeArg,
+    },
+    /// The users and their roles.
+    List {
+        #[command(flatten)]
+        home: HomeArg,
+    },
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum TokenAction {
+    /// Create a token and print it, once (only its hash is kept).
+    Create {
+        name: String,
+        /// viewer, operator, approver or admin.
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[command(flatten)]
+        home: HomeArg,
+    },
+    /// Revoke a token.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        home: HomeArg,
+    },
 }

@@ -39,30 +39,22 @@ impl Progress {
 }
 
 fn json_line(e: &Event<'_>) -> String {
-    let (kind, operation, step, status, output) = match e {
-        Event::Started { operation, step } => ("step_started", operation, step, None, None),
+    let (operation, step, finished) = match e {
+        Event::Started { operation, step } => (*operation, step, None),
         Event::Finished {
             operation,
             step,
             status,
             output,
-        } => (
-            "step_finished",
-            operation,
-            step,
-            Some(status.as_str()),
-            Some(*output),
-        ),
+        } => (*operation, step, Some((*status, *output))),
     };
-    serde_json::json!({
-        "event": kind,
-        "operation": operation,
-        "step": step.id,
-        "phase": step.phase.as_str(),
-        "title": step.title,
-        "status": status,
-        "output": output,
-        "at": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    cutover_ops::shapes::event(&cutover_ops::shapes::StepEvent {
+        operation,
+        step: &step.id,
+        phase: step.phase.as_str(),
+        title: &step.title,
+        finished,
+        at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
     })
     .to_string()
 }

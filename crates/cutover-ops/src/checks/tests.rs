@@ -487,3 +487,32 @@ fn a_host_command_runs_in_the_stack_directory_and_is_killed_at_its_limit() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn a_refused_approval_fails_the_step_with_who_and_why() {
+    let w = World::new();
+    let store = &w.store.1;
+    let op = store
+        .begin_operation("apply", None, &Holder::current())
+        .expect("op");
+    // Decided before the step asks: the step reads the decision on its first look.
+    store
+        .request_approval(op.id, "preflight.approval", "apply to prod")
+        .expect("request");
+    store
+        .decide(op.id, "bob (dashboard)", false, Some("not during the sale"))
+        .expect("refuse");
+    let err = w
+        .checks(op.id)
+        .custom_step(
+            "preflight.approval",
+            &step(StepAction::Approval {
+                text: "apply to prod".into(),
+            }),
+        )
+        .expect_err("refused");
+    assert_eq!(
+        err.message,
+        "refused by bob (dashboard): not during the sale"
+    );
+}

@@ -3,6 +3,7 @@
 
 mod apply;
 mod approve;
+mod dashboard;
 mod docs;
 mod down;
 pub(crate) mod history;
@@ -12,7 +13,7 @@ mod plan;
 pub mod restore_points;
 mod resume;
 mod serve;
-pub mod shapes;
+pub use cutover_ops::shapes;
 mod status;
 mod unlock;
 mod validate;
@@ -64,6 +65,31 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
             metrics_listen,
         } => serve::run(cli, *access_log, *metrics_listen),
         Command::Maintenance { action } => maintenance::run(cli, action),
+        Command::Dashboard {
+            listen,
+            stack_files,
+            stacks_dir,
+            home,
+            tls_cert,
+            tls_key,
+            trusted_header,
+            trusted_proxy,
+            trusted_default_role,
+        } => dashboard::run(
+            cli,
+            &dashboard::Args {
+                listen: *listen,
+                stack_files: stack_files.clone(),
+                stacks_dir: stacks_dir.clone(),
+                home: home.dir.clone(),
+                tls: tls_cert.clone().zip(tls_key.clone()),
+                trusted_header: trusted_header.clone(),
+                trusted_proxy: trusted_proxy.clone(),
+                trusted_default_role: trusted_default_role.clone(),
+            },
+        ),
+        Command::User { action } => dashboard::user(action),
+        Command::Token { action } => dashboard::token(action),
         Command::Watch {
             git,
             images,
@@ -236,7 +262,4 @@ pub fn connect(rt: &tokio::runtime::Runtime) -> anyhow::Result<Runtime> {
         .map_err(|e| with_code(exit::INVALID, anyhow::anyhow!("{e}; nothing was changed")))
 }
 
-/// Formats a timestamp (unix millis) as RFC 3339, to the second: the store's format.
-pub fn when(millis: i64) -> String {
-    cutover_store::format_millis(millis)
-}
+pub use cutover_ops::shapes::when;

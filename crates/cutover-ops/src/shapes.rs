@@ -1,13 +1,18 @@
-//! One JSON shape per concept, shared by every command's `-o json` (docs/json.md): a
-//! release, an operation, a journal step, the lease, who did something. Times are RFC 3339
+//! One JSON shape per concept, shared by every command's `-o json` and the dashboard's API
+//! (docs/json.md): a release, an operation, a journal step and its events, the lease, who
+//! did something. Times are RFC 3339
 //! (UTC, seconds); records are nested objects, never JSON inside a string; the lease's
 //! token, which renews and releases it, is never shown.
 
-use cutover_ops::record::ReleaseImages;
-use cutover_store::{Holder, Lease, Operation, Release, StepRecord};
+use cutover_store::{Holder, Lease, Operation, Release, StepRecord, StepStatus};
 use serde_json::{Value, json};
 
-use crate::commands::when;
+use crate::record::ReleaseImages;
+
+/// A timestamp (unix millis) as RFC 3339, to the second: the store's format.
+pub fn when(millis: i64) -> String {
+    cutover_store::format_millis(millis)
+}
 
 pub fn holder(h: &Holder) -> Value {
     json!({ "user": h.user, "host": h.host, "pid": h.pid })
@@ -79,4 +84,61 @@ pub fn lease(l: &Lease) -> Value {
         "renewed_at": when(l.renewed_at),
         "expires_at": when(l.expires_at),
     })
+}
+
+/// What happened to a journal step, as `-o json` streams it while an operation runs and
+/// the dashboard's event stream sends it: `step_started`, or `step_finished` with the
+/// status and the output's tail. `at` is RFC 3339.
+pub struct StepEvent<'a> {
+    pub operation: u64,
+    pub step: &'a str,
+    pub phase: &'a str,
+    pub title: &'a str,
+    /// `None` when the step started; its status once it finished.
+    pub finished: Option<(StepStatus, &'a str)>,
+    pub at: String,
+}
+
+pub fn event(e: &StepEvent<'_>) -> Value {
+    json!({
+        "event": if e.finished.is_some() { "step_finished" } else { "step_started" },
+        "operation": e.operation,
+        "step": e.step,
+        "phase": e.phase,
+        "title": e.title,
+        "status": e.finished.map(|(s, _)| s.as_str()),
+        "output": e.finished.map(|(_, o)| o),
+        "at": e.at,
+    })
+}
+
+/// A timestamp (unix millis) as RFC 3339 to the millisecond: when a step started or ended.
+pub fn when_ms(millis: i64) -> String {
+    jiff::Timestamp::from_millisecond(millis)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// The events a journal record stands for: its start, and its end once it finished.
+pub fn events_of(operation: u64, s: &StepRecord) -> Vec<Value> {
+    let mut out = vec![event(&StepEvent {
+        operation,
+        step: &s.step_id,
+        phase: &s.phase,
+        title: &s.title,
+        finished: None,
+        at: when_ms(s.started_at),
+    })];
+    if let (Some(at), false) = (s.finished_at, s.status == StepStatus::Started) {
+        out.push(event(&StepEvent {
+            operation,
+            step: &s.step_id,
+            phase: &s.phase,
+            title: &s.title,
+            finished: Some((s.status, s.output_tail.as_str())),
+            at: when_ms(at),
+        }));
+    }
+    out
 }
