@@ -380,7 +380,7 @@ async fn operation(
     Ok(Json(operation_json(&app, &stack, id)?))
 }
 
-#[utoipa::path(get, path = "/stacks/{stack}/operations/{id}/events", params(("stack" = String, Path), ("id" = u64, Path)), responses((status = 200, description = "Server-Sent Events: each `data:` one JSON object as `-o json` prints it (`step_started`, `step_finished`), then `operation_finished` with the operation", content_type = "text/event-stream", body = String)))]
+#[utoipa::path(get, path = "/stacks/{stack}/operations/{id}/events", params(("stack" = String, Path), ("id" = u64, Path)), responses((status = 200, description = "Server-Sent Events: each `data:` one JSON object as `-o json` prints it (`step_started`, `step_finished`), then `finished` (outcome, exit code, summary)", content_type = "text/event-stream", body = String)))]
 async fn events(
     State(app): State<Shared>,
     Who(_): Who,

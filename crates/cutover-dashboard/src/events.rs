@@ -23,8 +23,8 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// The events not sent yet, in journal order; the operation's own object last once it
-    /// has ended (`{"event": "operation_finished", "operation": {…}}`), after which
+    /// The events not sent yet, in journal order; `finished` last once the operation has
+    /// ended (as `-o json` prints it: outcome, exit code, summary), after which
     /// [`ended`](Follower::ended) says so.
     pub fn look(&mut self, store: &Store, op: u64) -> Result<Vec<Value>, String> {
         let Some(operation) = store.operation(op).map_err(|e| e.to_string())? else {
@@ -48,14 +48,16 @@ impl Follower {
             }
         }
         if operation.status != OperationStatus::Running {
-            let failed = journal
-                .iter()
-                .rev()
-                .find(|s| s.status == StepStatus::Failed);
-            out.push(serde_json::json!({
-                "event": "operation_finished",
-                "operation": cutover_ops::shapes::operation(&operation, failed, journal.last()),
-            }));
+            let refused = match operation.release {
+                Some(r) => store
+                    .release(r)
+                    .map_err(|e| e.to_string())?
+                    .is_some_and(|r| r.status == cutover_store::ReleaseStatus::Refused),
+                None => false,
+            };
+            out.push(cutover_ops::shapes::finished_from_store(
+                &operation, refused,
+            ));
             self.ended = true;
         }
         Ok(out)
@@ -147,8 +149,9 @@ mod tests {
             .finish_operation(op.id, OperationStatus::Succeeded, None)
             .expect("finish op");
         let got = f.look(&store, op.id).expect("look");
-        assert_eq!(kinds(&got), ["operation_finished:"]);
-        assert_eq!(got[0]["operation"]["status"], "succeeded");
+        assert_eq!(kinds(&got), ["finished:"]);
+        assert_eq!(got[0]["outcome"], "succeeded");
+        assert_eq!(got[0]["exit_code"], 0);
         assert!(f.ended());
     }
 }

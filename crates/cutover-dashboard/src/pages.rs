@@ -787,7 +787,7 @@ const LIVE_JS: &str = r#"
   function svg(){ fetch(root.dataset.timeline).then(r => r.text()).then(t => { document.getElementById('timeline').innerHTML = t; }); }
   es.onmessage = function(m){
     const e = JSON.parse(m.data);
-    if (e.event === 'operation_finished') { es.close(); setTimeout(function(){ location.reload(); }, 200); return; }
+    if (e.event === 'finished') { es.close(); setTimeout(function(){ location.reload(); }, 200); return; }
     if (e.event !== 'step_started' && e.event !== 'step_finished') return;
     let row = document.getElementById('step-' + e.step);
     if (!row) {

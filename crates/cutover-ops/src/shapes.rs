@@ -142,3 +142,42 @@ pub fn events_of(operation: u64, s: &StepRecord) -> Vec<Value> {
     }
     out
 }
+
+/// The last event of an operation, as `-o json` prints it when the command ends and the
+/// event stream sends it: how it ended, the exit code that says so, and the summary.
+pub fn finished(
+    operation: u64,
+    kind: &str,
+    release: Option<u64>,
+    outcome: &str,
+    exit_code: u8,
+    summary: &str,
+) -> Value {
+    json!({
+        "event": "finished",
+        "operation": operation,
+        "kind": kind,
+        "release": release,
+        "outcome": outcome,
+        "exit_code": exit_code,
+        "summary": summary,
+    })
+}
+
+/// The `finished` event of an operation read back from the store: the exit code its
+/// command ended with follows from its status (and a refusal from its release's).
+pub fn finished_from_store(o: &Operation, release_refused: bool) -> Value {
+    use cutover_store::OperationStatus as S;
+    let code = match o.status {
+        S::Succeeded => 0,
+        S::Failed if release_refused => 2,
+        S::RevertFailed => 3,
+        S::Running => 4,
+        S::Failed | S::Reverted | S::Aborted => 1,
+    };
+    let summary = o.error.clone().unwrap_or_else(|| match o.release {
+        Some(r) => format!("{} {}: release {r} runs", o.kind, o.status),
+        None => format!("{} {}", o.kind, o.status),
+    });
+    finished(o.id, &o.kind, o.release, o.status.as_str(), code, &summary)
+}

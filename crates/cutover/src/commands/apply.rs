@@ -714,15 +714,14 @@ pub fn conclude(
     if json {
         output::print(&format!(
             "{}\n",
-            serde_json::json!({
-                "event": "finished",
-                "operation": c.operation,
-                "kind": c.kind,
-                "release": c.release,
-                "outcome": done.status.as_str(),
-                "exit_code": code,
-                "summary": done.summary,
-            })
+            cutover_ops::shapes::finished(
+                c.operation,
+                c.kind,
+                Some(c.release),
+                done.status.as_str(),
+                code,
+                &done.summary,
+            )
         ))?;
     }
     if code == exit::OK {
