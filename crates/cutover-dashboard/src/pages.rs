@@ -370,6 +370,24 @@ fn images_of(release: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Service → image reference of a plan (`cutover plan -o json`).
+fn planned_images(plan: &Value) -> Vec<(String, String)> {
+    plan["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["service"].as_str().unwrap_or("").to_string(),
+                s["image_to"]["reference"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
 fn holder_text(h: &Value) -> String {
     format!(
         "{}@{} (pid {})",
@@ -417,7 +435,7 @@ async fn stack(State(app): State<Shared>, Person(who): Person, Path(name): Path<
             .map_err(|e| fail(&who)(Failure::internal(e)))?
             .unwrap_or_default()
     };
-    let services: Vec<(String, String)> = match &status {
+    let mut services: Vec<(String, String)> = match &status {
         Ok(v) => v["services"]
             .as_array()
             .into_iter()
@@ -431,6 +449,13 @@ async fn stack(State(app): State<Shared>, Person(who): Person, Path(name): Path<
             .collect(),
         Err(_) => images_of(&summary["release"]),
     };
+    if services.is_empty() {
+        // Nothing deployed yet: the services the stack file would create.
+        let plan = actions::plan(&app, &who, &name, &[], PlanFormat::Json).await;
+        if let Ok(v) = plan.as_deref().map(serde_json::from_str::<Value>) {
+            services = v.ok().map(|v| planned_images(&v)).unwrap_or_default();
+        }
+    }
     let change = who.role.may(Permission::Change);
     let body = html! {
         p { "Stack file " code { (summary["file"].as_str().unwrap_or("")) } " · "
@@ -790,6 +815,7 @@ const LIVE_JS: &str = r#"
     if (e.event === 'finished') { es.close(); setTimeout(function(){ location.reload(); }, 200); return; }
     if (e.event !== 'step_started' && e.event !== 'step_finished') return;
     let row = document.getElementById('step-' + e.step);
+    const fresh = !row;
     if (!row) {
       row = document.createElement('tr'); row.id = 'step-' + e.step;
       for (let i = 0; i < 5; i++) row.appendChild(document.createElement('td'));
@@ -801,7 +827,8 @@ const LIVE_JS: &str = r#"
     c[3].textContent = e.at;
     if (e.output) { c[4].innerHTML = ''; const p = document.createElement('pre'); p.textContent = e.output; c[4].appendChild(p); }
     row.className = 'step ' + st;
-    if (e.event === 'step_started' && e.step.indexOf('approval') >= 0) { setTimeout(function(){ location.reload(); }, 400); }
+    // A new approval step: reload for its form (a replayed one is on the page already).
+    if (fresh && e.event === 'step_started' && e.step.indexOf('approval') >= 0) { setTimeout(function(){ location.reload(); }, 400); }
     svg();
   };
 })();

@@ -78,8 +78,9 @@ pub fn svg(steps: &[StepRecord], now: i64) -> String {
         let t = t0 + (span * f64::from(i) / 4.0) as i64;
         let _ = write!(
             out,
-            r##"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{height}" stroke="#e5e7eb"/><text x="{x:.1}" y="{ty}" text-anchor="middle" fill="#6b7280">{ms} ms</text>"##,
+            r##"<line x1="{x:.1}" y1="{y0}" x2="{x:.1}" y2="{height}" stroke="#e5e7eb"/><text x="{x:.1}" y="{ty}" text-anchor="{anchor}" fill="#6b7280">{ms} ms</text>"##,
             x = x(t),
+            anchor = if i == 4 { "end" } else { "middle" },
             y0 = TOP - 6.0,
             ty = TOP - 10.0,
             ms = t - t0

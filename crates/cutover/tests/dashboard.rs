@@ -88,8 +88,8 @@ impl Drop for Stack {
     }
 }
 
-/// A dashboard serving some stacks, with users alice (operator), bob (approver) and vera
-/// (viewer); killed when dropped.
+/// A dashboard serving some stacks, with users alice (operator), bob (approver), vera
+/// (viewer) and ada (admin: operates and approves); killed when dropped.
 struct Dashboard {
     _dir: tempfile::TempDir,
     home: PathBuf,
@@ -98,10 +98,11 @@ struct Dashboard {
     log: PathBuf,
 }
 
-const USERS: [(&str, &str, &str); 3] = [
+const USERS: [(&str, &str, &str); 4] = [
     ("alice", "operator", "alice-pw-1"),
     ("bob", "approver", "bob-pw-1"),
     ("vera", "viewer", "vera-pw-1"),
+    ("ada", "admin", "ada-pw-1"),
 ];
 
 impl Dashboard {
@@ -548,4 +549,331 @@ fn an_operation_started_at_the_terminal_streams_over_sse_with_the_clis_own_event
             .unwrap_or("")
             .starts_with("preflight")
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// In a real browser.
+
+/// chromedriver on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; tests/run installs it)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "chromedriver did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Driver {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Browser = fantoccini::Client;
+
+async fn browser(d: &Driver) -> Browser {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"]
+        }),
+    );
+    fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&d.url)
+        .await
+        .expect("a Chromium session")
+}
+
+fn css(s: &str) -> fantoccini::Locator<'_> {
+    fantoccini::Locator::Css(s)
+}
+
+async fn text_of(b: &Browser, sel: &str) -> Option<String> {
+    match b.find(css(sel)).await {
+        Ok(e) => e.text().await.ok(),
+        Err(_) => None,
+    }
+}
+
+/// Waits until `sel` is on the page and its text contains `want` (pages reload as
+/// operations end).
+async fn wait_text(b: &Browser, sel: &str, want: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let t = text_of(b, sel).await;
+        if let Some(t) = t.as_ref().filter(|t| t.contains(want)) {
+            return t.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "`{sel}` never said {want:?}; it says {t:?} on {}",
+            b.current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sign_in(b: &Browser, dash: &Dashboard, name: &str) {
+    let pw = USERS.iter().find(|u| u.0 == name).expect("user").2;
+    b.goto(&dash.url("/login")).await.expect("login page");
+    b.find(css("input[name=name]"))
+        .await
+        .expect("name")
+        .send_keys(name)
+        .await
+        .expect("type");
+    b.find(css("input[name=password]"))
+        .await
+        .expect("pw")
+        .send_keys(pw)
+        .await
+        .expect("type");
+    b.find(css("#login"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("click");
+    wait_text(b, "header .who", name).await;
+}
+
+async fn shot(b: &Browser, name: &str) {
+    let png = b.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    if std::env::var_os("CUTOVER_UPDATE_SCREENSHOTS").is_some() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+        std::fs::create_dir_all(&dir).expect("docs/screenshots");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write the screenshot");
+    }
+}
+
+/// From a stack's page: the image of `app`, preview, then apply; lands on the operation.
+async fn propose_and_apply(
+    b: &Browser,
+    dash: &Dashboard,
+    stack: &str,
+    image: &str,
+    screenshot: Option<&str>,
+) {
+    b.goto(&dash.url(&format!("/stacks/{stack}")))
+        .await
+        .expect("stack page");
+    let field = b
+        .find(css("input[name='image.app']"))
+        .await
+        .expect("the image field");
+    field.clear().await.expect("clear");
+    field.send_keys(image).await.expect("type");
+    b.find(css("#preview"))
+        .await
+        .expect("preview")
+        .click()
+        .await
+        .expect("click");
+    let plan = wait_text(b, "#plan", "").await;
+    assert!(
+        plan.contains(image) || image == "cutover-demo:v1",
+        "the plan names {image}: {plan}"
+    );
+    if let Some(name) = screenshot {
+        shot(b, name).await;
+    }
+    b.find(css("#apply"))
+        .await
+        .expect("apply")
+        .click()
+        .await
+        .expect("click");
+    wait_text(b, "#op-status", "").await;
+}
+
+#[test]
+fn in_a_browser_an_operator_upgrades_sees_the_revert_an_approver_approves_and_a_rollback_runs() {
+    build_demo_images();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Stack::new(dir.path(), "web", false);
+    let p = Stack::new(dir.path(), "prot", true);
+    let dash = Dashboard::start(dir, &[&s, &p]);
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let alice = browser(&driver).await;
+        sign_in(&alice, &dash, "alice").await;
+
+        // v1, then v2: the steps appear while the operation runs, before the page reloads.
+        propose_and_apply(&alice, &dash, &s.name, "cutover-demo:v1", None).await;
+        wait_text(&alice, "#op-status", "succeeded").await;
+        propose_and_apply(&alice, &dash, &s.name, "cutover-demo:v2", Some("plan")).await;
+        let mut seen = Vec::new();
+        loop {
+            let status = text_of(&alice, "#op-status").await.unwrap_or_default();
+            let rows = alice
+                .find_all(css("#steps tr"))
+                .await
+                .map(|r| r.len())
+                .unwrap_or(0);
+            seen.push((status.clone(), rows));
+            if status == "succeeded" {
+                break;
+            }
+            assert!(seen.len() < 2000, "the upgrade did not end: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        let first_running = seen.iter().find(|(st, _)| st == "running").map(|x| x.1);
+        assert!(
+            seen.iter()
+                .any(|(st, n)| st == "running" && Some(*n) > first_running),
+            "rows were added while the operation ran (live), not only on reload: {seen:?}"
+        );
+        assert_eq!(s.version(), "v2");
+        let timeline = alice
+            .find(css("#timeline svg"))
+            .await
+            .expect("the timeline");
+        assert!(
+            timeline
+                .html(false)
+                .await
+                .unwrap_or_default()
+                .contains("app stopped or held")
+        );
+        shot(&alice, "operation").await;
+
+        // v3-broken: migrates, never turns healthy, and is reverted — seen on the page.
+        propose_and_apply(&alice, &dash, &s.name, "cutover-demo:v3-broken", None).await;
+        wait_text(&alice, "#op-status", "reverted").await;
+        let failed = wait_text(&alice, "#failed", "Failed at").await;
+        assert!(
+            failed.contains("upgrade") || failed.contains("verify"),
+            "{failed}"
+        );
+        let reverted_rows = alice.find_all(css("#steps tr.step")).await.expect("rows");
+        let mut phases = Vec::new();
+        for r in &reverted_rows {
+            phases.push(r.text().await.unwrap_or_default());
+        }
+        assert!(
+            phases.iter().any(|t| t.starts_with("revert")),
+            "revert steps shown: {phases:?}"
+        );
+        assert_eq!(s.version(), "v2", "v2 runs again");
+        shot(&alice, "reverted").await;
+
+        // A protected stack waits for a second person. Ada (admin: she may approve) starts
+        // it, and may not approve her own apply; alice, an operator, is not offered it.
+        let ada = browser(&driver).await;
+        sign_in(&ada, &dash, "ada").await;
+        propose_and_apply(&ada, &dash, &p.name, "cutover-demo:v1", None).await;
+        wait_text(&ada, "#approval", "Waiting for approval").await;
+        let op_url = ada.current_url().await.expect("url").to_string();
+        shot(&ada, "approval").await;
+        alice.goto(&op_url).await.expect("the operation");
+        let offered = wait_text(&alice, "#approval", "Waiting for approval").await;
+        assert!(
+            offered.contains("An approver or admin decides"),
+            "{offered}"
+        );
+        ada.find(css("#approve"))
+            .await
+            .expect("approve")
+            .click()
+            .await
+            .expect("click");
+        let refused = wait_text(&ada, "#error", "different person").await;
+        assert!(refused.contains("ada started operation"), "{refused}");
+        ada.close().await.expect("close");
+
+        let bob = browser(&driver).await;
+        sign_in(&bob, &dash, "bob").await;
+        bob.goto(&op_url).await.expect("the operation");
+        wait_text(&bob, "#approval", "Waiting for approval").await;
+        bob.find(css("#approval input[name=comment]"))
+            .await
+            .expect("comment")
+            .send_keys("checked the release notes")
+            .await
+            .expect("type");
+        bob.find(css("#approve"))
+            .await
+            .expect("approve")
+            .click()
+            .await
+            .expect("click");
+        wait_text(&bob, "#op-status", "succeeded").await;
+        let page = bob.source().await.expect("source");
+        assert!(
+            page.contains("Approved by bob (dashboard)")
+                && page.contains("checked the release notes"),
+            "the decision is shown"
+        );
+        assert_eq!(p.version(), "v1");
+        bob.close().await.expect("close");
+
+        // Rollback from the history page: release 1 (v1), as a new release.
+        alice
+            .goto(&dash.url(&format!("/stacks/{}/history", s.name)))
+            .await
+            .expect("history");
+        shot(&alice, "history").await;
+        alice
+            .find(css("#release-1 button.rollback"))
+            .await
+            .expect("the rollback button of release 1")
+            .click()
+            .await
+            .expect("click");
+        wait_text(&alice, "#op-status", "succeeded").await;
+        assert_eq!(s.version(), "v1");
+
+        alice.goto(&dash.url("/")).await.expect("overview");
+        wait_text(&alice, "#stacks", &p.name).await;
+        shot(&alice, "overview").await;
+        alice
+            .goto(&dash.url(&format!("/stacks/{}", s.name)))
+            .await
+            .expect("stack");
+        wait_text(&alice, "#services", "cutover-demo:v1").await;
+        shot(&alice, "stack").await;
+        alice.goto(&dash.url("/audit")).await.expect("audit");
+        let audit = wait_text(&alice, "#audit", "rollback").await;
+        assert!(
+            audit.contains("approve") && audit.contains("different person"),
+            "{audit}"
+        );
+        shot(&alice, "audit").await;
+        alice.close().await.expect("close");
+    });
 }
