@@ -148,7 +148,8 @@ pub async fn serve(
     use tower::ServiceExt;
 
     let acceptor = match &listen.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        // The same TLS setup as the proxy's (rustls, ring, safe defaults).
+        Some((cert, key)) => Some(cutover_proxy::proxy::tls_acceptor(cert, key)?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(listen.addr)
@@ -204,26 +205,4 @@ pub async fn serve(
             }
         });
     }
-}
-
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read the certificate {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read the key {}: {e}", key.display()))?;
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS: {e}"))?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("the certificate and key do not make a TLS server: {e}"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

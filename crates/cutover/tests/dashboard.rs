@@ -107,6 +107,10 @@ const USERS: [(&str, &str, &str); 4] = [
 
 impl Dashboard {
     fn start(dir: tempfile::TempDir, stacks: &[&Stack]) -> Dashboard {
+        Dashboard::start_with(dir, stacks, &[])
+    }
+
+    fn start_with(dir: tempfile::TempDir, stacks: &[&Stack], extra: &[&str]) -> Dashboard {
         let home = dir.path().join("home");
         for (name, role, pw) in USERS {
             let mut c = Command::new(bin())
@@ -130,6 +134,7 @@ impl Dashboard {
         for s in stacks {
             cmd.arg("--stack").arg(&s.file);
         }
+        cmd.args(extra);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -440,6 +445,56 @@ fn the_api_wants_credentials_checks_roles_and_csrf_and_audits_every_action() {
     ] {
         assert!(!text.contains(secret), "the audit log shows {secret}");
     }
+}
+
+#[test]
+fn over_tls_the_session_cookie_is_secure_and_plain_http_gets_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Stack::new(dir.path(), "tls", false);
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).expect("cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("key");
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let d = Dashboard::start_with(
+        dir,
+        &[&s],
+        &["--tls-cert", &cert_arg, "--tls-key", &key_arg],
+    );
+    let https = reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).expect("root"),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}", d.addr.port());
+    let r = https
+        .post(format!("{url}/login"))
+        .form(&[("name", "alice"), ("password", "alice-pw-1")])
+        .send()
+        .expect("login over TLS");
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    let (status, _) = json_of(
+        https
+            .get(format!("{url}/api/v1/stacks"))
+            .send()
+            .expect("get"),
+    );
+    assert_eq!(status, 401, "TLS is no credential");
+    assert!(
+        client().get(d.url("/api/v1/stacks")).send().is_err(),
+        "plain HTTP on the TLS port gets no answer"
+    );
 }
 
 /// The events a `-o json` run printed, or an SSE stream sent: (event, step, status).
