@@ -18,6 +18,7 @@ mod blocking;
 mod containers;
 mod health;
 mod images;
+pub mod swarm;
 
 use std::time::Duration;
 
@@ -59,6 +60,10 @@ pub enum RuntimeError {
         timeout: Duration,
         logs: String,
     },
+    /// A swarm service did not do what was asked (a task failed, the update paused, it did
+    /// not converge), or the engine is no swarm manager.
+    #[error("{0}")]
+    Swarm(String),
     #[error("{what}: {source}")]
     Docker {
         what: String,
