@@ -233,4 +233,27 @@ pub trait ContainerRuntime {
 
     /// Where `path` inside container `id` is on this host, when it is a mount.
     fn host_path(&self, id: &str, path: &str) -> Result<Option<PathBuf>, RuntimeFailure>;
+
+    /// A cluster engine that runs each service as one replicated service (Docker Swarm):
+    /// the container steps deploy, scale and put back services through it instead of
+    /// handling containers one by one. `None` for one engine.
+    fn services(&self) -> Option<&dyn ServiceRuntime> {
+        None
+    }
+}
+
+/// A cluster engine's services (`runtime: swarm`). What runs is listed by
+/// [`ContainerRuntime::containers`], one entry per replica (its task).
+pub trait ServiceRuntime {
+    /// Runs `spec`'s service on `spec.image_id`, creating or updating it, and waits until
+    /// every replica runs that image and stays up; fails at the first replica that fails.
+    /// Never relies on the engine's own rollback: a revert is another `deploy`.
+    fn deploy(&self, spec: &ContainerSpec<'_>) -> Result<String, RuntimeFailure>;
+
+    /// Scales `service` to `replicas` (0: every replica stopped, for a restore point) and
+    /// waits until it is so.
+    fn scale(&self, stack: &str, service: &str, replicas: u64) -> Result<String, RuntimeFailure>;
+
+    /// Removes `service` (a service the stack no longer has, or one a revert takes away).
+    fn remove_service(&self, stack: &str, service: &str) -> Result<(), RuntimeFailure>;
 }

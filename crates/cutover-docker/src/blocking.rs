@@ -8,21 +8,38 @@ use std::time::Duration;
 
 use cutover_core::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ImageInfo, PortHolder, RuntimeFailure,
+    ServiceRuntime,
 };
 use cutover_core::spec::{Command, Health, RestartPolicy};
 
 use crate::{Runtime, RuntimeError};
 
-/// One Docker Engine, driven step by step: what an operation's executor holds.
+/// One Docker Engine — or a swarm's manager — driven step by step: what an operation's
+/// executor holds.
 #[derive(Clone, Copy, Debug)]
 pub struct Blocking<'a> {
     pub rt: &'a tokio::runtime::Runtime,
     pub docker: &'a Runtime,
+    /// The engine is a swarm manager and the stack's services are Swarm services.
+    pub swarm: bool,
 }
 
 impl<'a> Blocking<'a> {
     pub fn new(rt: &'a tokio::runtime::Runtime, docker: &'a Runtime) -> Blocking<'a> {
-        Blocking { rt, docker }
+        Blocking {
+            rt,
+            docker,
+            swarm: false,
+        }
+    }
+
+    /// The stack's services on the swarm `docker` manages (`runtime: swarm`).
+    pub fn swarm(rt: &'a tokio::runtime::Runtime, docker: &'a Runtime) -> Blocking<'a> {
+        Blocking {
+            rt,
+            docker,
+            swarm: true,
+        }
     }
 
     fn call<T>(
@@ -37,6 +54,9 @@ impl<'a> Blocking<'a> {
 
 impl ContainerRuntime for Blocking<'_> {
     fn containers(&self, stack: &str) -> Result<Vec<ContainerInfo>, RuntimeFailure> {
+        if self.swarm {
+            return self.call(self.docker.swarm_replicas(stack));
+        }
         self.call(self.docker.containers(stack))
     }
 
@@ -134,7 +154,40 @@ impl ContainerRuntime for Blocking<'_> {
         self.call(self.docker.volume_path(name))
     }
 
+    fn services(&self) -> Option<&dyn ServiceRuntime> {
+        self.swarm.then_some(self as &dyn ServiceRuntime)
+    }
+
     fn host_path(&self, id: &str, path: &str) -> Result<Option<PathBuf>, RuntimeFailure> {
         self.call(self.docker.host_path(id, path))
+    }
+}
+
+impl ServiceRuntime for Blocking<'_> {
+    fn deploy(&self, spec: &ContainerSpec<'_>) -> Result<String, RuntimeFailure> {
+        self.call(self.docker.deploy_spec(spec))
+    }
+
+    fn scale(&self, stack: &str, service: &str, replicas: u64) -> Result<String, RuntimeFailure> {
+        self.call(async {
+            let c = self
+                .docker
+                .scale_service(
+                    stack,
+                    service,
+                    replicas,
+                    Duration::from_secs(1),
+                    Duration::from_secs(300),
+                )
+                .await?;
+            Ok(format!(
+                "`{service}` scaled to {replicas} replica(s) in {} ms",
+                c.waited.as_millis()
+            ))
+        })
+    }
+
+    fn remove_service(&self, stack: &str, service: &str) -> Result<(), RuntimeFailure> {
+        self.call(self.docker.remove_service(stack, service))
     }
 }

@@ -18,7 +18,7 @@ use bollard::query_parameters::{
     InspectServiceOptions, ListNodesOptions, ListTasksOptions, UpdateServiceOptions,
 };
 
-use crate::{Runtime, RuntimeError, label};
+use crate::{ContainerInfo, ContainerSpec, Runtime, RuntimeError, Slot, label};
 
 /// How replicas are replaced: the new one first (no gap, twice the resources for a moment;
 /// impossible with host-mode ports on a node that already serves them), or the old one first.
@@ -187,6 +187,132 @@ fn state_str(s: Option<&TaskState>) -> String {
 }
 
 impl Runtime {
+    /// Deploys a stack's service (as the operations layer describes it) on the swarm and
+    /// says how it went: its replicas, on which nodes, and how long it took to converge.
+    pub async fn deploy_spec(&self, spec: &ContainerSpec<'_>) -> Result<String, RuntimeError> {
+        let svc = spec.service;
+        let w = svc
+            .swarm
+            .clone()
+            .unwrap_or(cutover_core::spec::SwarmService {
+                replicas: 1,
+                constraints: Vec::new(),
+                max_per_node: None,
+                order: cutover_core::spec::SwarmOrder::StopFirst,
+                parallelism: 1,
+                delay: Duration::ZERO,
+            });
+        let ports: Vec<(u16, u16)> = svc.ports.iter().map(|p| (p.host, p.container)).collect();
+        let health: Option<Vec<String>> = svc.health.as_ref().and_then(|h| match &h.probe {
+            cutover_core::spec::Probe::Command(c) => Some(c.argv()),
+            _ => None,
+        });
+        let interval = svc
+            .health
+            .as_ref()
+            .map_or(Duration::from_secs(1), |h| h.interval);
+        let deadline = svc
+            .health
+            .as_ref()
+            .map_or(Duration::from_secs(30), |h| h.deadline);
+        // Each batch may take the health deadline, then the delay.
+        let batches = w.replicas.div_ceil(w.parallelism.max(1)).max(1);
+        let limit = (deadline + w.delay).saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX))
+            + Duration::from_secs(60);
+        let d = ServiceDeploy {
+            stack: spec.stack,
+            service: spec.service_name,
+            image: spec.image_id,
+            image_ref: &svc.image,
+            release: spec.release,
+            replicas: w.replicas,
+            constraints: &w.constraints,
+            max_per_node: w.max_per_node,
+            ports: &ports,
+            env: &spec.env,
+            health: health.as_deref(),
+            health_interval: interval,
+            order: match w.order {
+                cutover_core::spec::SwarmOrder::StartFirst => UpdateOrder::StartFirst,
+                cutover_core::spec::SwarmOrder::StopFirst => UpdateOrder::StopFirst,
+            },
+            parallelism: w.parallelism,
+            delay: w.delay,
+        };
+        let settle = interval.saturating_mul(2).max(Duration::from_secs(1));
+        let c = self.deploy_service(&d, settle, limit).await?;
+        let nodes: Vec<String> = c
+            .tasks
+            .iter()
+            .map(|t| t.node_addr.clone().unwrap_or_else(|| t.node.clone()))
+            .collect();
+        Ok(format!(
+            "{} replica(s) run {} on {}; converged in {} ms",
+            c.tasks.len(),
+            short(spec.image_id),
+            nodes.join(", "),
+            c.waited.as_millis()
+        ))
+    }
+
+    /// The replicas (tasks meant to run) of every service of `stack` on the swarm, one
+    /// entry each, as the operations layer lists containers.
+    pub async fn swarm_replicas(&self, stack: &str) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters: HashMap<String, Vec<String>> = [(
+            "label".to_string(),
+            vec![format!("{}={stack}", label::STACK)],
+        )]
+        .into();
+        let services = self
+            .docker
+            .list_services(Some(bollard::query_parameters::ListServicesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(RuntimeError::docker("cannot list the swarm's services"))
+            .map_err(|e| self.explain(e))?;
+        let mut out = Vec::new();
+        for s in services {
+            let Some(spec) = s.spec else { continue };
+            let labels = spec.labels.unwrap_or_default();
+            if labels.get(label::STACK).map(String::as_str) != Some(stack) {
+                continue;
+            }
+            let service = labels.get(label::SERVICE).cloned().unwrap_or_default();
+            let name = spec.name.unwrap_or_default();
+            for t in self.tasks(&name).await? {
+                if t.desired_state.as_ref().map(|d| d.to_string()).as_deref() != Some("running") {
+                    continue;
+                }
+                let info = task_info(&name, &t, &HashMap::new());
+                let cl = t
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.container_spec.as_ref())
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default();
+                out.push(ContainerInfo {
+                    id: info.id,
+                    name: info.name,
+                    service: service.clone(),
+                    release: cl
+                        .get(label::RELEASE)
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0),
+                    slot: Slot::Single,
+                    image_id: info.image,
+                    image_ref: cl.get(label::IMAGE_REF).cloned().unwrap_or_default(),
+                    state: info.state,
+                    health: None,
+                    published: Vec::new(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
     /// The engine is a swarm manager (cutover deploys services through it), or why not.
     pub async fn swarm_manager(&self) -> Result<(), RuntimeError> {
         let info = self

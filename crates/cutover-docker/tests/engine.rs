@@ -63,6 +63,7 @@ fn service(image: &str, health: Option<Health>) -> Service {
         tmpfs: Vec::new(),
         adopt: Vec::new(),
         update: None,
+        swarm: None,
     }
 }
 

@@ -61,6 +61,12 @@ fn names_or_nothing(names: &[String]) -> String {
 impl Containers<'_> {
     /// Does `step` when it is a container step; `None` when it belongs to another family.
     pub fn run(&mut self, step: &PlanStep) -> Option<Result<String, StepError>> {
+        let runtime = self.runtime;
+        if let Some(services) = runtime.services()
+            && let Some(done) = self.run_on_services(services, step)
+        {
+            return Some(done);
+        }
         let revert = step.phase == Phase::Revert;
         Some(match &step.action {
             StepKind::EnsureImage { service, image } => self.ensure_image(service, image),
@@ -631,6 +637,9 @@ impl Containers<'_> {
     /// Revert: does each service run the image it ran before the operation? `more` are
     /// differences other families found (a schema version that did not come back).
     pub fn compare_with_before(&self, more: Vec<String>) -> Result<String, StepError> {
+        if self.runtime.services().is_some() {
+            return self.compare_services(more);
+        }
         let now = self.runtime.containers(&self.desired.name).map_err(fail)?;
         let mut diffs = Vec::new();
         let mut same = 0;
@@ -699,6 +708,10 @@ impl Containers<'_> {
     /// Release: removes what no rollback needs any more — stopped containers that are
     /// neither this release's nor the ones that ran before (the rollback target).
     pub fn remove_superseded(&self) -> Result<Vec<String>, StepError> {
+        if self.runtime.services().is_some() {
+            // A swarm keeps and prunes its own task history.
+            return Ok(Vec::new());
+        }
         let all = self.runtime.containers(&self.desired.name).map_err(fail)?;
         let mut removed = Vec::new();
         for c in all.iter().filter(|c| {
@@ -757,6 +770,8 @@ impl Containers<'_> {
         out
     }
 }
+
+mod swarm;
 
 #[cfg(test)]
 mod tests;

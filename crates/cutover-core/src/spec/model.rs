@@ -142,6 +142,9 @@ pub mod duration {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stack {
     pub name: String,
+    /// What runs the services (`runtime:`); releases recorded before it existed are Docker.
+    #[serde(default)]
+    pub runtime: RuntimeKind,
     /// The `--env` overlay it was resolved with.
     pub environment: Option<String>,
     pub protected: bool,
@@ -219,6 +222,9 @@ pub struct Service {
     /// How `cutover watch --images` moves the image's tag, if it does.
     #[serde(default)]
     pub update: Option<UpdatePolicy>,
+    /// Replicas, placement and update order on `runtime: swarm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmService>,
 }
 
 /// A service's update policy, as written (the watch checks it).
@@ -279,6 +285,52 @@ impl fmt::Display for Command {
 pub enum Protocol {
     Tcp,
     Udp,
+}
+
+/// What runs a stack's services.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// One Docker Engine: containers.
+    #[default]
+    Docker,
+    /// A Docker Swarm, through a manager: each service a replicated Swarm service.
+    Swarm,
+}
+
+impl RuntimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Swarm => "swarm",
+        }
+    }
+}
+
+/// How Swarm replaces a service's replicas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwarmOrder {
+    /// The new replica first: no gap, but not with a host port its node already serves.
+    StartFirst,
+    /// The old replica first.
+    StopFirst,
+}
+
+/// A service on `runtime: swarm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmService {
+    pub replicas: u64,
+    /// Placement constraints (`node.labels.zone==a`).
+    pub constraints: Vec<String>,
+    /// At most this many replicas on one node.
+    pub max_per_node: Option<u64>,
+    pub order: SwarmOrder,
+    /// Replicas replaced at once.
+    pub parallelism: u64,
+    /// Between two batches.
+    #[serde(with = "duration")]
+    pub delay: Duration,
 }
 
 /// `[IP:]HOST:CONTAINER[/PROTO]`.

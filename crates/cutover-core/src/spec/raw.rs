@@ -64,6 +64,9 @@ impl<'de> Deserialize<'de> for Scalar {
 pub struct RawStack {
     pub name: Option<Text>,
     pub protected: Option<Located<bool>>,
+    /// What runs the services: `docker` (one engine, the default) or `swarm` (a Docker Swarm,
+    /// through its manager).
+    pub runtime: Option<Text>,
     #[serde(default)]
     pub vars: IndexMap<String, Text>,
     pub env_files: Option<Vec<Text>>,
@@ -180,6 +183,20 @@ pub struct RawService {
     /// How `cutover watch --images` moves the image's tag: `{ semver: "~2" }` or
     /// `{ regex: "2\\.\\d+-alpine" }`.
     pub update: Option<RawUpdate>,
+    /// On `runtime: swarm`: replicas, placement and how Swarm replaces them.
+    pub swarm: Option<RawSwarm>,
+}
+
+/// `swarm: { replicas: 3, constraints: [node.labels.zone==a], max_per_node: 1,
+/// order: stop-first, parallelism: 1, delay: 2s }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RawSwarm {
+    pub replicas: Option<Located<u64>>,
+    pub constraints: Option<Vec<Text>>,
+    pub max_per_node: Option<Located<u64>>,
+    pub order: Option<Text>,
+    pub parallelism: Option<Located<u64>>,
+    pub delay: Option<Text>,
 }
 
 /// A service's update policy: exactly one of the three.
@@ -436,7 +453,8 @@ impl RawService {
             init,
             tmpfs,
             adopt,
-            update
+            update,
+            swarm
         );
         if let Some(env) = over.env {
             self.env.get_or_insert_with(IndexMap::new).extend(env);

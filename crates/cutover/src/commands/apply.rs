@@ -320,7 +320,7 @@ pub fn resolve(
         .filter_map(|(name, id)| id.map(|id| (name, id)))
         .collect();
     let settings = crate::settings::review_files(rt, docker, stack, observed, &image_ids)?;
-    let runtime = cutover_docker::Blocking::new(rt, docker);
+    let runtime = commands::runtime_for(rt, docker, stack)?;
     Ok(Resolved {
         image_ids,
         settings,
@@ -440,12 +440,13 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder, lease: &str) -> anyhow::R
     // Before anything is recorded: a maintenance page that cannot be read is bad input.
     let traffic = traffic_for(cli, op.rt, op.desired, &op.plan, op.plan.to_release)?;
     // The revert target: what runs now. Stopped containers of older releases are not.
-    let before: Vec<_> = op
-        .rt
-        .block_on(op.docker.containers(&op.desired.name))?
-        .into_iter()
-        .filter(|c| c.running())
-        .collect();
+    let runtime = commands::runtime_for(op.rt, op.docker, op.desired)?;
+    let before: Vec<_> =
+        cutover_core::runtime::ContainerRuntime::containers(&runtime, &op.desired.name)
+            .map_err(|e| anyhow!("{e}"))?
+            .into_iter()
+            .filter(|c| c.running())
+            .collect();
     let begun = cutover_ops::operation::begin(
         op.store,
         holder,
@@ -466,7 +467,6 @@ fn run_locked(cli: &Cli, op: &Op<'_>, holder: &Holder, lease: &str) -> anyhow::R
     )
     .context("cannot record the operation; nothing was changed")?;
     let (operation, release, context) = (begun.operation, begun.release, begun.context);
-    let runtime = cutover_docker::Blocking::new(op.rt, op.docker);
     let host = crate::host::Host { rt: op.rt };
     let backends = crate::backends::Local {
         rt: op.rt,

@@ -257,6 +257,24 @@ pub fn tokio() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Connects to the Docker Engine; unreachable is exit 2 (nothing was changed).
+/// What a stack's steps run on: its engine, or — `runtime: swarm` — the swarm that engine
+/// manages (refused, with nothing changed, when it manages none).
+pub fn runtime_for<'a>(
+    rt: &'a tokio::runtime::Runtime,
+    docker: &'a Runtime,
+    stack: &cutover_core::spec::Stack,
+) -> anyhow::Result<cutover_docker::Blocking<'a>> {
+    match stack.runtime {
+        cutover_core::spec::RuntimeKind::Docker => Ok(cutover_docker::Blocking::new(rt, docker)),
+        cutover_core::spec::RuntimeKind::Swarm => {
+            rt.block_on(docker.swarm_manager()).map_err(|e| {
+                with_code(exit::INVALID, anyhow::anyhow!("{e}; nothing was changed"))
+            })?;
+            Ok(cutover_docker::Blocking::swarm(rt, docker))
+        }
+    }
+}
+
 pub fn connect(rt: &tokio::runtime::Runtime) -> anyhow::Result<Runtime> {
     rt.block_on(Runtime::connect())
         .map_err(|e| with_code(exit::INVALID, anyhow::anyhow!("{e}; nothing was changed")))

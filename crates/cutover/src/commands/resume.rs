@@ -262,7 +262,7 @@ fn finish(
 
     let rt = commands::tokio()?;
     let docker = commands::connect(&rt)?;
-    let runtime = cutover_docker::Blocking::new(&rt, &docker);
+    let runtime = commands::runtime_for(&rt, &docker, &ctx.desired)?;
     let traffic = apply::traffic_for(cli, &rt, &ctx.desired, &ctx.plan, ctx.release)?;
     let images = match store.release(ctx.release)? {
         Some(r) => ReleaseImages::of_release(ctx.release, &r.images_json)?,

@@ -31,10 +31,19 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
     // The engine is asked, not required: status must work when the daemon is down.
     let rt = commands::tokio()?;
+    // A stack on a swarm lists its replicas (the live release says which runtime).
+    let swarm = current.as_ref().is_some_and(|r| {
+        serde_json::from_str::<serde_json::Value>(&r.spec_json)
+            .is_ok_and(|s| s["runtime"] == "swarm")
+    });
     let containers: Result<Vec<ContainerInfo>, String> = rt
         .block_on(async {
             let docker = cutover_docker::Runtime::connect().await?;
-            docker.containers(&name).await
+            if swarm {
+                docker.swarm_replicas(&name).await
+            } else {
+                docker.containers(&name).await
+            }
         })
         .map_err(|e| e.to_string());
     let images = current

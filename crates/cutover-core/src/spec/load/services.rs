@@ -35,8 +35,10 @@ impl Cx {
                 services.insert(name.clone(), svc);
             }
         }
+        let runtime = self.runtime_kind(raw.runtime.as_ref(), vars);
         let mut stack = Stack {
             name,
+            runtime,
             environment,
             protected: raw.protected.as_ref().is_some_and(|p| p.value),
             services,
@@ -133,7 +135,195 @@ impl Cx {
                 }
             }
         }
+        self.check_swarm(&stack);
         stack
+    }
+
+    fn runtime_kind(&mut self, t: Option<&Text>, vars: &Vars) -> RuntimeKind {
+        let Some(t) = t else {
+            return RuntimeKind::Docker;
+        };
+        match self.plain(t, vars).as_deref() {
+            Some("docker") | None => RuntimeKind::Docker,
+            Some("swarm") => RuntimeKind::Swarm,
+            Some(other) => {
+                self.error(
+                    DiagKind::InvalidValue,
+                    t.at,
+                    format!("unknown runtime `{other}`"),
+                )
+                .hint = Some("docker (one engine, the default) or swarm".into());
+                RuntimeKind::Docker
+            }
+        }
+    }
+
+    /// `swarm:` of a service.
+    fn swarm(&mut self, name: &str, w: &RawSwarm, vars: &Vars) -> Option<SwarmService> {
+        let order = match &w.order {
+            None => SwarmOrder::StopFirst,
+            Some(t) => match self.plain(t, vars)?.as_str() {
+                "stop-first" => SwarmOrder::StopFirst,
+                "start-first" => SwarmOrder::StartFirst,
+                other => {
+                    self.error(
+                        DiagKind::InvalidValue,
+                        t.at,
+                        format!("`{name}`: unknown update order `{other}`"),
+                    )
+                    .hint = Some("stop-first or start-first".into());
+                    return None;
+                }
+            },
+        };
+        let replicas = w.replicas.as_ref().map_or(1, |r| r.value);
+        let parallelism = w.parallelism.as_ref().map_or(1, |p| p.value);
+        if let Some(p) = w.parallelism.as_ref().filter(|p| p.value == 0) {
+            self.error(
+                DiagKind::InvalidValue,
+                p.at,
+                format!("`{name}`: a parallelism of 0 would replace no replica"),
+            );
+        }
+        Some(SwarmService {
+            replicas,
+            constraints: w
+                .constraints
+                .iter()
+                .flatten()
+                .filter_map(|c| self.plain(c, vars))
+                .collect(),
+            max_per_node: w.max_per_node.as_ref().map(|m| m.value),
+            order,
+            parallelism: parallelism.max(1),
+            delay: self.duration(w.delay.as_ref(), vars, Duration::ZERO),
+        })
+    }
+
+    /// What `runtime: swarm` runs today, and what a Docker stack cannot say.
+    fn check_swarm(&mut self, stack: &Stack) {
+        let swarm = stack.runtime == RuntimeKind::Swarm;
+        for (name, svc) in &stack.services {
+            let at = |cx: &Self, key: &str| cx.key_at(&["services", name, key]);
+            if !swarm {
+                if svc.swarm.is_some() {
+                    let loc = at(self, "swarm");
+                    self.error(
+                        DiagKind::InvalidValue,
+                        loc,
+                        format!("`{name}` has `swarm:`, but the stack runs on one Docker engine"),
+                    )
+                    .hint = Some("add `runtime: swarm` at the top of the stack file".into());
+                }
+                continue;
+            }
+            let refuse = |cx: &mut Self, key: &str, what: String, hint: &str| {
+                let loc = at(cx, key);
+                cx.error(DiagKind::InvalidValue, loc, what).hint = Some(hint.into());
+            };
+            if svc.strategy != Strategy::Recreate {
+                refuse(
+                    self,
+                    "strategy",
+                    format!(
+                        "`{name}`: on `runtime: swarm` Swarm replaces the replicas; strategy `{}` is for one engine",
+                        svc.strategy.as_str()
+                    ),
+                    "remove `strategy:`; `swarm: { order: start-first, parallelism: 1 }` says how",
+                );
+            }
+            if svc.migrate.is_some() {
+                refuse(
+                    self,
+                    "migrate",
+                    format!("`{name}`: a `migrate` job does not run on a swarm yet"),
+                    "run it as a `run:` step in the upgrade phase",
+                );
+            }
+            if !svc.volumes.is_empty() {
+                refuse(
+                    self,
+                    "volumes",
+                    format!(
+                        "`{name}`: volumes of a swarm service are on whichever node runs it: not supported yet"
+                    ),
+                    "keep the data in a database server the manager reaches (`data: { postgres: … }`)",
+                );
+            }
+            if !svc.adopt.is_empty() || stack.compose_project.is_some() {
+                refuse(
+                    self,
+                    "adopt",
+                    format!("`{name}`: taking over containers is for one engine"),
+                    "deploy the service on the swarm from the stack file",
+                );
+            }
+            if svc.ports.iter().any(|p| p.host_ip.is_some()) {
+                refuse(
+                    self,
+                    "ports",
+                    format!(
+                        "`{name}`: a swarm service publishes on the node that runs each replica: a host address means nothing there"
+                    ),
+                    "write ports as HOST:CONTAINER",
+                );
+            }
+            if let Some(h) = &svc.health
+                && !matches!(h.probe, Probe::Command(_))
+            {
+                refuse(
+                    self,
+                    "health",
+                    format!(
+                        "`{name}`: on a swarm the health check runs inside each replica: it must be a command"
+                    ),
+                    "health: { command: [/app, healthcheck], interval: 1s }",
+                );
+            }
+            if svc
+                .swarm
+                .as_ref()
+                .is_some_and(|w| w.order == SwarmOrder::StartFirst)
+                && !svc.ports.is_empty()
+            {
+                refuse(
+                    self,
+                    "swarm",
+                    format!(
+                        "`{name}`: start-first needs a second copy of host ports its node already serves"
+                    ),
+                    "use `order: stop-first` (the default) with host ports",
+                );
+            }
+        }
+        if swarm {
+            if stack.traffic.is_some() {
+                let loc = self.key_at(&["traffic"]);
+                self.error(
+                    DiagKind::InvalidValue,
+                    loc,
+                    "`traffic:` does not route to a swarm yet".to_string(),
+                )
+                .hint = Some(
+                    "publish ports in each service; a load balancer in front of the nodes routes"
+                        .into(),
+                );
+            }
+            for (name, d) in &stack.data {
+                if matches!(
+                    d.kind,
+                    DataKind::Volume { .. } | DataKind::Directory { .. } | DataKind::Sqlite { .. }
+                ) {
+                    let loc = self.key_at(&["data", name]);
+                    self.error(
+                        DiagKind::InvalidValue,
+                        loc,
+                        format!("data set `{name}` lives on a node's disk: its restore point on a swarm is not supported yet"),
+                    )
+                    .hint = Some("a PostgreSQL database the manager reaches works on a swarm".into());
+                }
+            }
+        }
     }
 
     pub(super) fn service(
@@ -317,6 +507,7 @@ impl Cx {
                 .flatten()
                 .filter_map(|t| self.plain(t, vars))
                 .collect(),
+            swarm: s.swarm.as_ref().and_then(|w| self.swarm(name, w, vars)),
             update: match s.update.as_ref().map(|u| {
                 (
                     &u.semver,
