@@ -215,10 +215,10 @@ impl Runtime {
             .health
             .as_ref()
             .map_or(Duration::from_secs(30), |h| h.deadline);
-        // Each batch may take the health deadline, then the delay.
+        // Each batch may take the health deadline, then the delay; and the scheduler a moment.
         let batches = w.replicas.div_ceil(w.parallelism.max(1)).max(1);
         let limit = (deadline + w.delay).saturating_mul(u32::try_from(batches).unwrap_or(u32::MAX))
-            + Duration::from_secs(60);
+            + Duration::from_secs(15);
         let d = ServiceDeploy {
             stack: spec.stack,
             service: spec.service_name,

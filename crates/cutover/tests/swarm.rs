@@ -259,3 +259,86 @@ fn a_swarm_stack_on_an_engine_that_manages_no_swarm_is_refused_before_anything()
         "{said}"
     );
 }
+
+/// Node 3's engine, killed (SIGKILL) and later started again by tests/swarm/up.
+fn kill_node_3() {
+    let pid = std::fs::read_to_string(format!("{RUN}/3/pid")).expect("node 3's pid file");
+    let o = Command::new("kill")
+        .args(["-9", pid.trim()])
+        .output()
+        .expect("kill");
+    assert!(o.status.success(), "kill node 3: {}", text(&o));
+}
+
+fn node_3_back() {
+    let up = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/swarm/up");
+    let o = Command::new(up).output().expect("tests/swarm/up");
+    assert!(o.status.success(), "node 3 back: {}", text(&o));
+}
+
+#[test]
+fn a_node_killed_mid_upgrade_fails_the_operation_cleanly_and_resume_finishes_the_revert() {
+    if !swarm_present() {
+        return;
+    }
+    build_demo_images();
+    let s = SwarmStack::new("kill");
+    // A delay between replicas keeps the rollout going long enough to lose a node in it.
+    let yaml = std::fs::read_to_string(s.file()).expect("read");
+    std::fs::write(
+        s.file(),
+        yaml.replace("deadline: 30s", "deadline: 5s")
+            .replace("parallelism: 1 }", "parallelism: 1, delay: 3s }"),
+    )
+    .expect("write");
+    expect(&s.cutover(&["apply", "--yes"]), 0, "v1");
+    let v1 = image_id("cutover-demo:v1");
+
+    let upgrade = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .arg("-f")
+        .arg(s.file())
+        .args(["apply", "--yes", "--set", "app.image=cutover-demo:v2"])
+        .env("DOCKER_HOST", format!("unix://{RUN}/1/docker.sock"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("apply v2");
+    // In its preflight: the swarm still counts node 3's replica as running, so the rollout
+    // starts, and reaches a node whose engine does not answer.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    kill_node_3();
+    struct Back;
+    impl Drop for Back {
+        fn drop(&mut self) {
+            node_3_back();
+        }
+    }
+    let back = Back;
+    let out = upgrade.wait_with_output().expect("apply ends");
+    let said = text(&out);
+    // Three replicas, at most one per node, cannot run on two nodes: neither v2 nor the
+    // revert to v1 converges while the node is gone. The operation fails, it does not hang.
+    assert!(
+        matches!(code(&out), 1 | 3),
+        "the upgrade fails (reverted, or its revert failed too): {said}"
+    );
+    eprintln!("the upgrade ended with exit {}:\n{said}", code(&out));
+    drop(back);
+    if code(&out) == 3 {
+        // With the node back, `resume` runs the revert again.
+        let r = s.cutover(&["resume", "--yes"]);
+        eprintln!("resume:\n{}", text(&r));
+        assert_eq!(code(&r), 1, "resume finishes the revert: {}", text(&r));
+    }
+    assert_eq!(
+        s.replica_images(),
+        [v1.clone(), v1.clone(), v1.clone()],
+        "every replica runs v1's image ID again"
+    );
+    assert_eq!(s.versions(), ["v1", "v1", "v1"]);
+    let h = s.cutover(&["history", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&h.stdout).expect("history");
+    assert_eq!(v["releases"][0]["status"], "reverted", "{v}");
+    assert_eq!(v["releases"][1]["status"], "deployed", "{v}");
+}
