@@ -11,6 +11,21 @@ use cutover_testkit::cmd::{build_demo_images, code, docker, text};
 use serde_json::Value;
 
 const RUN: &str = "/run/cosw";
+
+/// The swarm is one for every test here, and one of them kills a node: they take turns.
+static SWARM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    SWARM.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A host port for a test's service, the same on every node: one per stack of this process.
+fn next_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    21000
+        + (std::process::id() % 8000) as u16
+        + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 const NODES: [&str; 3] = ["10.77.0.11", "10.77.0.12", "10.77.0.13"];
 
 fn swarm_present() -> bool {
@@ -43,7 +58,7 @@ struct SwarmStack {
 impl SwarmStack {
     fn new(tag: &str) -> SwarmStack {
         let name = format!("t-sw-{tag}-{}", std::process::id());
-        let port = 21000 + (std::process::id() % 9000) as u16;
+        let port = next_port();
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("cutover.yaml"),
@@ -134,6 +149,7 @@ fn a_three_replica_service_is_upgraded_across_three_nodes_and_a_failed_upgrade_r
     if !swarm_present() {
         return;
     }
+    let _turn = turn();
     build_demo_images();
     let s = SwarmStack::new("up");
 
@@ -281,6 +297,7 @@ fn a_node_killed_mid_upgrade_fails_the_operation_cleanly_and_resume_finishes_the
     if !swarm_present() {
         return;
     }
+    let _turn = turn();
     build_demo_images();
     let s = SwarmStack::new("kill");
     // A delay between replicas keeps the rollout going long enough to lose a node in it.
