@@ -62,6 +62,9 @@ impl Stack {
     }
 
     fn cleanup(&self) {
+        // An operation a failed test left waiting (for an approval) is stopped first: its
+        // process is in its own group and would otherwise wait out its hour.
+        let _ = self.cli(&["abort", "--yes"]);
         let _ = self.cli(&["down", "--volumes", "--yes"]);
         let ids = docker(&[
             "ps",

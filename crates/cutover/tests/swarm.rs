@@ -235,7 +235,19 @@ fn a_swarm_stack_on_an_engine_that_manages_no_swarm_is_refused_before_anything()
         .expect("cutover");
     assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(text(&o).contains("is in no swarm"), "{}", text(&o));
-    assert!(!dir.path().join(".cutover/state.db").exists() || !text(&o).contains("operation"));
+    // Nothing was recorded: no release, no operation.
+    let h = Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .arg("-f")
+        .arg(&file)
+        .args(["history", "-o", "json"])
+        .output()
+        .expect("history");
+    let v: Value = serde_json::from_slice(&h.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        v["releases"],
+        serde_json::json!([]),
+        "nothing recorded: {v}"
+    );
 
     // `swarm:` on a stack of one engine, and what a swarm cannot do yet, are mistakes with
     // their places.
