@@ -192,28 +192,22 @@ async fn start(
 ) -> Result<u64, Failure> {
     let s = app.stack(stack)?;
     let entry = audit(app, who, action, Some(stack), target, "starting")?;
-    let done = app.clone();
-    let started = app
-        .cutover
-        .start(s, &args, &who.actor(), move |code| {
-            let home = done.home();
-            let before = home
-                .audit_log(500)
-                .ok()
-                .and_then(|l| l.into_iter().find(|e| e.id == entry))
-                .map(|e| e.outcome)
-                .unwrap_or_default();
-            let _ = home.audit_outcome(
-                entry,
-                &format!("{before}: {} (exit {code})", exit_meaning(code)),
-            );
-        })
-        .await;
+    let started = app.cutover.start(s, &args, &who.actor()).await;
     match started {
-        Ok(Started::Operation(op)) => {
+        Ok(Started::Operation { id, exit }) => {
             app.home()
-                .audit_outcome(entry, &format!("operation {op}"))?;
-            Ok(op)
+                .audit_outcome(entry, &format!("operation {id}"))?;
+            // Completed with how it ended, once its process has exited.
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Ok(code) = exit.await {
+                    let _ = app.home().audit_outcome(
+                        entry,
+                        &format!("operation {id}: {} (exit {code})", exit_meaning(code)),
+                    );
+                }
+            });
+            Ok(id)
         }
         Ok(Started::Ended { code, message }) => {
             let f = Failure::new(

@@ -90,8 +90,11 @@ impl Ran {
 /// A long command started in the background.
 #[derive(Debug)]
 pub enum Started {
-    /// Its operation, recorded in the store.
-    Operation(u64),
+    /// Its operation, recorded in the store, and the command's exit code once it ends.
+    Operation {
+        id: u64,
+        exit: tokio::sync::oneshot::Receiver<i32>,
+    },
     /// It ended before it began an operation (an invalid stack, a held lock): the exit
     /// code and what it said.
     Ended { code: i32, message: String },
@@ -171,13 +174,12 @@ impl Cutover {
 
     /// Starts a long command (apply, rollback, resume, abort) in the background and returns
     /// once its operation is in the store — found by the child's pid, which the operation
-    /// records as its holder — or once it ended without one. `on_exit` gets its exit code.
+    /// records as its holder — or once it ended without one.
     pub async fn start(
         &self,
         stack: &StackRef,
         args: &[String],
         actor: &str,
-        on_exit: impl FnOnce(i32) + Send + 'static,
     ) -> Result<Started, String> {
         std::fs::create_dir_all(&self.runs_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.runs_dir.display()))?;
@@ -201,31 +203,29 @@ impl Cutover {
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
         let pid = child.id().unwrap_or(0);
-        let begun = Instant::now();
-        let found = loop {
-            if let Some(op) = stack
+        let operation_of_child = || {
+            stack
                 .with_store(|s| s.operations(20))
                 .ok()
                 .flatten()
                 .and_then(|ops| ops.into_iter().find(|o: &Operation| o.holder.pid == pid))
-            {
-                break Started::Operation(op.id);
+                .map(|o| o.id)
+        };
+        let begun = Instant::now();
+        let (tx, exit) = tokio::sync::oneshot::channel();
+        let id = loop {
+            if let Some(id) = operation_of_child() {
+                break id;
             }
             match child.try_wait() {
                 Ok(Some(status)) => {
                     let code = status.code().unwrap_or(-1);
                     // One more look: it may have begun and ended between two polls.
-                    if let Some(op) = stack
-                        .with_store(|s| s.operations(20))
-                        .ok()
-                        .flatten()
-                        .and_then(|ops| ops.into_iter().find(|o| o.holder.pid == pid))
-                    {
-                        on_exit(code);
-                        return Ok(Started::Operation(op.id));
+                    if let Some(id) = operation_of_child() {
+                        let _ = tx.send(code);
+                        return Ok(Started::Operation { id, exit });
                     }
                     let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    on_exit(code);
                     return Ok(Started::Ended {
                         code,
                         message: tail(&text, 3000),
@@ -235,7 +235,12 @@ impl Cutover {
                 Err(e) => return Err(format!("cannot wait for `cutover {}`: {e}", args[0])),
             }
             if begun.elapsed() > Duration::from_secs(300) {
-                break Started::Ended {
+                // Left to run (and reaped when it ends): it may still begin; its output
+                // says what it does.
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                });
+                return Ok(Started::Ended {
                     code: -1,
                     message: format!(
                         "`cutover {}` (pid {pid}) began no operation within 5 minutes; its \
@@ -243,15 +248,15 @@ impl Cutover {
                         args.join(" "),
                         log_path.display()
                     ),
-                };
+                });
             }
             tokio::time::sleep(Duration::from_millis(40)).await;
         };
         tokio::spawn(async move {
             let code = child.wait().await.ok().and_then(|s| s.code()).unwrap_or(-1);
-            on_exit(code);
+            let _ = tx.send(code);
         });
-        Ok(found)
+        Ok(Started::Operation { id, exit })
     }
 }
 
