@@ -357,25 +357,7 @@ impl Runtime {
         let started = Instant::now();
         let existing = self.inspect_service(&name).await?;
         let since = match existing {
-            Some((version, _)) => {
-                let before = self.task_ids(&name).await?;
-                self.docker
-                    .update_service(
-                        &name,
-                        spec,
-                        UpdateServiceOptions {
-                            version: i32::try_from(version).unwrap_or(i32::MAX),
-                            ..Default::default()
-                        },
-                        None,
-                    )
-                    .await
-                    .map_err(RuntimeError::docker(format!(
-                        "cannot update service {name}"
-                    )))
-                    .map_err(|e| self.explain(e))?;
-                before
-            }
+            Some((version, _)) => self.update_spec(&name, version, spec, "update").await?,
             None => {
                 self.docker
                     .create_service(spec, None)
@@ -419,20 +401,7 @@ impl Runtime {
             }),
             ..Default::default()
         });
-        let before = self.task_ids(&name).await?;
-        self.docker
-            .update_service(
-                &name,
-                spec,
-                UpdateServiceOptions {
-                    version: i32::try_from(version).unwrap_or(i32::MAX),
-                    ..Default::default()
-                },
-                None,
-            )
-            .await
-            .map_err(RuntimeError::docker(format!("cannot scale service {name}")))
-            .map_err(|e| self.explain(e))?;
+        let before = self.update_spec(&name, version, spec, "scale").await?;
         self.converge(&name, &image, replicas, &before, settle, started, limit)
             .await
     }
@@ -466,6 +435,34 @@ impl Runtime {
             .iter()
             .map(|t| task_info(&name, t, &nodes))
             .collect())
+    }
+
+    /// Replaces the spec of service `name` (at `version`, so a concurrent change is refused
+    /// by the manager); returns the tasks it had before, which the wait tells apart.
+    async fn update_spec(
+        &self,
+        name: &str,
+        version: u64,
+        spec: ServiceSpec,
+        verb: &str,
+    ) -> Result<Vec<String>, RuntimeError> {
+        let before = self.task_ids(name).await?;
+        self.docker
+            .update_service(
+                name,
+                spec,
+                UpdateServiceOptions {
+                    version: i32::try_from(version).unwrap_or(i32::MAX),
+                    ..Default::default()
+                },
+                None,
+            )
+            .await
+            .map_err(RuntimeError::docker(format!(
+                "cannot {verb} service {name}"
+            )))
+            .map_err(|e| self.explain(e))?;
+        Ok(before)
     }
 
     async fn inspect_service(

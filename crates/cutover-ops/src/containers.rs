@@ -127,6 +127,35 @@ impl Containers<'_> {
             .collect()
     }
 
+    /// What a container — or, on a swarm, a service — of `name` is made from: the stack,
+    /// the service's settings with its secrets resolved, the release and the image to run.
+    fn spec_of<'s>(
+        &'s self,
+        name: &'s str,
+        svc: &'s Service,
+        release: u64,
+        slot: Slot,
+        image_id: &'s str,
+    ) -> Result<ContainerSpec<'s>, StepError> {
+        Ok(ContainerSpec {
+            stack: &self.desired.name,
+            service_name: name,
+            service: svc,
+            release,
+            slot,
+            image_id,
+            env: Self::env_of(svc, name)?,
+        })
+    }
+
+    /// Recorded with the release: the next plan says how long a start really takes.
+    fn record_start(&mut self, name: &str, started: Instant) {
+        if let Some(info) = self.images.0.get_mut(name) {
+            info.started_in_ms =
+                Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        }
+    }
+
     fn env_of(svc: &Service, name: &str) -> Result<Vec<String>, StepError> {
         svc.env
             .iter()
@@ -301,15 +330,7 @@ impl Containers<'_> {
             return Ok(format!("`{name}` has no migration"));
         };
         let image = self.image_for(name)?;
-        let spec = ContainerSpec {
-            stack: &self.desired.name,
-            service_name: name,
-            service: &svc,
-            release: self.release,
-            slot: Slot::Single,
-            image_id: &image.id,
-            env: Self::env_of(&svc, name)?,
-        };
+        let spec = self.spec_of(name, &svc, self.release, Slot::Single, &image.id)?;
         let started = Instant::now();
         let (code, logs) = self
             .runtime
@@ -350,26 +371,14 @@ impl Containers<'_> {
     fn start_new(&mut self, name: &str, slot: Slot) -> Result<(ContainerInfo, String), StepError> {
         let svc = self.service(name)?.clone();
         let image = self.image_for(name)?;
-        let spec = ContainerSpec {
-            stack: &self.desired.name,
-            service_name: name,
-            service: &svc,
-            release: self.release,
-            slot,
-            image_id: &image.id,
-            env: Self::env_of(&svc, name)?,
-        };
+        let spec = self.spec_of(name, &svc, self.release, slot, &image.id)?;
         let started = Instant::now();
         let id = self.runtime.run(&spec).map_err(fail)?;
         let health = self
             .runtime
             .wait_healthy(&self.desired.name, name, &id, svc.health.as_ref())
             .map_err(fail)?;
-        // Recorded with the release: the next plan says how long a start really takes.
-        if let Some(info) = self.images.0.get_mut(name) {
-            info.started_in_ms =
-                Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        }
+        self.record_start(name, started);
         let info = self
             .containers(name)?
             .into_iter()

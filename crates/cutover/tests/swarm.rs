@@ -80,16 +80,15 @@ impl SwarmStack {
         self.dir.path().join("cutover.yaml")
     }
 
-    /// `cutover ARGS` against the swarm's manager.
+    /// `cutover ARGS` against the swarm's manager, to run.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = cutover_at(&self.file(), args);
+        c.env("DOCKER_HOST", format!("unix://{RUN}/1/docker.sock"));
+        c
+    }
+
     fn cutover(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .arg("-f")
-            .arg(self.file())
-            .args(args)
-            .env("DOCKER_HOST", format!("unix://{RUN}/1/docker.sock"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("cutover")
+        self.command(args).output().expect("cutover")
     }
 
     fn cleanup(&self) {
@@ -132,6 +131,13 @@ impl Drop for SwarmStack {
     fn drop(&mut self) {
         self.cleanup();
     }
+}
+
+/// `cutover -f FILE ARGS`, with no input.
+fn cutover_at(file: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    c.arg("-f").arg(file).args(args).stdin(Stdio::null());
+    c
 }
 
 fn expect(o: &Output, want: i32, what: &str) {
@@ -225,21 +231,14 @@ fn a_swarm_stack_on_an_engine_that_manages_no_swarm_is_refused_before_anything()
     )
     .expect("stack file");
     // This machine's own engine is in no swarm.
-    let o = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .arg("-f")
-        .arg(&file)
-        .args(["apply", "--yes"])
+    let o = cutover_at(&file, &["apply", "--yes"])
         .env_remove("DOCKER_HOST")
-        .stdin(Stdio::null())
         .output()
         .expect("cutover");
     assert_eq!(code(&o), 2, "{}", text(&o));
     assert!(text(&o).contains("is in no swarm"), "{}", text(&o));
     // Nothing was recorded: no release, no operation.
-    let h = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .arg("-f")
-        .arg(&file)
-        .args(["history", "-o", "json"])
+    let h = cutover_at(&file, &["history", "-o", "json"])
         .output()
         .expect("history");
     let v: Value = serde_json::from_slice(&h.stdout).unwrap_or(Value::Null);
@@ -256,12 +255,7 @@ fn a_swarm_stack_on_an_engine_that_manages_no_swarm_is_refused_before_anything()
         "name: t-sw-bad\nservices:\n  app:\n    image: cutover-demo:v1\n    swarm: { replicas: 2 }\n",
     )
     .expect("stack file");
-    let o = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .arg("-f")
-        .arg(&file)
-        .arg("validate")
-        .output()
-        .expect("validate");
+    let o = cutover_at(&file, &["validate"]).output().expect("validate");
     assert_eq!(code(&o), 2);
     assert!(
         text(&o).contains("cutover.yaml:5") && text(&o).contains("runtime: swarm"),
@@ -274,12 +268,7 @@ fn a_swarm_stack_on_an_engine_that_manages_no_swarm_is_refused_before_anything()
          port: 8080\n    health: { http: /health }\n    volumes: [\"data:/data\"]\n",
     )
     .expect("stack file");
-    let o = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .arg("-f")
-        .arg(&file)
-        .arg("validate")
-        .output()
-        .expect("validate");
+    let o = cutover_at(&file, &["validate"]).output().expect("validate");
     assert_eq!(code(&o), 2);
     let said = text(&o);
     assert!(
@@ -323,12 +312,8 @@ fn a_node_killed_mid_upgrade_fails_the_operation_cleanly_and_resume_finishes_the
     expect(&s.cutover(&["apply", "--yes"]), 0, "v1");
     let v1 = image_id("cutover-demo:v1");
 
-    let upgrade = Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .arg("-f")
-        .arg(s.file())
-        .args(["apply", "--yes", "--set", "app.image=cutover-demo:v2"])
-        .env("DOCKER_HOST", format!("unix://{RUN}/1/docker.sock"))
-        .stdin(Stdio::null())
+    let upgrade = s
+        .command(&["apply", "--yes", "--set", "app.image=cutover-demo:v2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

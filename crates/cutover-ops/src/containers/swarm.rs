@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use cutover_core::engine::StepError;
 use cutover_core::plan::{PlanStep, StepKind};
-use cutover_core::runtime::{ContainerInfo, ContainerSpec, ServiceRuntime, Slot};
+use cutover_core::runtime::{ContainerInfo, ServiceRuntime, Slot};
 use cutover_core::spec::Phase;
 
 use super::{Containers, fail, short};
@@ -70,21 +70,10 @@ impl Containers<'_> {
     ) -> Result<String, StepError> {
         let svc = self.service(name)?.clone();
         let image = self.image_for(name)?;
-        let spec = ContainerSpec {
-            stack: &self.desired.name,
-            service_name: name,
-            service: &svc,
-            release: self.release,
-            slot: Slot::Single,
-            image_id: &image.id,
-            env: Self::env_of(&svc, name)?,
-        };
+        let spec = self.spec_of(name, &svc, self.release, Slot::Single, &image.id)?;
         let started = Instant::now();
         let said = services.deploy(&spec).map_err(fail)?;
-        if let Some(info) = self.images.0.get_mut(name) {
-            info.started_in_ms =
-                Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        }
+        self.record_start(name, started);
         Ok(said)
     }
 
@@ -105,15 +94,7 @@ impl Containers<'_> {
             .or_else(|| self.desired.services.get(name))
             .cloned()
             .ok_or_else(|| StepError::new(format!("service `{name}` is in neither release")))?;
-        let spec = ContainerSpec {
-            stack: &self.desired.name,
-            service_name: name,
-            service: &svc,
-            release: first.release,
-            slot: Slot::Single,
-            image_id: &first.image_id,
-            env: Self::env_of(&svc, name)?,
-        };
+        let spec = self.spec_of(name, &svc, first.release, Slot::Single, &first.image_id)?;
         let said = services.deploy(&spec).map_err(fail)?;
         Ok(format!("{} again: {said}", short(&first.image_id)))
     }
